@@ -1,0 +1,71 @@
+"""The ``mnist-onnx`` command.
+
+Each subcommand's options live beside the code it runs
+(``mnist_onnx/<area>/cli.py``); those modules import only the standard library
+at the top, so ``--help`` and ``--version`` answer without TensorFlow or
+onnxruntime.  This module owns the exit codes: 0 success, 1 a user error (one
+line on stderr, no traceback), 2 bad usage, 3 a gate refused an export or
+quantization, 4 an optional extra is missing, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import GateError, MissingExtraError, MnistOnnxError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_GATE = 3
+EXIT_MISSING_EXTRA = 4
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered."""
+    from .export import cli as export_cli
+    from .runtime import cli as runtime_cli
+    from .train import cli as train_cli
+
+    parser = argparse.ArgumentParser(
+        prog="mnist-onnx",
+        description="Train the Kaggle Digit Recognizer CNN, export it to ONNX, and run it with onnxruntime.",
+        epilog="Run 'mnist-onnx COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"mnist-onnx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train_cli.register(sub)
+    export_cli.register(sub)
+    runtime_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mnist-onnx`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except GateError as exc:
+        print(f"mnist-onnx {args.command}: refused: {exc}", file=sys.stderr)
+        return EXIT_GATE
+    except MissingExtraError as exc:
+        print(f"mnist-onnx {args.command}: {exc}", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
+    except MnistOnnxError as exc:
+        print(f"mnist-onnx {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"mnist-onnx {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Export a trained Keras model to ONNX (needs the ``export`` extra)."""
