@@ -100,7 +100,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
         return {
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
         }
@@ -157,7 +156,7 @@ def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[n
         labels.append(y)
     x = np.concatenate(images)
     y = np.concatenate(labels)
-    if x.shape[0] != N_IMAGES:
+    if x.shape[0] != N_IMAGES:  # read at call time so tests can build small files
         raise DataError(f"{source}: expected {N_IMAGES} images, got {x.shape[0]}")
     pixels = np.rint(x.astype(np.float64) * 256.0)
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
@@ -292,7 +291,8 @@ def build_kaggle_csvs(
         images, labels = load_mnist_from_wheel(wheel)
 
     order = kaggle_split_order(len(images), seed)
-    train_idx, test_idx = order[:N_TRAIN], order[N_TRAIN:]
+    n_train = len(images) * 3 // 5  # 42,000 of 70,000, as on Kaggle
+    train_idx, test_idx = order[:n_train], order[n_train:]
     flat = images.reshape(len(images), 784)
     pixel_cols = [f"pixel{i}" for i in range(784)]
 

@@ -1,0 +1,207 @@
+"""The shared Kaggle CSV reader: real digits in, uint8 out; bad input named by file, line and column."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_onnx.errors import CsvFormatError
+from mnist_onnx.runtime.kaggle_csv import PIXEL_COLUMNS, iter_kaggle_csv, read_kaggle_csv
+
+HEADER_TEST = ",".join(PIXEL_COLUMNS)
+HEADER_TRAIN = "label," + HEADER_TEST
+
+
+def _naive_parse(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An independent reading of a gzipped train-format CSV with the csv module."""
+    with gzip.open(path, "rt", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    arr = np.array(rows, dtype=np.int64)
+    return arr[:, 1:].reshape(-1, 28, 28, 1), arr[:, 0]
+
+
+@pytest.fixture(scope="module")
+def sample_rows(train_sample: Path) -> list[list[int]]:
+    with gzip.open(train_sample, "rt", newline="") as fh:
+        return [list(map(int, r)) for r in list(csv.reader(fh))[1:21]]
+
+
+def _write(tmp_path: Path, text: str, name: str = "in.csv", *, gz: bool = False, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    data = text.encode(encoding)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def _csv_text(rows: list[list[int]], *, labels: bool = True, newline: str = "\n") -> str:
+    header = HEADER_TRAIN if labels else HEADER_TEST
+    body = [",".join(map(str, r if labels else r[1:])) for r in rows]
+    return newline.join([header, *body]) + newline
+
+
+def test_reads_real_sample_exactly(train_sample: Path) -> None:
+    batch = read_kaggle_csv(train_sample, require_labels=True)
+    images, labels = _naive_parse(train_sample)
+    assert batch.images.dtype == np.uint8 and batch.images.shape == (1000, 28, 28, 1)
+    assert batch.labels is not None and batch.labels.dtype == np.uint8
+    np.testing.assert_array_equal(batch.images, images)
+    np.testing.assert_array_equal(batch.labels, labels)
+    assert set(np.unique(batch.labels)) == set(range(10))
+
+
+def test_test_format_has_no_labels(tmp_path: Path, sample_rows) -> None:
+    batch = read_kaggle_csv(_write(tmp_path, _csv_text(sample_rows, labels=False)))
+    assert batch.labels is None
+    np.testing.assert_array_equal(batch.images.reshape(len(sample_rows), 784), np.array(sample_rows)[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["plain", "gzip-without-.gz-name", "bom", "crlf", "blank-lines", "quoted", "integral-floats", "trailing-blank"],
+)
+def test_valid_spellings_read_identically(tmp_path: Path, sample_rows, variant: str) -> None:
+    text = _csv_text(sample_rows)
+    gz = False
+    if variant == "gzip-without-.gz-name":
+        gz = True
+    elif variant == "bom":
+        text = "\ufeff" + text
+    elif variant == "crlf":
+        text = _csv_text(sample_rows, newline="\r\n")
+    elif variant == "blank-lines":
+        lines = text.splitlines()
+        text = "\n".join(lines[:3] + [""] + lines[3:]) + "\n"
+    elif variant == "quoted":
+        text = text.replace(",0,", ',"0",', 1)
+    elif variant == "integral-floats":
+        text = text.replace(",0,", ",0.0,", 3)
+    elif variant == "trailing-blank":
+        text += "\n\n"
+    batch = read_kaggle_csv(_write(tmp_path, text, gz=gz))
+    expected = np.array(sample_rows)
+    np.testing.assert_array_equal(batch.labels, expected[:, 0])
+    np.testing.assert_array_equal(batch.images.reshape(len(expected), 784), expected[:, 1:])
+
+
+def test_chunks_equal_one_shot(train_sample: Path) -> None:
+    whole = read_kaggle_csv(train_sample)
+    chunks = list(iter_kaggle_csv(train_sample, chunk_rows=333))
+    assert [len(c) for c in chunks] == [333, 333, 333, 1]
+    assert [c.first_row for c in chunks] == [0, 333, 666, 999]
+    np.testing.assert_array_equal(np.concatenate([c.images for c in chunks]), whole.images)
+    np.testing.assert_array_equal(np.concatenate([c.labels for c in chunks]), whole.labels)
+
+
+def _replace_cell(rows: list[list[int]], row: int, col: int, value: str) -> str:
+    text_rows = [[str(v) for v in r] for r in rows]
+    text_rows[row][col] = value
+    return "\n".join([HEADER_TRAIN, *(",".join(r) for r in text_rows)]) + "\n"
+
+
+# (description, builder(rows) -> text, expected line, expected column, words in the message)
+BAD_CELLS = [
+    ("non-integer", lambda r: _replace_cell(r, 4, 300, "abc"), 6, "pixel299", "expected an integer"),
+    ("fraction", lambda r: _replace_cell(r, 0, 1, "12.5"), 2, "pixel0", "expected an integer"),
+    ("too large", lambda r: _replace_cell(r, 9, 784, "256"), 11, "pixel783", "out of range"),
+    ("negative", lambda r: _replace_cell(r, 2, 10, "-1"), 4, "pixel9", "out of range"),
+    ("NaN", lambda r: _replace_cell(r, 3, 5, "NaN"), 5, "pixel4", "expected an integer"),
+    ("empty cell", lambda r: _replace_cell(r, 7, 8, ""), 9, "pixel7", "missing value"),
+    ("label 10", lambda r: _replace_cell(r, 5, 0, "10"), 7, "label", "out of range"),
+    ("label -3", lambda r: _replace_cell(r, 5, 0, "-3"), 7, "label", "out of range"),
+    ("huge", lambda r: _replace_cell(r, 1, 3, "99999999999999999999"), 3, "pixel2", "out of range"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CELLS, ids=[c[0] for c in BAD_CELLS])
+def test_bad_cell_names_file_line_column(tmp_path: Path, sample_rows, case) -> None:
+    _, build, line, column, words = case
+    path = _write(tmp_path, build(sample_rows))
+    with pytest.raises(CsvFormatError) as info:
+        read_kaggle_csv(path)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert (err.path, err.line, err.column) == (str(path), line, column)
+    assert words in str(err) and str(path) in str(err) and f"line {line}" in str(err)
+
+
+def test_bad_cell_in_a_later_chunk_and_after_blank_lines(tmp_path: Path, sample_rows) -> None:
+    text = _replace_cell(sample_rows, 15, 100, "x")
+    lines = text.splitlines()
+    text = "\n".join(lines[:2] + ["", ""] + lines[2:]) + "\n"  # two blank lines shift the real line numbers
+    path = _write(tmp_path, text)
+    with pytest.raises(CsvFormatError) as info:
+        for _ in iter_kaggle_csv(path, chunk_rows=4):
+            pass
+    assert (info.value.line, info.value.column) == (19, "pixel99")
+
+
+@pytest.mark.parametrize(
+    "mutate, line, column, words",
+    [
+        (lambda lines: lines[:5] + [lines[5] + ",7"] + lines[6:], 6, None, "expected 785 fields, got 786"),
+        (lambda lines: lines[:5] + [lines[5].rsplit(",", 10)[0]] + lines[6:], 6, "pixel774", "expected 785 fields, got 775"),
+        (lambda lines: [lines[0]] + [ln + ",0" for ln in lines[1:]], 2, None, "expected 785 fields, got 786"),
+    ],
+    ids=["one-long-row", "truncated-row", "every-row-long"],
+)
+def test_wrong_field_counts(tmp_path: Path, sample_rows, mutate, line, column, words) -> None:
+    lines = _csv_text(sample_rows).splitlines()
+    path = _write(tmp_path, "\n".join(mutate(lines)) + "\n")
+    with pytest.raises(CsvFormatError) as info:
+        read_kaggle_csv(path)
+    assert (info.value.line, info.value.column) == (line, column)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "header, column, words",
+    [
+        (HEADER_TRAIN.replace("pixel5,", "pixel6,", 1), "7 ('pixel6')", "expected header column 'pixel5'"),
+        ("label," + ",".join(PIXEL_COLUMNS[:700]), None, "expected 785 header columns"),
+        (HEADER_TEST + ",extra", None, "first extra column 'extra'"),
+        ("Label," + HEADER_TEST, "1 ('Label')", "expected header column 'pixel0'"),
+        ("1,2,3", "1 ('1')", "expected header column 'pixel0'"),
+    ],
+    ids=["renamed", "missing-columns", "extra-column", "capitalised-label", "no-header"],
+)
+def test_bad_header(tmp_path: Path, sample_rows, header: str, column, words: str) -> None:
+    body = _csv_text(sample_rows).splitlines()[1:]
+    path = _write(tmp_path, "\n".join([header, *body]) + "\n")
+    with pytest.raises(CsvFormatError) as info:
+        read_kaggle_csv(path)
+    assert (info.value.line, info.value.column) == (1, column)
+    assert words in str(info.value)
+
+
+def test_empty_and_header_only_files(tmp_path: Path) -> None:
+    with pytest.raises(CsvFormatError, match="file is empty"):
+        read_kaggle_csv(_write(tmp_path, "", "empty.csv"))
+    with pytest.raises(CsvFormatError, match="header but no data rows"):
+        read_kaggle_csv(_write(tmp_path, HEADER_TEST + "\n", "header.csv"))
+    with pytest.raises(CsvFormatError, match="header but no data rows"):
+        list(iter_kaggle_csv(_write(tmp_path, HEADER_TRAIN + "\n\n", "header2.csv")))
+
+
+def test_missing_file_directory_and_labels_required(tmp_path: Path, sample_rows) -> None:
+    with pytest.raises(CsvFormatError, match="no such file"):
+        read_kaggle_csv(tmp_path / "nope.csv")
+    with pytest.raises(CsvFormatError, match="is a directory"):
+        read_kaggle_csv(tmp_path)
+    test_file = _write(tmp_path, _csv_text(sample_rows, labels=False))
+    with pytest.raises(CsvFormatError, match="expected a training file"):
+        read_kaggle_csv(test_file, require_labels=True)
+
+
+def test_non_utf8_line(tmp_path: Path, sample_rows) -> None:
+    text = _csv_text(sample_rows).encode()
+    lines = text.split(b"\n")
+    lines[3] = lines[3].replace(b",0,", b",\xff\xfe,", 1)
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(CsvFormatError) as info:
+        read_kaggle_csv(path)
+    assert info.value.line == 4
