@@ -53,7 +53,7 @@ def test_quick_training_learns_and_writes_everything(tiny_training, holdout_samp
     assert (out / "training-curves.png").read_bytes()[:4] == b"\x89PNG"
 
     report = json.loads((out / "report.json").read_text())
-    assert report["recipe"]["name"] == "seed" and report["epochs_run"] == 1
+    assert report["recipe"]["name"] == "seed" and report["epochs_run"] == 1 and report["kept_epoch"] == 1
     assert (report["train_rows"], report["validation_rows"]) == (800, 200)
     assert len(report["train_csv_sha256"]) == 64 and report["versions"]["tensorflow"]
     history = json.loads((out / "history.json").read_text())
@@ -68,6 +68,24 @@ def test_quick_training_learns_and_writes_everything(tiny_training, holdout_samp
     accuracy = evaluate_keras(model, held_out.images, held_out.labels)
     # One epoch on 800 real digits: far above the 10% of guessing on 1,000 digits it never saw.
     assert accuracy > 0.6, accuracy
+
+
+def test_keep_best_restores_the_best_epoch(tmp_path: Path, train_sample: Path) -> None:
+    import keras
+
+    from mnist_onnx.train import train
+
+    result = train(train_sample, tmp_path, epochs=3, limit_rows=300, verbose=0)
+    r = result.report
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert r["kept_epoch"] == r["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
+    # The saved model really is that epoch's: re-scoring the validation rows gives its accuracy back.
+    from mnist_onnx.train.recipes import evaluate_keras, split_validation
+
+    data = read_kaggle_csv(train_sample)
+    _, val = split_validation(300, 0.2, 2)
+    accuracy = evaluate_keras(keras.models.load_model(result.model_path), data.images[val], data.labels[val])
+    assert accuracy == pytest.approx(r["kept_val_accuracy"], abs=1 / 60 / 2)  # within half of one of 60 digits
 
 
 def test_augmented_recipe_keeps_augmentation_out_of_the_model(tmp_path: Path, train_sample: Path) -> None:

@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     train.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
     train.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, help="override the recipe's random seed (default 2)")
+    train.add_argument("--keep", choices=("best", "last"), default=None,
+                       help="save the weights of the best validation epoch (default) or of the last one")
     train.add_argument("--limit", type=_positive_int, metavar="ROWS", help="use only the first ROWS rows (quick runs)")
     train.add_argument("--test", metavar="TEST_CSV", help="held-out test.csv to score after training")
     train.add_argument("--test-labels", metavar="LABELS_CSV", help="answers for --test (ImageId,Label)")
@@ -81,13 +83,13 @@ def _run_train(args: argparse.Namespace) -> int:
     verbose = 0 if args.quiet else ("auto" if sys.stderr.isatty() else 2)
     result = train(
         args.train_csv, args.out, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
+        seed=args.seed, keep=args.keep, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
         verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *sys.argv[1:]]),
     )
     if emit:
         r = result.report
-        line = (f"saved {result.model_path}: validation accuracy {r['final_val_accuracy']:.4f} "
-                f"(best {r['best_val_accuracy']:.4f}), {r['wall_time_s']:.0f} s")
+        line = (f"saved {result.model_path} (weights of epoch {r['kept_epoch']}): validation accuracy "
+                f"{r['kept_val_accuracy']:.4f} (last epoch {r['final_val_accuracy']:.4f}), {r['wall_time_s']:.0f} s")
         if "holdout_accuracy" in r:
             line += f", held-out accuracy {r['holdout_accuracy']:.4f} on {r['holdout_rows']:,} rows"
         emit(line)

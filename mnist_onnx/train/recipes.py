@@ -52,6 +52,7 @@ class Recipe:
     lr_patience: int = 3
     lr_factor: float = 0.5
     min_lr: float = 1e-5
+    keep: str = "best"  # "best": the weights of the epoch with the highest val_accuracy; "last": the final epoch's
     description: str = ""
 
 
@@ -115,6 +116,32 @@ class _LogToCallable:
                 logs = logs or {}
                 parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
                 emit(f"epoch {epoch + 1}/{epochs}: {parts}")
+
+        return _Cb()
+
+
+class _KeepBestWeights:
+    """Keras callback: remember the weights of the best ``val_accuracy`` epoch and restore them at the end.
+
+    With a constant learning rate the last epoch's validation accuracy swings by
+    a few tenths of a point (the seed recipe on 42,000 rows: 99.20% at epoch 9,
+    98.98% at epoch 10), so saving the last epoch can throw the best model away.
+    """
+
+    def __new__(cls, keras: Any) -> Any:
+        class _Cb(keras.callbacks.Callback):
+            best = -1.0
+            best_epoch = 0
+            weights: list | None = None
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                acc = float((logs or {}).get("val_accuracy", -1.0))
+                if acc > self.best:
+                    self.best, self.best_epoch, self.weights = acc, epoch + 1, self.model.get_weights()
+
+            def on_train_end(self, logs: dict | None = None) -> None:
+                if self.weights is not None:
+                    self.model.set_weights(self.weights)
 
         return _Cb()
 
@@ -210,6 +237,7 @@ def train(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    keep: str | None = None,
     limit_rows: int | None = None,
     test_csv: str | os.PathLike[str] | None = None,
     test_labels_csv: str | os.PathLike[str] | None = None,
@@ -230,6 +258,8 @@ def train(
         out_dir: Directory for the artifacts (created if missing).
         recipe: ``"seed"``, ``"augmented"`` or a :class:`Recipe`.
         epochs, batch_size, seed: Override the recipe's values.
+        keep: ``"best"`` (default) saves the weights of the epoch with the best
+            validation accuracy; ``"last"`` saves the final epoch's, as the tutorial does.
         limit_rows: Use only the first N rows (quick runs and tests).
         test_csv, test_labels_csv: Optional held-out rows and their answers; their
             accuracy is added to the report.
@@ -251,7 +281,7 @@ def train(
         if recipe not in RECIPES:
             raise MnistOnnxError(f"unknown recipe {recipe!r}, expected one of {', '.join(RECIPES)}")
         recipe = RECIPES[recipe]
-    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("keep", keep)) if v is not None}
     recipe = replace(recipe, **overrides)
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise MnistOnnxError(f"epochs and batch size must be positive, got {recipe.epochs} and {recipe.batch_size}")
@@ -295,6 +325,11 @@ def train(
     ]
     if progress is not None:
         callbacks.append(_LogToCallable(keras, emit, recipe.epochs))
+    if recipe.keep not in ("best", "last"):
+        raise MnistOnnxError(f"keep must be 'best' or 'last', got {recipe.keep!r}")
+    keeper = _KeepBestWeights(keras) if recipe.keep == "best" else None
+    if keeper is not None:
+        callbacks.append(keeper)
 
     train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
     train_ds = train_ds.shuffle(len(x_train), seed=recipe.seed, reshuffle_each_iteration=True)
@@ -334,6 +369,8 @@ def train(
         "final_val_accuracy": history["val_accuracy"][-1],
         "best_val_accuracy": max(history["val_accuracy"]),
         "best_epoch": int(np.argmax(history["val_accuracy"]) + 1),
+        "kept_epoch": keeper.best_epoch if keeper is not None else len(history["val_accuracy"]),
+        "kept_val_accuracy": keeper.best if keeper is not None else history["val_accuracy"][-1],
         "wall_time_s": round(wall, 1),
         "model_sha256": sha256_file(model_path),
         "versions": library_versions(),
