@@ -1,9 +1,141 @@
-"""Options of this area's subcommands (standard library imports only)."""
+"""Options of ``mnist-onnx predict`` (standard library imports only, so ``--help`` stays fast)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .._progress import status_printer
+from ..train.cli import _positive_int
+from .defaults import DEFAULT_BATCH_SIZE
+
+SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type
     """Add this area's subcommands to the ``mnist-onnx`` parser."""
+    predict = sub.add_parser(
+        "predict",
+        help="predict the digits in a Kaggle CSV with onnxruntime (no TensorFlow needed)",
+        description=(
+            "Predict every row of a Kaggle test.csv (or train.csv) with an ONNX digit classifier and, with "
+            "--out, write a Kaggle submission (ImageId,Label). With no CSV, run the model over the bundled "
+            "sample of 1,000 labelled held-out digits and print what it did. When the CSV has a label "
+            "column, the label is not shown to the model; it is used to report the accuracy."
+        ),
+    )
+    predict.add_argument("csv", nargs="?", metavar="CSV",
+                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample)")
+    predict.add_argument("--model", metavar="PATH",
+                         help="ONNX model (default: the bundled model of --precision)")
+    predict.add_argument("--out", metavar="PATH",
+                         help="write the predictions here (ImageId,Label); replaced only when complete")
+    predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=DEFAULT_BATCH_SIZE,
+                         help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE})")
+    predict.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="execution provider; auto = CUDA when onnxruntime-gpu sees a GPU, else CPU "
+                              "(default: auto)")
+    predict.add_argument("--threads", type=_positive_int, metavar="N",
+                         help="onnxruntime intra-op threads (default: one per physical core)")
+    predict.add_argument("--precision", choices=("fp32", "int8"),
+                         help="which bundled model (default: fp32); with --model, checked against its metadata")
+    predict.add_argument("--proba", action="store_true",
+                         help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
+    predict.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    predict.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from ..errors import MnistOnnxError
+    from .predictor import DigitClassifier
+
+    if args.proba and not args.out:
+        raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
+    emit = status_printer(args.quiet, stream=sys.stdout)
+    csv_path = Path(args.csv) if args.csv else SAMPLE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier = DigitClassifier(args.model, providers=args.provider, threads=args.threads,
+                                     precision=args.precision, batch_size=args.batch_size)
+    if not args.quiet:
+        for warning in caught:
+            print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
+    progress = None if args.quiet else terminal_progress(sys.stderr)
+    try:
+        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba,
+                                       progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if emit:
+        for line in summary_lines(frame, csv_path, args.out, sample=not args.csv):
+            emit(line)
+    return 0
+
+
+def summary_lines(frame: Any, csv_path: Path, out: str | None, *, sample: bool) -> list[str]:
+    """What ``mnist-onnx predict`` says after a run: rows, model, provider, throughput, accuracy."""
+    attrs = frame.attrs
+    source = "the bundled sample" if sample else str(csv_path)
+    lines = [
+        f"predicted {attrs['rows']:,} rows of {source} with {attrs['model']} on {attrs['providers'][0]}: "
+        f"{attrs['images_per_second']:,.0f} images/s ({attrs['seconds']:.2f} s, reading included)"
+    ]
+    evaluation = attrs.get("evaluation")
+    if evaluation is not None:
+        line = (f"accuracy {evaluation.accuracy:.2%} ({evaluation.correct:,} of {evaluation.rows:,} "
+                f"match the file's label column)")
+        mistakes = _top_confusions(evaluation)
+        if mistakes:
+            line += f"; most confused (true->predicted): {mistakes}"
+        lines.append(line)
+    if out:
+        lines.append(f"wrote {out} ({', '.join(frame.columns[:2])}"
+                     f"{', ...' if len(frame.columns) > 2 else ''}; {attrs['rows']:,} rows)")
+    return lines
+
+
+def _top_confusions(evaluation: Any, most: int = 3) -> str:
+    pairs = []
+    for t, row in enumerate(evaluation.confusion):
+        for p, count in enumerate(row):
+            if t != p and count:
+                pairs.append((int(count), evaluation.labels[t], evaluation.labels[p]))
+    pairs.sort(key=lambda item: (-item[0], str(item[1]), str(item[2])))
+    return ", ".join(f"{t}->{p} ({count})" for count, t, p in pairs[:most])
+
+
+class terminal_progress:  # noqa: N801 - used like a function
+    """A progress callback that redraws one line on a terminal, and does nothing elsewhere.
+
+    Silent for the first second, so short runs print no progress at all.
+    """
+
+    def __init__(self, stream: TextIO, *, delay_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._stream = stream
+        self._enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self._clock = clock
+        self._start = clock()
+        self._delay = delay_s
+        self._drawn = False
+
+    def __call__(self, rows: int) -> None:
+        if not self._enabled:
+            return
+        elapsed = self._clock() - self._start
+        if elapsed < self._delay:
+            return
+        self._stream.write(f"\rpredicting: {rows:,} rows, {rows / elapsed:,.0f} rows/s")
+        self._stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """Erase the progress line, if one was drawn."""
+        if self._drawn:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+            self._drawn = False
