@@ -250,10 +250,11 @@ def _prefetched(items: Iterable[_T]) -> Iterator[_T]:
 class DigitClassifier:
     """An ONNX digit classifier behind one reusable onnxruntime session.
 
-    Example:
-        >>> clf = DigitClassifier("digit_cnn.onnx", providers="cpu")  # doctest: +SKIP
-        >>> clf.predict(images)                                         # doctest: +SKIP
-        array([2, 0, 9, ...])
+    Example::
+
+        clf = DigitClassifier("digit_cnn.onnx", providers="cpu")
+        labels = clf.predict(images)          # uint8 (N, 28, 28) -> int64 (N,)
+        frame = clf.predict_csv("test.csv", output="submission.csv")
 
     Args:
         model: None for the bundled model of ``precision``, a path to an
@@ -330,7 +331,7 @@ class DigitClassifier:
                 shape or value range, or contains NaN.
         """
         pixels = _validated_images(images)
-        return self._probabilities(pixels, _check_batch_size(batch_size or self.batch_size))
+        return self._probabilities(pixels, _check_batch_size(self.batch_size if batch_size is None else batch_size))
 
     def predict(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
         """Predicted labels for in-memory images (see :meth:`predict_proba` for the input forms).
@@ -381,7 +382,7 @@ class DigitClassifier:
             CsvFormatError: If the CSV is malformed (names the file, line and column).
             MnistOnnxError: If ``output`` cannot be written.
         """
-        size = _check_batch_size(batch_size or self.batch_size)
+        size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         started = time.perf_counter()
         chunks: Iterable[Any] = iter_kaggle_csv(path, chunk_rows=chunk_rows)
         if overlap_reading:

@@ -159,7 +159,11 @@ def _bundled_model(precision: str) -> ModelSource:
         ) from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{card_path}: cannot read the bundled model card ({exc})") from None
-    entry = card.get("files", {}).get(precision) if isinstance(card, dict) else None
+    files = card.get("files") if isinstance(card, dict) else None
+    entry = files.get(precision) if isinstance(files, dict) else None
+    if entry is None:
+        raise ModelError(f"{card_path}: the model card has no files.{precision} entry: this installation "
+                         f"ships no {precision} model")
     if not isinstance(entry, dict) or not {"path", "sha256"} <= entry.keys():
         raise ModelError(f"{card_path}: expected files.{precision}.path and .sha256, "
                          f"got {json.dumps(entry)[:200]}")
