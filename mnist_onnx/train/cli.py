@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     train.add_argument("--out", required=True, metavar="DIR", help="directory for the model and reports")
     train.add_argument("--recipe", choices=("seed", "augmented"), default="seed",
                        help="'seed' = the tutorial (10 epochs, batch 32); 'augmented' = + rotation/zoom/shift "
-                            "augmentation (20 epochs, batch 64). Default: seed")
+                            "augmentation (30 epochs, batch 64). Default: seed")
     train.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
     train.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, help="override the recipe's random seed (default 2)")
