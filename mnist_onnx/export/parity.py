@@ -40,6 +40,7 @@ __all__ = [
     "ParityImages",
     "load_parity_images",
     "edge_images",
+    "describe_path",
     "to_model_input",
     "run_onnxruntime",
     "check_parity",
@@ -77,6 +78,17 @@ class ParityImages:
     real_rows: int
     source: str
     source_sha256: str
+
+
+def describe_path(path: Path) -> str:
+    """How reports name a data file: the bundled sample by its place in the package, others as given.
+
+    >>> describe_path(BUNDLED_SAMPLE)
+    'mnist_onnx/runtime/bundled/sample.csv.gz (bundled)'
+    """
+    if path.resolve() == BUNDLED_SAMPLE:
+        return "mnist_onnx/runtime/bundled/sample.csv.gz (bundled)"
+    return str(path)
 
 
 def edge_images(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -136,7 +148,7 @@ def load_parity_images(
         names=names,
         labels=np.concatenate(labels).astype(np.int64) if labels else None,
         real_rows=len(real),
-        source=str(path),
+        source=describe_path(path),
         source_sha256=sha256_file(path),
     )
 
