@@ -40,27 +40,9 @@ HAS_CUDA = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 @pytest.fixture(scope="module")
-def onnx_model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny trained Keras model as ONNX: conftest's export fixture when present, else converted here."""
-    try:
-        return Path(request.getfixturevalue("tiny_onnx_model_path"))
-    except pytest.FixtureLookupError:
-        pass
-    keras_path = request.getfixturevalue("tiny_keras_model_path")
-    tf = pytest.importorskip("tensorflow", reason="needs the 'export' extra to convert the test model")
-    tf2onnx = pytest.importorskip("tf2onnx", reason="needs the 'export' extra to convert the test model")
-    import keras
-
-    model = keras.models.load_model(keras_path)
-    signature = (tf.TensorSpec((None, 28, 28, 1), tf.float32, name="image"),)
-
-    @tf.function(input_signature=signature)
-    def forward(image):
-        return {"probabilities": model(image, training=False)}
-
-    out = tmp_path_factory.mktemp("runtime-model") / "tiny.onnx"
-    tf2onnx.convert.from_function(forward, input_signature=signature, opset=18, output_path=str(out))
-    return out
+def onnx_model_path(tiny_onnx_model_path: Path) -> Path:
+    """The tiny trained Keras model exported by `mnist-onnx export` (NCHW, full metadata)."""
+    return Path(tiny_onnx_model_path)
 
 
 @pytest.fixture(scope="module")
@@ -335,8 +317,29 @@ def test_metadata_drives_scale_labels_and_kind(holdout):
     expected = plain.session.run(None, {"x": images.astype(np.float32) * np.float32(0.5)})[0]
     np.testing.assert_allclose(clf.predict_proba(images), expected, rtol=0, atol=1e-6)
     assert list(clf.predict(images)) == [list("abcdefghij")[i] for i in expected.argmax(axis=1)]
-    with pytest.raises(ModelError, match="expected a int8 model, got a fp32 model"):
+    with pytest.raises(ModelError, match="expected precision int8, got fp32"):
         DigitClassifier(linear_model(metadata=metadata), providers="cpu", precision="int8")
+
+
+def test_digit_string_labels_read_as_integers(holdout, holdout_sample):
+    # `mnist-onnx export` writes the class labels as JSON strings "0".."9".
+    metadata = {"mnist_onnx.class_labels": json.dumps(list("0123456789"))}
+    clf = DigitClassifier(linear_model(metadata=metadata), providers="cpu")
+    assert clf.class_labels == tuple(range(10))
+    assert clf.predict(holdout.images[:5]).dtype == np.int64
+    frame = clf.predict_csv(holdout_sample, proba=True)
+    assert frame["Label"].dtype == np.int64 and "p9" in frame.columns
+    assert frame.attrs["evaluation"].rows == len(holdout)
+
+
+def test_int8_model(tiny_int8_model_path, quantizable_onnx_model_path, holdout):
+    int8 = DigitClassifier(tiny_int8_model_path, providers="cpu", precision="int8")
+    fp32 = DigitClassifier(quantizable_onnx_model_path, providers="cpu")
+    assert (int8.contract.precision, fp32.contract.precision) == ("int8", "fp32")
+    agreement = float((int8.predict(holdout.images) == fp32.predict(holdout.images)).mean())
+    assert agreement >= 0.998, "the quantization gate let this model through at >= 99.8% agreement"
+    with pytest.raises(ModelError, match="expected precision fp32, got int8"):
+        DigitClassifier(tiny_int8_model_path, providers="cpu", precision="fp32")
 
 
 def test_fixed_batch_model_is_fed_in_its_own_batch_size(holdout):
@@ -373,7 +376,7 @@ def _bad_model_cases(onnx_model_path: Path, tmp_path: Path) -> dict[str, tuple[o
     cases["two inputs"] = (linear_model(extra_input=True), "expected a model with 1 input .images., got 2: x, unused")
     cases["twelve classes"] = (linear_model(classes=12), r"expected 10 output classes \(digits 0-9\), got 12")
     cases["bad layout metadata"] = (linear_model(metadata={"mnist_onnx.input_layout": "NWHC"}),
-                                    "mnist_onnx.input_layout: expected NHWC or NCHW, got 'NWHC'")
+                                    "mnist_onnx.input_layout: expected NCHW or NHWC, got 'NWHC'")
     cases["layout contradicts shape"] = (linear_model(metadata={"mnist_onnx.input_layout": "NCHW"}),
                                          "metadata says NCHW but the input shape is N×28×28×1")
     cases["bad labels metadata"] = (linear_model(metadata={"mnist_onnx.class_labels": "[1, 1]"}),
