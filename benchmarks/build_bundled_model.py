@@ -81,9 +81,14 @@ def main() -> None:
     if report["model_sha256"] != sha256_file(args.run / "model.keras"):
         raise SystemExit(f"{args.run}/report.json describes another model.keras")
 
+    # The training report's command line uses paths relative to the directory above DATA_DIR
+    # (where `mnist-onnx data` and `mnist-onnx train` ran); export and quantize run here.
+    workspace = args.data.resolve().parent
     commands = [
-        shlex.join(["mnist-onnx", "data", str(args.data)]),
+        shlex.join(["cd", str(workspace)]),
+        shlex.join(["mnist-onnx", "data", str(args.data.resolve().relative_to(workspace))]),
         _training_command(report),
+        shlex.join(["cd", str(repo)]),
         _run(["mnist-onnx", "export", str(args.run / "model.keras"), "--out", str(bundled / FP32)]),
         _run(["mnist-onnx", "quantize", str(bundled / FP32), "--calibration", str(train_csv),
               "--out", str(bundled / INT8)]),
@@ -150,9 +155,10 @@ def _markdown(card: dict) -> str:
         "The model `mnist-onnx predict` uses when no `--model` is given.",
         "",
         "> **Do not use it to score a Kaggle submission.** Every MNIST image is also in Kaggle's Digit Recognizer "
-        "test set, so a model trained on any MNIST split has seen Kaggle's test images (or their twins) and its "
-        "Kaggle score means nothing.  Train your own with `mnist-onnx train` on Kaggle's `train.csv`, then "
-        "`mnist-onnx export` and `mnist-onnx predict --model`.",
+        "test set, so a model trained on any MNIST split (this one included) must not be used to score a Kaggle "
+        "submission: it has seen the test images, and its score would mean nothing.  Train your own with "
+        "`mnist-onnx train` on Kaggle's `train.csv`, then `mnist-onnx export` it and pass it to "
+        "`mnist-onnx predict --model`.",
         "",
         "## Files",
         "",
@@ -191,9 +197,10 @@ def _markdown(card: dict) -> str:
         f"- int8: static quantization, {opts['quant_format']}, "
         f"{'per-channel' if opts['per_channel'] else 'per-tensor'} weights, {opts['activation_type']} activations / "
         f"{opts['weight_type']} weights, {opts['calibrate_method']} calibration on the first "
-        f"{q['calibration']['rows']:,} rows of train.csv; output layer kept in float: "
-        f"{opts.get('float_output_layer')}.  Gate on {q['evaluation']['rows']:,} held-out digits: agreement with "
-        f"fp32 {q['evaluation']['agreement']:.2%}, accuracy change {-q['evaluation']['accuracy_drop_pp']:+.2f} pp.",
+        f"{q['calibration']['rows']:,} rows of train.csv; the output layer (Dense 10 + softmax) "
+        f"{'stays float' if opts.get('float_output_layer') else 'is quantized too'}.  Gate on "
+        f"{q['evaluation']['rows']:,} held-out digits: agreement with fp32 {q['evaluation']['agreement']:.2%}, "
+        f"accuracy change {0.0 - q['evaluation']['accuracy_drop_pp']:+.2f} pp.",
     ]
     if lat:
         lines.append(f"- Latency when quantized (onnxruntime CPU, {q['cpu']['model']}, {q['cpu']['cpus']} cores, "
@@ -201,6 +208,8 @@ def _markdown(card: dict) -> str:
                      f"int8; batch 512 {lat['fp32']['batch_512_per_image_us']} / "
                      f"{lat['int8']['batch_512_per_image_us']} µs per image.")
     lines += ["", "## Reproduce", "", "```sh", *card["command_lines"], "```", "",
+              "The last command runs the export and quantize commands before it itself, then measures both "
+              "models on the 28,000 held-out rows and writes this card and `model_card.json`.", "",
               "Library versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".", ""]
     return "\n".join(lines)
 
