@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 import warnings
 from pathlib import Path
 
@@ -265,6 +266,17 @@ def test_bad_row_late_in_the_file_leaves_no_submission(classifier, holdout_sampl
         classifier.predict_csv(bad, output=out, chunk_rows=64, overlap_reading=overlap_reading)
     assert out.read_text() == "previous submission\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "submission.csv"]
+
+
+def test_reader_thread_stops_when_prediction_fails(classifier, holdout_sample, tmp_path):
+    def interrupt(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "submission.csv"
+    with pytest.raises(KeyboardInterrupt):
+        classifier.predict_csv(holdout_sample, output=out, chunk_rows=50, overlap_reading=True, progress=interrupt)
+    assert not any(t.name == "mnist-onnx-csv-reader" for t in threading.enumerate())
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("destination, message", [

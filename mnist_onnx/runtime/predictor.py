@@ -187,20 +187,24 @@ def _prefetched(items: Iterable[_T]) -> Iterator[_T]:
     slot: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def offer(message: tuple[str, Any]) -> bool:
+        """Put ``message`` in the slot unless the consumer has gone; say whether it was put."""
+        while not stop.is_set():
+            try:
+                slot.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        slot.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(("item", item)):
                     return
-            slot.put(("done", None))
+            offer(("done", None))
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            slot.put(("error", exc))
+            offer(("error", exc))
 
     worker = threading.Thread(target=produce, name="mnist-onnx-csv-reader", daemon=True)
     worker.start()
@@ -214,8 +218,6 @@ def _prefetched(items: Iterable[_T]) -> Iterator[_T]:
             yield value
     finally:
         stop.set()
-        with contextlib.suppress(queue.Empty):
-            slot.get_nowait()
         worker.join()
 
 
@@ -362,9 +364,7 @@ class DigitClassifier:
         """
         size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         started = time.perf_counter()
-        chunks: Iterable[Any] = iter_kaggle_csv(path, chunk_rows=chunk_rows)
-        if overlap_reading:
-            chunks = _prefetched(chunks)
+        chunks: Iterable[Any] = iter_kaggle_csv(path, chunk_rows=chunk_rows)  # checks the header now
         labels = self.contract.class_labels
         # A file's labels are the digits 0-9; scoring needs each digit's output column.
         digit_column = np.array([labels.index(d) if d in labels else -1 for d in range(10)])
@@ -375,6 +375,9 @@ class DigitClassifier:
         proba_parts: list[np.ndarray] = []
         rows = 0
         with contextlib.ExitStack() as stack:
+            if overlap_reading:
+                # Closed on the way out, so the reader thread never outlives this call, even on an error.
+                chunks = stack.enter_context(contextlib.closing(_prefetched(chunks)))
             out_file = None
             if output is not None:
                 tmp = stack.enter_context(atomic_path(output))
