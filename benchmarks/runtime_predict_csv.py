@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    # name: keyword arguments of predict_csv / DigitClassifier
-    "batch 64": {"batch_size": 64},
-    "batch 256": {"batch_size": 256},
-    "batch 1024": {"batch_size": 1024},
+    # name: keyword arguments of DigitClassifier (threads, batch_size) and predict_csv (overlap_reading)
+    "batch 64": {"batch_size": 64, "overlap_reading": False},
+    "batch 256": {"batch_size": 256, "overlap_reading": False},
+    "batch 1024": {"batch_size": 1024, "overlap_reading": False},
     "batch 256, overlap reading": {"batch_size": 256, "overlap_reading": True},
-    "batch 256, threads=1": {"batch_size": 256, "threads": 1},
+    "batch 256, threads=1": {"batch_size": 256, "threads": 1, "overlap_reading": False},
     "batch 256, threads=1, overlap reading": {"batch_size": 256, "threads": 1, "overlap_reading": True},
 }
 

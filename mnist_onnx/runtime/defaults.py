@@ -9,6 +9,7 @@ FIRST_8192_ROWS_OF_test.csv --rounds 15 --only ...`` and ``... memory ...
 --times 1 --batch-size N``)::
 
     batch   predict_csv, 8,192 rows (best of 15)   peak RSS
+            (no overlapped reading)
        64   3.62 s                                  217 MiB
       256   3.70 s                                  346 MiB
      1024   3.48 s                                  799 MiB

@@ -323,7 +323,7 @@ class DigitClassifier:
         proba: bool = False,
         batch_size: int | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
-        overlap_reading: bool = False,
+        overlap_reading: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> pd.DataFrame:
         """Predict every row of a Kaggle CSV, streaming it in chunks.
@@ -339,15 +339,20 @@ class DigitClassifier:
                 ``confidence`` (the highest probability), to the result and to ``output``.
             batch_size: Images per onnxruntime call (default: the classifier's).
             chunk_rows: CSV rows parsed at a time; memory use is proportional
-                to this and to ``batch_size``, not to the file's size (peak RSS
-                346 MiB for test.csv and 347 MiB for a file 10 times as long:
-                ``python benchmarks/runtime_predict_csv.py memory MODEL.onnx``).
+                to this and to ``batch_size``, not to the file's size: with the
+                bundled fp32 model, peak RSS 352 MiB for test.csv and 362 MiB
+                for a file 10 times as long (280,000 rows); the difference is
+                the returned DataFrame, 16 bytes a row without ``proba``
+                (``python benchmarks/runtime_predict_csv.py memory MODEL.onnx``).
             overlap_reading: Parse the next chunk in a background thread while
-                the current one is predicted.  Off by default: reading is about
-                6% of the time (0.21 of 3.5 s for 8,192 rows), and on the 2-core
-                development machine the gain stayed within the noise (best of
-                15 rounds 3.49 s against 3.70 s, median 5.74 s against 5.50 s).
-                It can help where spare cores exist.
+                the current one is predicted (pandas' parser and onnxruntime
+                both release the GIL).  Measured on the 2-core development
+                machine, bundled int8 model, test.csv, 7 interleaved rounds
+                (``python benchmarks/runtime_predict_csv.py speed MODEL --only
+                'batch 256' --only 'batch 256, overlap reading'``): best 2.32 s
+                against 2.42 s, median 2.77 s against 2.98 s, faster in all 7
+                paired rounds; reading alone takes 0.40 s of it.  With the fp32
+                model, where inference dominates, the gain is smaller (about 4%).
             progress: Called with the number of rows done after each chunk.
 
         Returns:
@@ -592,6 +597,7 @@ def predict_csv(
     output: str | os.PathLike[str] | None = None,
     proba: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    overlap_reading: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Predict a Kaggle CSV with an ONNX digit classifier (one call, one session).
@@ -613,6 +619,7 @@ def predict_csv(
             (``ImageId,Label``) unless ``proba``.
         proba: Add ``p0``..``p9`` and ``confidence`` columns.
         chunk_rows: CSV rows parsed at a time (bounds memory use).
+        overlap_reading: Parse the next chunk while the current one is predicted.
         progress: Called with the number of rows done after each chunk.
 
     Returns:
@@ -628,4 +635,5 @@ def predict_csv(
     """
     classifier = DigitClassifier(model, providers=providers, threads=threads, precision=precision,
                                  batch_size=batch_size)
-    return classifier.predict_csv(path, output=output, proba=proba, chunk_rows=chunk_rows, progress=progress)
+    return classifier.predict_csv(path, output=output, proba=proba, chunk_rows=chunk_rows,
+                                  overlap_reading=overlap_reading, progress=progress)
