@@ -1,28 +1,28 @@
 """Measured defaults of the runtime, in a module the CLI can import without onnxruntime.
 
-Figures from the 2-core development machine (AMD EPYC, onnxruntime 1.32 CPU,
-the tutorial CNN exported by tf2onnx, fp32), shared with other jobs while
-measured, so each speed figure is the best of interleaved rounds.
+Figures from the 2-core development machine (AMD EPYC with AVX-512 and VNNI,
+onnxruntime 1.32 CPU).  Session options (threads, spinning, execution mode,
+optimization level) are measured in :mod:`mnist_onnx.runtime.session`.
 
-Batch size (``python benchmarks/runtime_predict_csv.py speed MODEL.onnx --csv
-FIRST_8192_ROWS_OF_test.csv --rounds 15 --only ...`` and ``... memory ...
---times 1 --batch-size N``)::
+Batch size: ``predict_csv`` over the 28,000-row test.csv with the bundled
+models, end to end (read + infer + write), 3 interleaved rounds on a quiet
+machine, and peak RSS (``python benchmarks/runtime_predict_csv.py memory
+MODEL.onnx --batch-size N``)::
 
-    batch   predict_csv, 8,192 rows (best of 15)   peak RSS
-            (no overlapped reading)
-       64   3.62 s                                  217 MiB
-      256   3.70 s                                  346 MiB
-     1024   3.48 s                                  799 MiB
+    batch   int8 best / median   fp32 best / median   fp32 peak RSS
+       32   2.52 s / 2.58 s      5.68 s / 5.83 s
+       64   2.49 s / 2.51 s      5.59 s / 5.81 s      237 MiB
+      128   2.55 s / 2.55 s      5.60 s / 5.70 s
+      256   2.57 s / 2.57 s      5.49 s / 5.51 s      352 MiB
+     1024                                             799 MiB (8,192 rows)
 
-The speeds are within this machine's noise of each other, while onnxruntime's
-memory arena grows with the batch (the convolution activations of a 1024-image
-batch alone are hundreds of MiB), so the default is 256.  Session options
-(threads, spinning, execution mode, optimization level) are measured in
-:mod:`mnist_onnx.runtime.session`.
+Speed is flat from 32 to 256 (within 3%, inside this machine's noise), while
+onnxruntime's memory arena grows with the batch (a batch's convolution
+activations are about 0.5 MiB an image), so the default is 64.
 """
 
 #: Images per onnxruntime call.
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = 64
 #: Intra-op threads when ``threads=None``; 0 lets onnxruntime use one thread per physical core.
 DEFAULT_THREADS = 0
 #: Whether idle intra-op threads spin waiting for work (onnxruntime's default; fastest on free cores).
