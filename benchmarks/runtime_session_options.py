@@ -57,7 +57,10 @@ def main() -> None:
     images = next(iter(iter_kaggle_csv(args.csv, chunk_rows=args.images))).images
     x = images.astype(np.float32) / np.float32(255)
     sessions = {name: make_session(args.model, *cfg) for name, cfg in CONFIGS.items()}
-    feed = sessions[next(iter(sessions))].get_inputs()[0].name
+    first = sessions[next(iter(sessions))].get_inputs()[0]
+    feed = first.name
+    if first.shape[1] == 1:  # NCHW; with one channel only the shape differs from NHWC
+        x = x.reshape(len(x), 1, 28, 28)
     for s in sessions.values():  # warm-up
         s.run(None, {feed: x[:256]})
         s.run(None, {feed: x[:1]})

@@ -4,30 +4,33 @@ Everything that runs a model (the classifier, the CLI, the benchmarks) gets its
 :class:`onnxruntime.InferenceSession` from :func:`create_session`, so provider
 checks, thread settings and fallback reporting behave the same everywhere.
 
-Default session options, measured on the 2-core development machine (AMD EPYC,
-1 thread per core, onnxruntime 1.32 CPU; the tutorial CNN exported by tf2onnx,
-fp32; 1,024 real test.csv digits; 15 interleaved rounds, while other jobs
-shared the machine, so "best" is the least disturbed round and "median" a
-typical busy one; ``python benchmarks/runtime_session_options.py MODEL.onnx
---rounds 15``)::
+Default session options, measured on the 2-core development machine (AMD EPYC
+with AVX-512 and VNNI, 1 thread per core, onnxruntime 1.32 CPU) with the
+bundled models, 1,024 real test.csv digits, 8 interleaved rounds on a quiet
+machine (``python benchmarks/runtime_session_options.py MODEL.onnx --rounds 8``),
+median of the rounds::
 
-    configuration                     batch 256 img/s     batch 1 p50 ms
-                                      best    median      best   median
-    threads=1 spin=on                 2,715    2,463      0.404   0.417
-    threads=2 spin=on                 5,188    2,174      0.219   0.419
-    threads=2 spin=off                4,426    1,660      0.253   0.442
-    threads=1 spin=off                2,698    2,251      0.408   0.416
-    threads=2 spin=on, parallel mode  2,576    1,473      0.418   8.012
-    threads=2 spin=on, opt=basic      3,276    1,569      0.297   0.559
-    threads=2 spin=on, opt=disable    3,518    1,645      0.293   0.554
+                                      fp32 (digit_cnn.onnx)   int8 (digit_cnn.int8.onnx)
+    configuration                     batch 256  batch 1      batch 256  batch 1
+                                      img/s      p50 ms       img/s      p50 ms
+    threads=2 spin=on  (default)      5,496      0.204        15,344     0.080
+    threads=2 spin=off                4,791      0.235        12,087     0.112
+    threads=1 spin=on                 2,772      0.394         8,467     0.134
+    threads=1 spin=off                2,823      0.390         8,378     0.138
+    threads=2 spin=on, parallel mode  2,730      0.398        10,490     0.139
+    threads=2 spin=on, opt=basic      3,517      0.287         3,356     2.062
+    threads=2 spin=on, opt=disable    3,629      0.286         3,406     2.081
 
-So: all graph optimizations (``ORT_ENABLE_ALL``: about 1.5x over basic),
-sequential execution (the parallel executor only adds hand-offs to a chain of
-layers: 8 ms for one image), one intra-op thread per physical core (0 lets
-onnxruntime count them; 2 here) with spinning on: the fastest when the cores
-are free.  On a machine busy with other work, ``threads=1`` did better (median
-2,463 against 2,174 img/s) because two spinning threads fight the other jobs
-for the cores; pass ``threads=1`` there.
+So: all graph optimizations (``ORT_ENABLE_ALL``: 1.5x for fp32 and 4.6x for
+int8, whose quantized operators are only fused at that level), sequential
+execution (the parallel executor, with 2 inter-op threads, only adds hand-offs
+to a chain of layers), one intra-op thread per physical core (0 lets
+onnxruntime count them: 2 here) and spinning on.  5,496 fp32 images/s at about
+85 MFLOP an image is about 470 GFLOP/s on the two cores.  An earlier run while
+other jobs loaded the machine (load average 4-6 on 2 cores) favoured
+``threads=1`` in the median (2,463 against 2,174 img/s, tf2onnx's unoptimized
+graph): two spinning threads fight other jobs for the cores, so pass
+``threads=1`` on a machine that is busy with other work.
 """
 
 from __future__ import annotations
