@@ -507,6 +507,15 @@ def test_session_options_are_applied():
         create_session(linear_model(), providers="cpu", threads=0)
 
 
+def test_io_binding_path_gives_the_same_answer(onnx_model_path, holdout, classifier):
+    # The CUDA path binds inputs and outputs with IOBinding/OrtValue; run the same
+    # code with the CPU as the device, so it is checked on machines without a GPU.
+    bound = DigitClassifier(onnx_model_path, providers="cpu")
+    bound._bound_device = ("cpu", 0)
+    np.testing.assert_array_equal(bound.predict_proba(holdout.images, batch_size=100),
+                                  classifier.predict_proba(holdout.images, batch_size=100))
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDAExecutionProvider available: install onnxruntime-gpu "
                                          "(pip install 'mnist-onnx[gpu]') on a machine with an NVIDIA GPU")
 def test_cuda_matches_cpu(onnx_model_path, holdout, classifier):

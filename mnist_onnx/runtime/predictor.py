@@ -270,8 +270,12 @@ class DigitClassifier:
                              f"(the model's {KEY_PRECISION} metadata)")
         if contract.precision is None and source.bundled_precision:
             contract = replace(contract, precision=source.bundled_precision)
-        self._cuda_device = cuda_device
-        self._on_cuda = self.session.get_providers()[0] == CUDA
+        # Where IOBinding places inputs and outputs: the GPU when CUDA runs the
+        # model, else None (plain session.run).  Tests set ("cpu", 0) to
+        # exercise the binding code on machines without a GPU.
+        self._bound_device: tuple[str, int] | None = (
+            ("cuda", cuda_device) if self.session.get_providers()[0] == CUDA else None
+        )
         # uint8 pixel -> model input, computed once in float64 and rounded, so
         # pixel_scale=1/255 gives exactly float32(p) / float32(255) as in training.
         self._lut = (np.arange(256, dtype=np.float64) * contract.pixel_scale).astype(np.float32)
@@ -463,14 +467,15 @@ class DigitClassifier:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         contract = self.contract
-        if self._on_cuda:
-            # Input copied to the GPU once, output left there by onnxruntime and
-            # copied back once, instead of onnxruntime staging both through its
-            # own host buffers on every run.
+        if self._bound_device is not None:
+            # Input copied to the GPU once and the output allocated there by
+            # onnxruntime, then copied back once, instead of onnxruntime
+            # staging both through host buffers inside every run.
+            device, device_id = self._bound_device
             binding = self.session.io_binding()
-            on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), "cuda", self._cuda_device)
+            on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), device, device_id)
             binding.bind_ortvalue_input(contract.input_name, on_device)
-            binding.bind_output(contract.output_name, "cuda", self._cuda_device)
+            binding.bind_output(contract.output_name, device, device_id)
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
         return self.session.run([contract.output_name], {contract.input_name: x})[0]

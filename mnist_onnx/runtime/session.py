@@ -1,6 +1,6 @@
 """The one place that creates onnxruntime sessions.
 
-Everything that runs a model (the classifier, the CLI, the benchmarks) gets its
+Everything that runs a model (the classifier, and through it the CLI) gets its
 :class:`onnxruntime.InferenceSession` from :func:`create_session`, so provider
 checks, thread settings and fallback reporting behave the same everywhere.
 
