@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..train.cli import _positive_int  # one "expected a positive integer" for every subcommand
+from .._argtypes import positive_int as _positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type

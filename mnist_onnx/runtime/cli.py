@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .._progress import status_printer
-from ..train.cli import _positive_int
+from .._argtypes import positive_int as _positive_int
 from .defaults import DEFAULT_BATCH_SIZE
 
 SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
 
 
@@ -51,15 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     train.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     train.set_defaults(handler=_run_train)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _run_data(args: argparse.Namespace) -> int:
