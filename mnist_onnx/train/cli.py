@@ -76,7 +76,7 @@ def _run_train(args: argparse.Namespace) -> int:
     result = train(
         args.train_csv, args.out, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, keep=args.keep, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
-        verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *sys.argv[1:]]),
+        verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *args.argv]),
     )
     if emit:
         r = result.report
