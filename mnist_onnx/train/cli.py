@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from .._argtypes import fraction as _fraction
 from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
 
@@ -46,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     train.add_argument("--seed", type=int, help="override the recipe's random seed (default 2)")
     train.add_argument("--keep", choices=("best", "last"), default=None,
                        help="save the weights of the best validation epoch (default) or of the last one")
+    train.add_argument("--validation", type=_fraction, metavar="FRACTION",
+                       help="share of the rows held out for validation (default 0.2, at most 0.5)")
     train.add_argument("--limit", type=_positive_int, metavar="ROWS", help="use only the first ROWS rows (quick runs)")
     train.add_argument("--test", metavar="TEST_CSV", help="held-out test.csv to score after training")
     train.add_argument("--test-labels", metavar="LABELS_CSV", help="answers for --test (ImageId,Label)")
@@ -75,7 +78,7 @@ def _run_train(args: argparse.Namespace) -> int:
     verbose = 0 if args.quiet else ("auto" if sys.stderr.isatty() else 2)
     result = train(
         args.train_csv, args.out, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, keep=args.keep, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
+        seed=args.seed, keep=args.keep, validation_fraction=args.validation, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
         verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *args.argv]),
     )
     if emit:

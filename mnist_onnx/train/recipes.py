@@ -238,6 +238,7 @@ def train(
     batch_size: int | None = None,
     seed: int | None = None,
     keep: str | None = None,
+    validation_fraction: float | None = None,
     limit_rows: int | None = None,
     test_csv: str | os.PathLike[str] | None = None,
     test_labels_csv: str | os.PathLike[str] | None = None,
@@ -258,6 +259,8 @@ def train(
         out_dir: Directory for the artifacts (created if missing).
         recipe: ``"seed"``, ``"augmented"`` or a :class:`Recipe`.
         epochs, batch_size, seed: Override the recipe's values.
+        validation_fraction: Override the share of rows held out for validation
+            (the recipe's 0.2); must be in (0, 0.5].
         keep: ``"best"`` (default) saves the weights of the epoch with the best
             validation accuracy; ``"last"`` saves the final epoch's, as the tutorial does.
         limit_rows: Use only the first N rows (quick runs and tests).
@@ -281,10 +284,13 @@ def train(
         if recipe not in RECIPES:
             raise MnistOnnxError(f"unknown recipe {recipe!r}, expected one of {', '.join(RECIPES)}")
         recipe = RECIPES[recipe]
-    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("keep", keep)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("keep", keep),
+                                         ("validation_fraction", validation_fraction)) if v is not None}
     recipe = replace(recipe, **overrides)
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise MnistOnnxError(f"epochs and batch size must be positive, got {recipe.epochs} and {recipe.batch_size}")
+    if not 0.0 < recipe.validation_fraction <= 0.5:
+        raise MnistOnnxError(f"validation fraction must be in (0, 0.5], got {recipe.validation_fraction}")
     if limit_rows is not None and limit_rows < 2:
         raise MnistOnnxError(f"--limit must be at least 2 rows, got {limit_rows}")
     emit = progress or (lambda _msg: None)
