@@ -479,6 +479,27 @@ def test_cuda_without_onnxruntime_gpu_says_how_to_get_it(onnx_model_path):
         DigitClassifier(onnx_model_path, providers="cuda")
 
 
+@pytest.mark.parametrize("installed, expected", [
+    ({"onnxruntime"}, "CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: pip uninstall -y onnxruntime "
+                      "onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'"),
+    ({"onnxruntime", "onnxruntime-gpu"}, "onnxruntime and onnxruntime-gpu are both installed and overwrite each "
+                                         "other's files; keep only the GPU wheel: pip uninstall -y onnxruntime"),
+    ({"onnxruntime-gpu"}, "onnxruntime-gpu is installed but does not offer CUDA here"),
+])
+def test_cuda_hint_depends_on_the_installed_wheels(monkeypatch, installed, expected):
+    from importlib import metadata
+
+    def version(dist):
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return "1.32.0"
+
+    monkeypatch.setattr(metadata, "version", version)
+    from mnist_onnx.runtime.session import cuda_install_hint
+
+    assert cuda_install_hint().startswith(expected)
+
+
 def test_silent_cuda_fallback_is_reported(monkeypatch):
     # Pretend this onnxruntime build offers CUDA: the session really comes up on the CPU
     # (as onnxruntime-gpu does when the CUDA libraries cannot be loaded), which must be said.
@@ -516,8 +537,8 @@ def test_io_binding_path_gives_the_same_answer(onnx_model_path, holdout, classif
                                   classifier.predict_proba(holdout.images, batch_size=100))
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="no CUDAExecutionProvider available: install onnxruntime-gpu "
-                                         "(pip install 'mnist-onnx[gpu]') on a machine with an NVIDIA GPU")
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDAExecutionProvider available: needs the onnxruntime-gpu wheel "
+                                         "(README, 'GPU') on a machine with an NVIDIA GPU")
 def test_cuda_matches_cpu(onnx_model_path, holdout, classifier):
     gpu = DigitClassifier(onnx_model_path, providers="cuda")
     assert gpu.providers[0] == "CUDAExecutionProvider", gpu.providers

@@ -107,12 +107,13 @@ def test_cli_train_with_holdout(tmp_path: Path, train_sample: Path, holdout_samp
     held = read_kaggle_csv(holdout_sample)
     labels.write_text("ImageId,Label\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(held.labels)))
     rc = main(["train", str(train_sample), "--out", str(tmp_path / "run"), "--epochs", "1", "--limit", "300",
-               "--test", str(holdout_sample), "--test-labels", str(labels), "-q"])
+               "--validation", "0.25", "--test", str(holdout_sample), "--test-labels", str(labels), "-q"])
     err = capsys.readouterr().err
     assert rc == 0 and "epoch" not in err and "saved" not in err, err  # --quiet: no progress lines
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["holdout_rows"] == 1000 and 0.0 <= report["holdout_accuracy"] <= 1.0
-    assert report["command_line"].startswith("mnist-onnx ")
+    assert report["command_line"].startswith("mnist-onnx train ") and "--validation 0.25" in report["command_line"]
+    assert (report["train_rows"], report["validation_rows"]) == (225, 75)
 
 
 def test_cli_train_errors(tmp_path: Path, capsys) -> None:
@@ -123,6 +124,11 @@ def test_cli_train_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "x.csv", "--out", str(tmp_path), "--epochs", "0"])
     assert info.value.code == 2
+    for bad in ("0", "1", "-0.1", "half"):
+        with pytest.raises(SystemExit) as info:
+            main(["train", "x.csv", "--out", str(tmp_path), "--validation", bad])
+        assert info.value.code == 2
+    assert "expected a number between 0 and 1, got 'half'" in capsys.readouterr().err
 
 
 def test_help_and_version_do_not_import_tensorflow() -> None:

@@ -103,6 +103,32 @@ class ModelSource:
     bundled_precision: str | None = None
 
 
+_SWITCH_TO_GPU = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'"
+
+
+def cuda_install_hint() -> str:
+    """How to get the CUDA provider, given which onnxruntime wheels are installed.
+
+    ``onnxruntime`` and ``onnxruntime-gpu`` install the same ``onnxruntime``
+    package, so with both present whichever was installed last owns the files.
+    """
+    from importlib import metadata
+
+    def installed(dist: str) -> bool:
+        try:
+            metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return False
+        return True
+
+    if installed("onnxruntime-gpu") and installed("onnxruntime"):
+        return ("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files; "
+                f"keep only the GPU wheel: {_SWITCH_TO_GPU}")
+    if installed("onnxruntime-gpu"):
+        return "onnxruntime-gpu is installed but does not offer CUDA here: check the NVIDIA driver and CUDA 12/cuDNN 9"
+    return f"CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: {_SWITCH_TO_GPU}"
+
+
 def resolve_providers(providers: Providers = "auto") -> list[str | tuple[str, dict[str, Any]]]:
     """Turn a provider request into the list onnxruntime takes, checking availability.
 
@@ -152,8 +178,7 @@ def resolve_providers(providers: Providers = "auto") -> list[str | tuple[str, di
     if missing:
         hint = ""
         if CUDA in missing:
-            hint = (" (CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: "
-                    "pip uninstall onnxruntime && pip install 'mnist-onnx[gpu]')")
+            hint = f" ({cuda_install_hint()})"
         raise ProviderError(
             f"execution provider {', '.join(missing)} is not available in this onnxruntime "
             f"{ort.__version__}{hint}; available: {', '.join(available)}"
