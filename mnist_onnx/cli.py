@@ -27,6 +27,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
+    from .bench import cli as bench_cli
     from .export import cli as export_cli
     from .runtime import cli as runtime_cli
     from .train import cli as train_cli
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.register(sub)
     export_cli.register(sub)
     runtime_cli.register(sub)
+    bench_cli.register(sub)
     return parser
 
 

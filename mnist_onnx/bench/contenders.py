@@ -3,6 +3,8 @@
 Every contender takes the same raw uint8 images (N, 28, 28, 1) and returns
 (N, 10) probabilities; the scaling to float is part of what is timed, because
 every deployment has to do it.  All contenders come from one trained Keras model.
+Each timed call is one call of the underlying runtime at the batch size being
+measured (no contender splits a batch further).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Contender", "ours", "keras_call", "keras_predict", "litert", "convert_litert"]
+from .._extras import require
+
+__all__ = ["Contender", "ours", "keras_call", "keras_predict", "litert", "convert_litert", "default_threads"]
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Contender:
         name: Short identifier (``ours-int8``, ``keras-call``...).
         family: ``ours``, ``keras`` or ``litert`` (targets compare families).
         precision: ``fp32`` or ``int8``.
-        predict: uint8 images -> float probabilities.
+        predict: uint8 images (N, 28, 28, 1) -> float probabilities (N, 10), in one runtime call.
         meta: Provider, thread count and anything else worth recording.
     """
 
@@ -36,14 +40,42 @@ class Contender:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def default_threads() -> int:
+    """One thread per physical core: what onnxruntime picks by itself, given to LiteRT too.
+
+    LiteRT's Python interpreter has no such default of its own, so without
+    ``--threads`` it gets the same count as our runtime.
+    """
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        physical = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(physical or usable, usable))
+
+
 def ours(model: str | Path, precision: str, *, threads: int | None = None, providers: str = "cpu") -> Contender:
-    """Our runtime: one reusable classifier, as a service would hold it."""
+    """Our runtime: one reusable :class:`~mnist_onnx.runtime.predictor.DigitClassifier`, as a service holds it."""
     from ..runtime.predictor import DigitClassifier
 
-    clf = DigitClassifier(model, providers=providers, threads=threads)
+    clf = DigitClassifier(model, providers=providers, threads=threads, precision=precision)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return clf.predict_proba(images, batch_size=len(images))
+
     suffix = "" if providers == "cpu" else f"-{providers}"
-    return Contender(f"ours-{precision}{suffix}", "ours", precision, clf.predict_proba,
-                     {"providers": list(clf.providers), "threads": threads})
+    used = list(clf.providers)
+    return Contender(f"ours-{precision}{suffix}", "ours", precision, predict,
+                     {"providers": used, "threads": threads if threads is not None else "onnxruntime default "
+                      "(one per physical core)", "source_sha256": _source_sha256(clf)})
+
+
+def _source_sha256(clf: Any) -> str | None:
+    from ..runtime.metadata import KEY_SOURCE_SHA256
+
+    return clf.session.get_modelmeta().custom_metadata_map.get(KEY_SOURCE_SHA256)
 
 
 def _scale(images: np.ndarray) -> np.ndarray:
@@ -60,10 +92,10 @@ def keras_call(model: Any) -> Contender:
 
 
 def keras_predict(model: Any) -> Contender:
-    """Keras ``model.predict(x)``: the batch-oriented API the tutorial uses."""
+    """Keras ``model.predict(x)``: the batch-oriented API the tutorial uses, one Keras batch per call."""
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return model.predict(_scale(images), batch_size=max(1, len(images)), verbose=0)
+        return model.predict(_scale(images), batch_size=len(images), verbose=0)
 
     return Contender("keras-predict", "keras", "fp32", predict)
 
@@ -72,11 +104,15 @@ def convert_litert(keras_path: str | Path, out_dir: str | Path, calibration: np.
     """Convert the Keras model to LiteRT flatbuffers with TensorFlow's own TFLite converter.
 
     fp32: straight from the SavedModel that ``model.export`` writes.  int8: full
-    integer quantization calibrated on ``calibration`` (uint8 training images),
-    float input and output so the interface matches the other contenders.
+    integer quantization (``TFLITE_BUILTINS_INT8``) calibrated on ``calibration``
+    (uint8 training images, one per representative sample), with float input
+    and output so the interface matches the other contenders.
+
+    Returns:
+        ``{"fp32": path, "int8": path}`` inside ``out_dir``.
     """
-    import keras
-    import tensorflow as tf
+    keras = require("keras", "bench")
+    tf = require("tensorflow", "bench")
 
     out = Path(out_dir)
     saved = out / "saved_model"
@@ -104,19 +140,19 @@ def litert(path: str | Path, precision: str, *, threads: int | None = None) -> C
     """LiteRT (``ai-edge-litert``) with its default XNNPACK CPU delegate.
 
     LiteRT fixes tensor shapes at allocation, so one interpreter is kept per
-    batch size (created on first use, outside the timed calls after warm-up):
+    batch size, created on its first call (the warm-up, never a timed call):
     the best case for LiteRT.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    interpreter = require("ai_edge_litert.interpreter", "bench")
 
-    n_threads = threads or os.cpu_count() or 1
+    n_threads = threads or default_threads()
     interpreters: dict[int, tuple[Any, int, int]] = {}
 
     def predict(images: np.ndarray) -> np.ndarray:
         n = len(images)
         entry = interpreters.get(n)
         if entry is None:
-            it = Interpreter(model_path=str(path), num_threads=n_threads)
+            it = interpreter.Interpreter(model_path=str(path), num_threads=n_threads)
             inp = it.get_input_details()[0]
             it.resize_tensor_input(inp["index"], [n, 28, 28, 1])
             it.allocate_tensors()
@@ -126,4 +162,5 @@ def litert(path: str | Path, precision: str, *, threads: int | None = None) -> C
         it.invoke()
         return it.get_tensor(out_idx).copy()
 
-    return Contender(f"litert-{precision}", "litert", precision, predict, {"threads": n_threads})
+    return Contender(f"litert-{precision}", "litert", precision, predict,
+                     {"threads": n_threads, "delegate": "XNNPACK (LiteRT's default CPU delegate)"})

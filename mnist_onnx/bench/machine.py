@@ -7,35 +7,57 @@ import os
 import platform
 from typing import Any
 
-_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx2")
+from ..export.quantize import cpu_int8_features
+
+__all__ = ["cpu_info", "versions", "gpu_info"]
 
 
 def cpu_info() -> dict[str, Any]:
-    """CPU model, logical core count, and the int8-relevant instruction set flags."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {
+    """CPU model, core counts, memory, and the int8-relevant instruction set flags (VNNI, AMX)."""
+    features = cpu_int8_features()
+    model = features.pop("model")
+    logical = features.pop("cpus")
+    info: dict[str, Any] = {
         "model": model,
-        "logical_cores": os.cpu_count(),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "int8_features": {flag: flag in flags for flag in _INT8_FLAGS},
+        "logical_cores": logical,
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical,
+        "physical_cores": None,
+        "memory_gib": None,
+        "int8_features": features,
         "machine": platform.machine(),
         "system": platform.platform(),
     }
+    try:
+        import psutil
+
+        info["physical_cores"] = psutil.cpu_count(logical=False)
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    return info
+
+
+def gpu_info() -> dict[str, Any]:
+    """Whether this onnxruntime build offers CUDA, and the visible GPUs' names (from ``nvidia-smi``)."""
+    import shutil
+    import subprocess
+
+    import onnxruntime as ort
+
+    info: dict[str, Any] = {"onnxruntime_providers": ort.get_available_providers(), "gpus": []}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20).stdout
+            info["gpus"] = [line.strip() for line in out.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return info
 
 
 def versions() -> dict[str, str]:
-    """Versions of every library a contender uses."""
+    """Versions of Python and of every library a contender uses (those installed)."""
     out = {"python": platform.python_version()}
     for dist in ("mnist-onnx", "numpy", "pandas", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorflow", "keras",
                  "tf2onnx", "ai-edge-litert"):

@@ -3,35 +3,77 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import __version__
+from .._extras import require
+from .._fileio import atomic_path, sha256_file
 from ..errors import MnistOnnxError
-from ..runtime.kaggle_csv import read_kaggle_csv
+from ..runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from . import contenders as cs
-from .machine import cpu_info, versions
+from .machine import cpu_info, gpu_info, versions
 from .report import targets, write_all
-from .runner import FLOP_PER_IMAGE, BenchConfig, accuracy_of, cold_start, end_to_end, predictions_of, time_contenders
+from .runner import (FLOP_PER_IMAGE, BenchConfig, accuracy_of, cold_start, end_to_end, predictions_of,
+                     time_contenders)
 
-__all__ = ["run_benchmark"]
+__all__ = ["run_benchmark", "KERAS_E2E_BATCH_SIZE"]
+
+#: Batch size of ``model.predict`` in the pandas + Keras end-to-end run.
+KERAS_E2E_BATCH_SIZE = 512
 
 
-def _labels_for(test_csv: Path, labels_csv: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _labelled_rows(test_csv: Path, labels_csv: Path | None) -> tuple[np.ndarray, np.ndarray]:
     batch = read_kaggle_csv(test_csv)
     if batch.labels is not None:
         return batch.images, batch.labels.astype(np.int64)
     if labels_csv is None:
-        raise MnistOnnxError(f"{test_csv}: has no label column; pass the answers (ImageId,Label) to score accuracy")
+        raise MnistOnnxError(f"{test_csv}: has no label column; pass its answers (ImageId,Label) to score accuracy")
     import pandas as pd
 
     answers = pd.read_csv(labels_csv)
     if list(answers.columns) != ["ImageId", "Label"] or len(answers) != len(batch):
-        raise MnistOnnxError(f"{labels_csv}: expected ImageId,Label with {len(batch)} rows")
+        raise MnistOnnxError(f"{labels_csv}: expected columns ImageId,Label and {len(batch):,} rows "
+                             f"(one per row of {test_csv}), got {','.join(map(str, answers.columns))} "
+                             f"and {len(answers):,} rows")
     return batch.images, answers["Label"].to_numpy(np.int64)
+
+
+def _write_test_rows(images: np.ndarray, path: Path) -> None:
+    """The first rows of the test file as a Kaggle test.csv of their own (for the end-to-end run)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(images.reshape(len(images), 784), columns=list(PIXEL_COLUMNS))
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _check_source(contender: cs.Contender, keras_model: Path, keras_sha256: str) -> None:
+    recorded = contender.meta.get("source_sha256")
+    if recorded is not None and recorded != keras_sha256:
+        raise MnistOnnxError(f"the {contender.precision} ONNX model was exported from another Keras model than "
+                             f"{keras_model} (its metadata records sha256 {recorded[:12]}..., the file has "
+                             f"{keras_sha256[:12]}...); every contender must come from the same model")
+
+
+def _configure_tensorflow(tf: Any, threads: int | None, notes: list[str]) -> str:
+    """Keras on the CPU (the GPU is our runtime's alone) with ``threads``; returns the thread note."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow refuses once its runtime is initialized
+        if tf.config.get_visible_devices("GPU"):
+            notes.append("Keras could see a GPU (TensorFlow was initialized before the benchmark started).")
+    if threads is None:
+        return "TensorFlow's default (one per logical core)"
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        return "TensorFlow's default (it was already initialized in this process, so --threads could not apply)"
+    return f"{threads} intra-op"
 
 
 def run_benchmark(
@@ -44,6 +86,8 @@ def run_benchmark(
     onnx_model: str | os.PathLike[str] | None = None,
     int8_model: str | os.PathLike[str] | None = None,
     config: BenchConfig | None = None,
+    rows: int | None = None,
+    calibration_rows: int = 1000,
     threads: int | None = None,
     cold_start_repeats: int = 3,
     end_to_end_repeats: int = 3,
@@ -54,62 +98,109 @@ def run_benchmark(
 
     Args:
         keras_model: The trained ``.keras`` model every contender comes from.
-        test_csv: Rows to score (a Kaggle test.csv, or a train-format file with labels);
-            also the file of the end-to-end run.
-        out_dir: Where ``results.json``, ``results.md``, ``results.png`` and the converted models go.
-        calibration_csv: Training rows for int8 calibration (ours and LiteRT alike).
-        test_labels_csv: Answers for ``test_csv`` when it has no label column.
-        onnx_model, int8_model: Reuse these ONNX models (they must come from ``keras_model``);
-            exported and quantized afresh when omitted.
+        test_csv: Held-out rows: a Kaggle test.csv (with ``test_labels_csv``) or a
+            train-format file with labels.  Accuracy is scored on them, timing
+            uses their first images, and the end-to-end run reads the file.
+        out_dir: Where ``results.json``, ``results.md``, ``results.png`` and the
+            converted models (``models/``) go.
+        calibration_csv: Training rows (Kaggle train.csv) whose first
+            ``calibration_rows`` calibrate both int8 models, ours and LiteRT's.
+        test_labels_csv: Answers (``ImageId,Label``) for ``test_csv`` when it has no label column.
+        onnx_model, int8_model: Reuse these models (their metadata must name
+            ``keras_model`` as their source); exported with the parity gate and
+            quantized with the accuracy gate when omitted.
         config: Batch sizes, warm-up and rounds.
-        threads: Threads for every contender (None: each runtime's default).
-        gpu: Also run our runtime on CUDA (None: when a CUDA provider is available).
-        progress: Status-line callback.
+        rows: Use only the first ``rows`` rows of ``test_csv`` (the end-to-end run
+            then reads a copy of just those rows).
+        calibration_rows: Training images that calibrate the int8 models.
+        threads: Threads for every contender (None: onnxruntime's and TensorFlow's
+            defaults; LiteRT gets one per physical core, like onnxruntime).
+            Keras always runs on the CPU: TensorFlow is shown no GPU.
+        cold_start_repeats: Fresh processes per cold-start measurement (0 skips it).
+        end_to_end_repeats: Interleaved rounds of the end-to-end run (0 skips it).
+        gpu: Also run our fp32 runtime on CUDA: True requires it, None adds it
+            when onnxruntime offers CUDA, False never.
+        progress: Called with one status line per stage.
 
     Returns:
-        The results dictionary that was written as JSON.
-    """
-    import keras
+        The results dictionary that was written as ``results.json``.
 
+    Raises:
+        MissingExtraError: If TensorFlow, Keras or LiteRT is missing (the ``bench`` extra).
+        GateError: If a fresh export or quantization fails its gate.
+        MnistOnnxError: On unusable inputs, models of another Keras model, or
+            ``gpu=True`` without CUDA.
+    """
+    tf = require("tensorflow", "bench")
+    keras = require("keras", "bench")
+    require("ai_edge_litert.interpreter", "bench")
     from ..export import export_onnx, quantize_int8
+    from ..export.quantize import read_calibration_images
+    from ..runtime.defaults import DEFAULT_BATCH_SIZE
     from ..runtime.predictor import predict_csv
+    from ..runtime.session import CUDA, ProviderFallbackWarning
 
     emit = progress or (lambda _m: None)
     config = config or BenchConfig()
+    notes: list[str] = []
+    keras_path, test_path, calibration_path = Path(keras_model), Path(test_csv), Path(calibration_csv)
+    if not keras_path.is_file():
+        raise MnistOnnxError(f"{keras_path}: no such file, expected a trained .keras model")
+    gpu_facts = gpu_info()
+    has_cuda = CUDA in gpu_facts["onnxruntime_providers"]
+    if gpu and not has_cuda:
+        raise MnistOnnxError("GPU figures need onnxruntime-gpu with a visible GPU (pip install 'mnist-onnx[gpu]'); "
+                             f"this onnxruntime offers {', '.join(gpu_facts['onnxruntime_providers'])}")
+    tf_threads = _configure_tensorflow(tf, threads, notes)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     models = out / "models"
-    models.mkdir(exist_ok=True)
-    test_csv, calibration_csv = Path(test_csv), Path(calibration_csv)
-    images, labels = _labels_for(test_csv, Path(test_labels_csv) if test_labels_csv else None)
+    models.mkdir(parents=True, exist_ok=True)
 
+    images, labels = _labelled_rows(test_path, Path(test_labels_csv) if test_labels_csv else None)
+    if rows is not None and rows < len(images):
+        images, labels = images[:rows], labels[:rows]
+        test_path = out / "test_rows.csv"
+        _write_test_rows(images, test_path)
+    emit(f"{len(images):,} labelled held-out rows from {test_csv}")
+
+    keras_sha256 = sha256_file(keras_path)
     if onnx_model is None:
         emit("exporting the Keras model to ONNX (with the parity gate)")
-        onnx_model = models / "model.onnx"
-        export_onnx(keras_model, onnx_model)
+        onnx_model = export_onnx(keras_path, models / "model.onnx", progress=emit).onnx_path
     if int8_model is None:
         emit("quantizing to int8 (with the accuracy gate)")
-        int8_model = models / "model.int8.onnx"
-        quantize_int8(onnx_model, int8_model, calibration=calibration_csv)
-    emit("converting to LiteRT fp32 and int8 with TensorFlow's TFLite converter")
-    calib = read_kaggle_csv(calibration_csv).images[:200]
-    tflite = cs.convert_litert(keras_model, models, calib)
+        int8_model = quantize_int8(onnx_model, models / "model.int8.onnx", calibration_csv=calibration_path,
+                                   calibration_rows=calibration_rows, measure_speed=False, progress=emit).onnx_path
+    ours = [cs.ours(onnx_model, "fp32", threads=threads), cs.ours(int8_model, "int8", threads=threads)]
+    for contender in ours:
+        _check_source(contender, keras_path, keras_sha256)
 
-    model = keras.models.load_model(keras_model)
+    emit("converting to LiteRT fp32 and int8 with TensorFlow's TFLite converter")
+    tflite = cs.convert_litert(keras_path, models, read_calibration_images(calibration_path, calibration_rows))
+    litert_threads = threads or cs.default_threads()
+
+    model = keras.models.load_model(keras_path)
     contenders = [
-        cs.ours(onnx_model, "fp32", threads=threads),
-        cs.ours(int8_model, "int8", threads=threads),
+        *ours,
         cs.keras_call(model),
         cs.keras_predict(model),
-        cs.litert(tflite["fp32"], "fp32", threads=threads),
-        cs.litert(tflite["int8"], "int8", threads=threads),
+        cs.litert(tflite["fp32"], "fp32", threads=litert_threads),
+        cs.litert(tflite["int8"], "int8", threads=litert_threads),
     ]
-    if gpu is None:
-        import onnxruntime as ort
-
-        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-    if gpu:
-        contenders.append(cs.ours(onnx_model, "fp32", providers="cuda"))
+    if gpu is False:
+        notes.append("GPU figures skipped (--no-gpu).")
+    elif not has_cuda:
+        notes.append("GPU figures skipped: this onnxruntime offers no CUDAExecutionProvider "
+                     "(they need onnxruntime-gpu and a visible GPU).")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ProviderFallbackWarning)
+            try:
+                contenders.append(cs.ours(onnx_model, "fp32", threads=threads, providers="cuda"))
+            except ProviderFallbackWarning as exc:
+                if gpu:
+                    raise MnistOnnxError(f"CUDA did not start: {exc}") from None
+                notes.append(f"GPU figures skipped: {exc}")
 
     emit(f"accuracy of every contender on {len(images):,} rows")
     probs = {c.name: predictions_of(c, images) for c in contenders}
@@ -117,53 +208,68 @@ def run_benchmark(
     reference = probs["keras-predict"].argmax(axis=1)
     agreement = {name: float((p.argmax(axis=1) == reference).mean()) for name, p in probs.items()}
 
-    emit(f"latency and throughput at batch sizes {list(config.batch_sizes)}, interleaved")
+    emit(f"latency and throughput at batch sizes {', '.join(map(str, config.batch_sizes))}, "
+         f"{len(contenders)} contenders interleaved")
     timings = time_contenders(contenders, images, config, progress)
 
-    emit("end to end: read + infer + write over the whole file")
+    e2e: dict[str, Any] = {}
+    if end_to_end_repeats:
+        emit(f"end to end: read + infer + write over {test_path.name} ({len(images):,} rows)")
 
-    def ours_e2e(precision: str, path: Path) -> Callable[[Path, Path], Any]:
-        return lambda csv, dest: predict_csv(csv, path, threads=threads, output=dest, providers="cpu")
+        def ours_e2e(path: Path) -> Callable[[Path, Path], Any]:
+            return lambda csv, dest: predict_csv(csv, path, threads=threads, output=dest, providers="cpu")
 
-    def pandas_keras(csv: Path, dest: Path) -> None:
-        import pandas as pd
+        def pandas_keras(csv: Path, dest: Path) -> None:
+            import pandas as pd
 
-        frame = pd.read_csv(csv)
-        pixels = frame[[c for c in frame.columns if c.startswith("pixel")]].to_numpy(np.float32) / 255.0
-        predicted = model.predict(pixels.reshape(-1, 28, 28, 1), batch_size=512, verbose=0).argmax(axis=1)
-        pd.DataFrame({"ImageId": np.arange(1, len(predicted) + 1), "Label": predicted}).to_csv(dest, index=False)
+            frame = pd.read_csv(csv)
+            pixels = frame[list(PIXEL_COLUMNS)].to_numpy(np.float32) / np.float32(255.0)
+            predicted = model.predict(pixels.reshape(-1, 28, 28, 1), batch_size=KERAS_E2E_BATCH_SIZE,
+                                      verbose=0).argmax(axis=1)
+            with atomic_path(dest, suffix=".csv") as tmp:
+                pd.DataFrame({"ImageId": np.arange(1, len(predicted) + 1), "Label": predicted}).to_csv(tmp, index=False)
 
-    e2e = end_to_end(test_csv, {
-        "ours-fp32": ours_e2e("fp32", Path(onnx_model)),
-        "ours-int8": ours_e2e("int8", Path(int8_model)),
-        "pandas+keras-predict": pandas_keras,
-    }, repeats=end_to_end_repeats)
+        e2e = end_to_end(test_path, {
+            "ours-fp32": ours_e2e(Path(onnx_model)),
+            "ours-int8": ours_e2e(Path(int8_model)),
+            "pandas+keras-predict": pandas_keras,
+        }, repeats=end_to_end_repeats, labels=labels)
 
     cold: dict[str, Any] = {}
     if cold_start_repeats:
         emit("cold start and peak memory, each in fresh processes")
-        cold = {
-            "ours": cold_start("ours", int8_model, repeats=cold_start_repeats),
-            "keras": cold_start("keras", keras_model, repeats=cold_start_repeats),
-            "litert": cold_start("litert", tflite["int8"], repeats=cold_start_repeats),
-        }
+        for name, kind, path, n in (("ours-fp32", "ours", onnx_model, threads), ("ours-int8", "ours", int8_model, threads),
+                                    ("keras", "keras", keras_path, threads),
+                                    ("litert-fp32", "litert", tflite["fp32"], litert_threads),
+                                    ("litert-int8", "litert", tflite["int8"], litert_threads)):
+            cold[name] = cold_start(kind, path, threads=n, repeats=cold_start_repeats)
 
+    rounds_note = f"{config.warmup} warm-up calls, then at least {config.rounds} interleaved rounds"
+    if config.min_seconds:
+        rounds_note += f" and {config.min_seconds:g} s per batch size"
     results: dict[str, Any] = {
         "mnist_onnx": __version__,
-        "machine": {"cpu": cpu_info()},
+        "machine": {"cpu": cpu_info(), "gpu": gpu_facts},
         "versions": versions(),
-        "model": {"keras": str(keras_model), "onnx": str(onnx_model), "int8": str(int8_model),
-                  "litert": {k: str(v) for k, v in tflite.items()}},
+        "model": {"keras": str(keras_path), "keras_sha256": keras_sha256, "onnx": str(onnx_model),
+                  "int8": str(int8_model), "litert": {k: str(v) for k, v in tflite.items()}},
         "config": {"batch_sizes": list(config.batch_sizes), "warmup": config.warmup, "rounds": config.rounds,
-                   "threads": threads, "rows": int(len(images))},
+                   "min_seconds": config.min_seconds, "rounds_note": rounds_note, "threads": threads,
+                   "threads_note": (f"ours {threads or 'onnxruntime default (one per physical core)'}, "
+                                    f"LiteRT {litert_threads}, Keras {tf_threads}"),
+                   "rows": int(len(images)), "calibration_csv": str(calibration_path),
+                   "calibration_rows": calibration_rows, "end_to_end_repeats": end_to_end_repeats,
+                   "cold_start_repeats": cold_start_repeats, "keras_e2e_batch_size": KERAS_E2E_BATCH_SIZE,
+                   "ours_e2e_batch_size": DEFAULT_BATCH_SIZE},
         "contenders": {c.name: {"family": c.family, "precision": c.precision, **c.meta} for c in contenders},
         "flop_per_image": FLOP_PER_IMAGE,
         "accuracy": accuracy,
         "argmax_agreement_with_keras": agreement,
         "timings": {name: {str(b): cell for b, cell in cells.items()} for name, cells in timings.items()},
-        "end_to_end_s": e2e,
-        "end_to_end_rows": f"{test_csv.name} ({len(images):,} rows)",
+        "end_to_end": e2e,
+        "end_to_end_rows": f"{test_path.name} ({len(images):,} rows)",
         "cold_start": cold,
+        "notes": notes,
     }
     results["targets"] = targets(results)
     paths = write_all(results, out)
