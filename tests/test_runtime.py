@@ -650,3 +650,9 @@ def test_progress_only_on_a_terminal_and_only_on_long_runs():
     progress(8192)
     progress.close()
     assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize("spinning, entry", [(None, "1"), (False, "0"), (True, "1")])
+def test_spinning_reaches_the_session(spinning, entry):
+    clf = DigitClassifier(providers="cpu", spinning=spinning)
+    assert clf.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry

@@ -236,6 +236,9 @@ class DigitClassifier:
         providers: ``"auto"``, ``"cpu"``, ``"cuda"`` or onnxruntime provider
             names (see :func:`mnist_onnx.runtime.session.resolve_providers`).
         threads: onnxruntime intra-op threads; None uses the measured default.
+        spinning: Whether idle onnxruntime threads spin waiting for work; None
+            uses the measured default (on).  Turn it off when other busy
+            threads share the cores.
         precision: ``"fp32"`` or ``"int8"``: which bundled model when ``model``
             is None (default fp32); with an explicit model, it must agree
             with the model's ``mnist_onnx.precision`` metadata when that exists.
@@ -254,6 +257,7 @@ class DigitClassifier:
         *,
         providers: Providers = "auto",
         threads: int | None = None,
+        spinning: bool | None = None,
         precision: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         cuda_device: int = 0,
@@ -262,7 +266,8 @@ class DigitClassifier:
             raise MnistOnnxError(f"expected precision 'fp32' or 'int8', got {precision!r}")
         self.batch_size = _check_batch_size(batch_size)
         source = load_model(model, precision=precision or "fp32")
-        self.session = create_session(source, providers=providers, threads=threads, cuda_device=cuda_device)
+        self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
+                                      cuda_device=cuda_device)
         self.model_name = source.name
         contract = _read_contract(self.session, source)
         if model is not None and precision is not None and contract.precision not in (None, precision):
