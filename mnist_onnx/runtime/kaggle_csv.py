@@ -23,6 +23,7 @@ import math
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -46,6 +47,9 @@ LABEL_COLUMN = "label"
 DEFAULT_CHUNK_ROWS = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = "\ufeff"
+# What reading damaged gzip data raises: a truncated stream (EOFError), a bad
+# CRC or header (gzip.BadGzipFile, an OSError), a corrupt block (zlib.error).
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
 # The number syntax pandas' C parser accepts (ASCII digits only).  Python's
 # float() also takes "1_0", "inf" and non-ASCII digits such as "\u0663", which
 # pandas rejects: checking cells with float() alone let such a cell through the
@@ -124,7 +128,7 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
         compressed = isinstance(fh, gzip.GzipFile)
         try:
             first = fh.readline()
-        except (OSError, EOFError) as exc:
+        except _GZIP_ERRORS as exc:
             what = "damaged or truncated gzip data" if compressed else "cannot read"
             raise CsvFormatError(str(p), 1, None, f"{what} ({exc})") from None
     if not first.strip():
@@ -187,7 +191,7 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
                 raw = next(lines)
             except StopIteration:
                 break
-            except (OSError, EOFError) as exc:  # gzip: truncated stream, bad CRC, corrupt block
+            except _GZIP_ERRORS as exc:
                 what = "damaged or truncated gzip data" if info.compressed else "cannot read"
                 return CsvFormatError(path, line_no + 1, None, f"{what} ({exc})")
             line_no += 1
@@ -251,7 +255,7 @@ def _to_batch(frame: pd.DataFrame, info: KaggleCsvInfo, first_row: int) -> Digit
     return DigitBatch(images, labels, first_row)
 
 
-_PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError)
+_PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, *_GZIP_ERRORS)
 
 
 def iter_kaggle_csv(
