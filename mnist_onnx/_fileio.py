@@ -29,13 +29,17 @@ def atomic_path(destination: str | os.PathLike[str], *, suffix: str = "") -> Ite
         suffix: Suffix for the temporary file (some writers pick a format from it).
 
     Raises:
-        MnistOnnxError: If the destination's directory does not exist or cannot be written.
+        MnistOnnxError: If the destination's directory does not exist or cannot be
+            written, or the caller's write into the temporary file fails with an
+            OSError (disk full, permission denied); the temporary file is removed.
     """
     dest = Path(destination)
     if dest.is_dir():
         raise MnistOnnxError(f"{dest}: is a directory, expected a file path")
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
+        if parent.exists():
+            raise MnistOnnxError(f"{dest}: cannot write, {parent} is not a directory")
         raise MnistOnnxError(f"{dest}: cannot write, directory {parent} does not exist")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=parent)
@@ -44,7 +48,14 @@ def atomic_path(destination: str | os.PathLike[str], *, suffix: str = "") -> Ite
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            # A write into the temporary file failed (disk full, quota, I/O error): say
+            # which output, not which temporary name.  Errors about other files pass through.
+            if exc.filename not in (None, str(tmp), tmp):
+                raise
+            raise MnistOnnxError(f"{dest}: cannot write ({exc.strerror or exc})") from exc
         try:
             # Readable like a normally created file (mkstemp makes it 0600).
             umask = os.umask(0)

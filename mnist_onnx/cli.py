@@ -5,13 +5,19 @@ Each subcommand's options live beside the code it runs
 at the top, so ``--help`` and ``--version`` answer without TensorFlow or
 onnxruntime.  This module owns the exit codes: 0 success, 1 a user error (one
 line on stderr, no traceback), 2 bad usage, 3 a gate refused an export or
-quantization, 4 an optional extra is missing, 130 interrupted.
+quantization, 4 an optional extra is missing, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM, as sent by ``kill`` and by job schedulers).  Both
+interruptions unwind like an exception, so every atomic write in progress
+removes its temporary file and no output is left half-written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from . import __version__
@@ -23,6 +29,32 @@ EXIT_USAGE = 2
 EXIT_GATE = 3
 EXIT_MISSING_EXTRA = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks and atomic writes clean up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Turn SIGTERM into :class:`_Terminated` while the command runs.
+
+    Python's default for SIGTERM is to die on the spot, which would leave an
+    atomic write's temporary file behind.  Only the main thread may set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.handler(args) or EXIT_OK)
+        with _sigterm_unwinds():
+            return int(args.handler(args) or EXIT_OK)
     except GateError as exc:
         print(f"mnist-onnx {args.command}: refused: {exc}", file=sys.stderr)
         return EXIT_GATE
@@ -66,9 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MnistOnnxError as exc:
         print(f"mnist-onnx {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"mnist-onnx {args.command}: interrupted; no partial output was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print(f"mnist-onnx {args.command}: {'terminated' if terminated else 'interrupted'}; "
+              f"no partial output was kept", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

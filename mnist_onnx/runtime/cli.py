@@ -56,7 +56,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.proba and not args.out:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     emit = status_printer(args.quiet, stream=sys.stdout)
-    csv_path = Path(args.csv) if args.csv else SAMPLE
+    csv_path = Path(args.csv) if args.csv is not None else SAMPLE  # "" is a path error, not "no CSV"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         classifier = DigitClassifier(args.model, providers=args.provider, threads=args.threads,
@@ -72,7 +72,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     if emit:
-        for line in summary_lines(frame, csv_path, args.out, sample=not args.csv):
+        for line in summary_lines(frame, csv_path, args.out, sample=args.csv is None):
             emit(line)
     return 0
 

@@ -21,6 +21,9 @@ import csv
 import gzip
 import math
 import os
+import re
+import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -44,6 +47,15 @@ LABEL_COLUMN = "label"
 DEFAULT_CHUNK_ROWS = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = "\ufeff"
+# What reading damaged gzip data raises: a truncated stream (EOFError), a bad
+# CRC or header (gzip.BadGzipFile, an OSError), a corrupt block (zlib.error).
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+# The number syntax pandas' C parser accepts (ASCII digits only).  Python's
+# float() also takes "1_0", "inf" and non-ASCII digits such as "\u0663", which
+# pandas rejects: checking cells with float() alone let such a cell through the
+# diagnosis, and the error lost its line and column.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SHOWN_CELL_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,17 @@ class KaggleCsvInfo:
 
 def _open_binary(path: Path) -> IO[bytes]:
     try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CsvFormatError(str(path), None, None, "no such file") from None
+    except OSError as exc:
+        raise CsvFormatError(str(path), None, None, f"cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        # The file is read twice (header check, then parse), which a pipe cannot do;
+        # and opening a pipe nobody writes to would wait forever.
+        raise CsvFormatError(str(path), None, None,
+                             "is not a regular file (a pipe or a device?); save the CSV to a file first")
+    try:
         fh: IO[bytes] = open(path, "rb")
     except FileNotFoundError:
         raise CsvFormatError(str(path), None, None, "no such file") from None
@@ -105,8 +128,9 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
         compressed = isinstance(fh, gzip.GzipFile)
         try:
             first = fh.readline()
-        except (OSError, EOFError) as exc:
-            raise CsvFormatError(str(p), None, None, f"cannot read ({exc})") from None
+        except _GZIP_ERRORS as exc:
+            what = "damaged or truncated gzip data" if compressed else "cannot read"
+            raise CsvFormatError(str(p), 1, None, f"{what} ({exc})") from None
     if not first.strip():
         raise CsvFormatError(str(p), None, None, "file is empty, expected a header line "
                              "'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'")
@@ -114,7 +138,11 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
         raise CsvFormatError(str(p), 1, None, "header is not UTF-8 text") from None
-    names = [n.strip() for n in next(csv.reader([text.lstrip(_BOM).rstrip("\r\n")]))]
+    text = text.lstrip(_BOM).rstrip("\r\n")
+    if "\r" in text:
+        raise CsvFormatError(str(p), 1, None, "lines end in a bare CR (classic Mac OS line endings); "
+                             "expected LF or CRLF line endings")
+    names = [n.strip() for n in next(csv.reader([text]), [])]
     has_labels = bool(names) and names[0] == LABEL_COLUMN
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected), start=1):
@@ -135,12 +163,12 @@ def _check_cell(value: str, *, is_label: bool) -> str | None:
     s = value.strip()
     if not s:
         return "missing value"
-    try:
-        x = float(s)
-    except ValueError:
-        return f"expected an integer {'0-9' if is_label else '0-255'}, got {value!r}"
-    if math.isnan(x) or math.isinf(x) or x != int(x):
-        return f"expected an integer {'0-9' if is_label else '0-255'}, got {value!r}"
+    shown = value if len(value) <= _SHOWN_CELL_CHARS else value[:_SHOWN_CELL_CHARS] + "..."
+    if not _NUMBER.fullmatch(s):
+        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
+    x = float(s)
+    if math.isinf(x) or x != int(x):
+        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
     high = 9 if is_label else 255
     if not 0 <= x <= high:
         what = "label" if is_label else "pixel"
@@ -156,7 +184,17 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
     names = ((LABEL_COLUMN,) if info.has_labels else ()) + PIXEL_COLUMNS
     path = str(info.path)
     with _open_binary(info.path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+        line_no = 0
+        lines = iter(fh)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                break
+            except _GZIP_ERRORS as exc:
+                what = "damaged or truncated gzip data" if info.compressed else "cannot read"
+                return CsvFormatError(path, line_no + 1, None, f"{what} ({exc})")
+            line_no += 1
             if line_no == 1:
                 continue
             try:
@@ -166,7 +204,10 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
             text = text.rstrip("\r\n")
             if not text.strip():
                 continue
-            fields = next(csv.reader([text]), [])
+            try:
+                fields = next(csv.reader([text]), [])
+            except csv.Error as exc:
+                return CsvFormatError(path, line_no, None, f"cannot split into fields ({exc})")
             for col, (name, value) in enumerate(zip(names, fields)):
                 problem = _check_cell(value, is_label=info.has_labels and col == 0)
                 if problem:
@@ -214,7 +255,7 @@ def _to_batch(frame: pd.DataFrame, info: KaggleCsvInfo, first_row: int) -> Digit
     return DigitBatch(images, labels, first_row)
 
 
-_PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError)
+_PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, *_GZIP_ERRORS)
 
 
 def iter_kaggle_csv(

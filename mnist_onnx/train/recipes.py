@@ -120,6 +120,42 @@ class _LogToCallable:
         return _Cb()
 
 
+class _EpochHistory:
+    """Keras callback: the history of every finished epoch, kept across an interrupted run.
+
+    ``fit()`` resumed by BackupAndRestore reports only the epochs it ran itself,
+    so a resumed run's history, epoch count and best epoch would leave out the
+    epochs before the interruption.  This callback saves the per-epoch logs to
+    ``path`` (beside the backup) after each epoch and reloads them on resume;
+    entries from an epoch that is being run again are replaced.
+    """
+
+    def __new__(cls, keras: Any, path: Path) -> Any:
+        class _Cb(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.epochs: list[dict[str, float]] = []
+
+            def on_train_begin(self, logs: dict | None = None) -> None:
+                try:
+                    saved = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    saved = []
+                self.epochs = saved if isinstance(saved, list) else []
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                entry = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))}
+                self.epochs = self.epochs[:epoch] + [entry]
+                if path.parent.is_dir():
+                    write_json_atomic(path, self.epochs)
+
+            def history(self) -> dict[str, list[float]]:
+                keys = [k for k in self.epochs[-1]] if self.epochs else []
+                return {k: [float(e.get(k, math.nan)) for e in self.epochs] for k in keys}
+
+        return _Cb()
+
+
 class _KeepBestWeights:
     """Keras callback: remember the weights of the best ``val_accuracy`` epoch and restore them at the end.
 
@@ -295,12 +331,6 @@ def train(
         raise MnistOnnxError(f"--limit must be at least 2 rows, got {limit_rows}")
     emit = progress or (lambda _msg: None)
 
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
-
     emit(f"reading {train_csv}")
     data = read_kaggle_csv(train_csv, require_labels=True)
     images, labels = data.images, data.labels
@@ -310,6 +340,13 @@ def train(
         images, labels = images[:limit_rows], labels[:limit_rows]
     train_idx, val_idx = split_validation(len(images), recipe.validation_fraction, recipe.seed)
     holdout = _read_holdout(Path(test_csv), Path(test_labels_csv)) if test_csv and test_labels_csv else None
+
+    # Created only once the inputs have been read: a bad CSV leaves no empty folder behind.
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
 
     keras.utils.set_random_seed(recipe.seed)
     x_train, y_train = _scale(images[train_idx]), keras.utils.to_categorical(labels[train_idx], NUM_CLASSES)
@@ -329,6 +366,8 @@ def train(
         ),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
     ]
+    epoch_history = _EpochHistory(keras, backup_dir / "mnist-onnx-history.json")
+    callbacks.append(epoch_history)
     if progress is not None:
         callbacks.append(_LogToCallable(keras, emit, recipe.epochs))
     if recipe.keep not in ("best", "last"):
@@ -353,7 +392,8 @@ def train(
         epochs=recipe.epochs, callbacks=callbacks, verbose=verbose,
     )
     wall = time.perf_counter() - started
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    # Every epoch, including those finished before an interruption that this call resumed from.
+    history = epoch_history.history() or {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
     model_path = out / "model.keras"
     with atomic_path(model_path, suffix=".keras") as tmp:
