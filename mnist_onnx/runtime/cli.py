@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "column, the label is not shown to the model; it is used to report the accuracy."
         ),
     )
-    predict.add_argument("csv", nargs="?", metavar="CSV",
-                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample)")
+    predict.add_argument("csv", nargs="*", metavar="CSV",
+                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample); "
+                              "with --engine ray, any number of files and glob patterns")
     predict.add_argument("--model", metavar="PATH",
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
@@ -46,13 +47,47 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     predict.add_argument("--proba", action="store_true",
                          help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
     predict.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    ray = predict.add_argument_group(
+        "Ray engine", "score many or large CSVs on a pool of Ray workers (needs: pip install 'mnist-onnx[ray]')")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: a Ray Data pipeline, on a local Ray or a cluster")
+    ray.add_argument("--address", metavar="ADDRESS",
+                     help="join this Ray cluster (e.g. auto, HOST:6379, ray://HOST:10001); default: start a local Ray")
+    ray.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="Ray actors, one onnxruntime session each (default: one per GPU share with "
+                          "--gpus-per-worker, else one per CPU but one)")
+    ray.add_argument("--gpus-per-worker", type=_positive_float, metavar="G", default=0.0,
+                     help="GPUs each Ray actor asks for (0.5 shares a GPU between two; default: 0, CPU inference)")
+    ray.add_argument("--out-dir", metavar="DIR",
+                     help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)")
     predict.set_defaults(handler=_run_predict)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value:g}")
+    return value
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from ..errors import MnistOnnxError
     from .predictor import DigitClassifier
 
+    if args.engine == "ray":
+        from .ray_cli import run_predict
+
+        return run_predict(args)
+    ray_only = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
+                                          ("--gpus-per-worker", args.gpus_per_worker), ("--out-dir", args.out_dir))
+                if value]
+    if ray_only or len(args.csv) > 1:
+        what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
+        raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
+    args.csv = args.csv[0] if args.csv else None
     if args.proba and not args.out:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     emit = status_printer(args.quiet, stream=sys.stdout)
