@@ -10,7 +10,9 @@ cache.  This script measures throughput for:
 
 * ``intra B``: one session with one intra-op thread per core, batches of B;
 * ``pool B``:  one single-threaded session per core, each fed batches of B
-  from its own Python thread (onnxruntime releases the GIL while it runs).
+  from its own Python thread (onnxruntime releases the GIL while it runs);
+* ``shared B``: one single-threaded session run concurrently from one
+  Python thread per core.
 
 Configurations are interleaved round by round; the table shows images/s,
 best and median round.
@@ -50,8 +52,11 @@ def intra(model: str, x_all: np.ndarray, batch: int, threads: int):
     return run
 
 
-def pool(model: str, x_all: np.ndarray, batch: int, workers: int):
-    sessions = [create_session(model, providers="cpu", threads=1) for _ in range(workers)]
+def pool(model: str, x_all: np.ndarray, batch: int, workers: int, shared: bool = False):
+    if shared:  # one single-threaded session, run concurrently from every worker thread
+        sessions = [create_session(model, providers="cpu", threads=1)] * workers
+    else:
+        sessions = [create_session(model, providers="cpu", threads=1) for _ in range(workers)]
     name = sessions[0].get_inputs()[0].name
     x = _input(sessions[0], x_all)
     parts = np.array_split(np.arange(len(x)), workers)
@@ -84,6 +89,7 @@ def main() -> None:
     images = np.concatenate([images] * (args.images // len(images) + 1))[: args.images]
     configs = {f"intra {b}": intra(args.model, images, b, args.cores) for b in (1, 2, 4, 8, 16, 64, 256)}
     configs |= {f"pool {b}": pool(args.model, images, b, args.cores) for b in (1, 2, 4, 8, 16, 64)}
+    configs |= {f"shared {b}": pool(args.model, images, b, args.cores, shared=True) for b in (4, 16, 64)}
     for run in configs.values():  # warm-up
         run()
     times: dict[str, list[float]] = {k: [] for k in configs}

@@ -21,9 +21,37 @@ onnxruntime's memory arena grows with the batch (a batch's convolution
 activations are about 0.5 MiB an image), so the default is 64.
 """
 
+import os
+
 #: Images per onnxruntime call.
 DEFAULT_BATCH_SIZE = 64
 #: Intra-op threads when ``threads=None``; 0 lets onnxruntime use one thread per physical core.
 DEFAULT_THREADS = 0
+#: Large inputs on the CPU are split into this many images per worker at least
+#: before they are predicted by concurrent single-threaded runs (see
+#: :class:`mnist_onnx.runtime.predictor.DigitClassifier`); smaller ones run as
+#: one call with intra-op threads, which has the lower latency.
+MIN_IMAGES_PER_WORKER = 4
 #: Whether idle intra-op threads spin waiting for work (onnxruntime's default; fastest on free cores).
 DEFAULT_SPINNING = True
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (Linux topology), else the logical CPU count.
+
+    >>> physical_cores() >= 1
+    True
+    """
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
