@@ -656,3 +656,17 @@ def test_progress_only_on_a_terminal_and_only_on_long_runs():
 def test_spinning_reaches_the_session(spinning, entry):
     clf = DigitClassifier(providers="cpu", spinning=spinning)
     assert clf.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
+def test_large_inputs_run_data_parallel_with_the_same_answers(holdout):
+    # threads=2 splits a large input over two concurrent single-threaded runs; one
+    # thread runs it as before.  Each image's computation is the same either way.
+    parallel = DigitClassifier(providers="cpu", threads=2)
+    serial = DigitClassifier(providers="cpu", threads=1)
+    small = parallel.predict_proba(holdout.images[:7])  # fewer than 4 images per worker: one intra-op call
+    assert parallel._serial_session is None
+    np.testing.assert_array_equal(small, serial.predict_proba(holdout.images[:7]))
+    for batch_size in (5, 64, 1000):
+        np.testing.assert_array_equal(parallel.predict_proba(holdout.images, batch_size=batch_size),
+                                      serial.predict_proba(holdout.images, batch_size=batch_size))
+    assert parallel._serial_session is not None and serial._serial_session is None

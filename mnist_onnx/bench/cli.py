@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     bench.add_argument("--batch-sizes", type=_batch_sizes, metavar="N,N,...",
                        help="batch sizes to time (default: 1,8,32,128,512)")
     bench.add_argument("--rounds", type=_positive_int, metavar="N",
-                       help="timed calls per contender and batch size, at least (default: 30)")
+                       help="rounds per batch size, at least; in each, every contender runs a block of at least "
+                            "3 timed calls (default: 10)")
     bench.add_argument("--duration", type=_seconds, metavar="SECONDS",
                        help="keep adding rounds until each batch size has run this long (default: 0)")
     bench.add_argument("--warmup", type=_positive_int, metavar="N",

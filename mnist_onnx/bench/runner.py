@@ -40,17 +40,28 @@ class BenchConfig:
     Attributes:
         batch_sizes: Images per call, one timing cell per contender and size.
         warmup: Untimed calls per contender before each batch size's rounds (at least 1 is made).
-        rounds: Timed calls per contender and batch size (at least).
+        rounds: Rounds per batch size (at least); in each round every contender,
+            in a shuffled order, runs one block of timed calls.
         min_seconds: Keep adding rounds until each batch size has run this long
             in total (0: exactly ``rounds``).
-        seed: Seed of the shuffled call order.
+        seed: Seed of the shuffled order.
+        block_calls: Timed calls in a contender's block (at least).
+        block_seconds: A block goes on until it has run this long.
+        settle_seconds: Pause before each block, so the worker threads of the
+            runtime that ran before (onnxruntime, TensorFlow and XNNPACK all
+            spin-wait for a while after a call) are idle and do not compete
+            with the one being timed, as they would not in a deployment that
+            runs one runtime.  Each block also starts with one untimed call.
     """
 
     batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 512)
     warmup: int = 3
-    rounds: int = 30
+    rounds: int = 10
     min_seconds: float = 0.0
     seed: int = 0
+    block_calls: int = 3
+    block_seconds: float = 0.02
+    settle_seconds: float = 0.02
 
 
 @dataclass
@@ -100,9 +111,14 @@ def time_contenders(
         while rounds < config.rounds or time.perf_counter() - started < config.min_seconds:
             rng.shuffle(order)
             for c in order:
-                t0 = time.perf_counter()
-                c.predict(x)
-                timings[c.name].seconds.append(time.perf_counter() - t0)
+                time.sleep(config.settle_seconds)
+                c.predict(x)  # untimed: this runtime's threads and caches after another's
+                block_started, calls = time.perf_counter(), 0
+                while calls < config.block_calls or time.perf_counter() - block_started < config.block_seconds:
+                    t0 = time.perf_counter()
+                    c.predict(x)
+                    timings[c.name].seconds.append(time.perf_counter() - t0)
+                    calls += 1
             rounds += 1
         for name, timing in timings.items():
             results[name][batch] = timing.summary()

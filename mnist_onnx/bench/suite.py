@@ -244,7 +244,9 @@ def run_benchmark(
                                     ("litert-int8", "litert", tflite["int8"], litert_threads)):
             cold[name] = cold_start(kind, path, threads=n, repeats=cold_start_repeats)
 
-    rounds_note = f"{config.warmup} warm-up calls, then at least {config.rounds} interleaved rounds"
+    rounds_note = (f"{config.warmup} warm-up calls, then at least {config.rounds} rounds in which every contender, "
+                   f"in a shuffled order, runs a block of at least {config.block_calls} timed calls "
+                   f"({config.block_seconds:g} s) after a {config.settle_seconds:g} s pause and one untimed call")
     if config.min_seconds:
         rounds_note += f" and {config.min_seconds:g} s per batch size"
     results: dict[str, Any] = {
@@ -254,7 +256,8 @@ def run_benchmark(
         "model": {"keras": str(keras_path), "keras_sha256": keras_sha256, "onnx": str(onnx_model),
                   "int8": str(int8_model), "litert": {k: str(v) for k, v in tflite.items()}},
         "config": {"batch_sizes": list(config.batch_sizes), "warmup": config.warmup, "rounds": config.rounds,
-                   "min_seconds": config.min_seconds, "rounds_note": rounds_note, "threads": threads,
+                   "min_seconds": config.min_seconds, "block_calls": config.block_calls,
+                   "block_seconds": config.block_seconds, "settle_seconds": config.settle_seconds, "rounds_note": rounds_note, "threads": threads,
                    "threads_note": (f"ours {threads or 'onnxruntime default (one per physical core)'}, "
                                     f"LiteRT {litert_threads}, Keras {tf_threads}"),
                    "rows": int(len(images)), "calibration_csv": str(calibration_path),
