@@ -6,7 +6,7 @@ Usage (needs the 'bench' extra; run it on a quiet machine, it takes several minu
 
 is the same as::
 
-    mnist-onnx bench /work/runs/augmented30/model.keras \\
+    mnist-onnx bench /work/runs/aug40v05last/model.keras \\
         --test /work/data/test.csv --test-labels /work/data/test_labels.csv \\
         --calibration /work/data/train.csv \\
         --onnx mnist_onnx/runtime/bundled/digit_cnn.onnx --int8 mnist_onnx/runtime/bundled/digit_cnn.int8.onnx \\
@@ -33,7 +33,7 @@ DATA = Path("/work/data")
 
 if __name__ == "__main__":
     sys.exit(main([
-        "bench", "/work/runs/augmented30/model.keras",
+        "bench", "/work/runs/aug40v05last/model.keras",
         "--test", str(DATA / "test.csv"), "--test-labels", str(DATA / "test_labels.csv"),
         "--calibration", str(DATA / "train.csv"),
         "--onnx", str(BUNDLED / "digit_cnn.onnx"), "--int8", str(BUNDLED / "digit_cnn.int8.onnx"),

@@ -96,7 +96,8 @@ def test_augmented_recipe_keeps_augmentation_out_of_the_model(tmp_path: Path, tr
 
     model = keras.models.load_model(result.model_path)
     assert [type(layer).__name__ for layer in model.layers][0] == "Conv2D"
-    assert result.report["recipe"]["augment"] is True and result.report["train_rows"] == 160
+    assert result.report["recipe"]["augment"] is True and result.report["train_rows"] == 190  # 5% validation
+    assert result.report["recipe"]["keep"] == "last" and result.report["kept_epoch"] == 1
     # Inference is deterministic: augmentation layers would make two calls differ.
     x = read_kaggle_csv(train_sample).images[:8].astype(np.float32) / 255
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
