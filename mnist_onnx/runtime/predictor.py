@@ -366,11 +366,11 @@ class DigitClassifier:
             batch_size: Images per onnxruntime call (default: the classifier's).
             chunk_rows: CSV rows parsed at a time; memory use is proportional
                 to this and to ``batch_size``, not to the file's size: with the
-                bundled fp32 model and batch 64, peak RSS 237 MiB for test.csv
-                and 244 MiB for a file 10 times as long (280,000 rows); the
-                difference is the returned DataFrame, 16 bytes a row without
-                ``proba`` (``python benchmarks/runtime_predict_csv.py memory
-                MODEL.onnx --batch-size 64``).
+                bundled fp32 model and batch 64, peak RSS 278-290 MiB for
+                test.csv and 297 MiB for files 10 and 20 times as long (280,000
+                and 560,000 rows); the returned DataFrame takes 16 bytes a row
+                without ``proba`` (``python benchmarks/runtime_predict_csv.py
+                memory MODEL.onnx --batch-size 64 --times 20``).
             overlap_reading: Parse the next chunk in a background thread while
                 the current one is predicted (pandas' parser and onnxruntime
                 both release the GIL).  Measured on the 2-core development
