@@ -9,7 +9,6 @@ measured (no contender splits a batch further).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -41,19 +40,14 @@ class Contender:
 
 
 def default_threads() -> int:
-    """One thread per physical core: what onnxruntime picks by itself, given to LiteRT too.
+    """One thread per physical core: what our runtime uses by itself, given to LiteRT too.
 
     LiteRT's Python interpreter has no such default of its own, so without
     ``--threads`` it gets the same count as our runtime.
     """
-    try:
-        import psutil
+    from ..runtime.defaults import physical_cores
 
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        physical = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(physical or usable, usable))
+    return physical_cores()
 
 
 def ours(model: str | Path, precision: str, *, threads: int | None = None, providers: str = "cpu") -> Contender:
