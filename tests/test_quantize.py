@@ -40,8 +40,8 @@ def sabotaged_quantizer(monkeypatch):
     """The int8 model is quantized from a model that favours digit 3, so it disagrees with fp32."""
     real = quantize.quantize_model
 
-    def quantize_a_broken_copy(model, calibration_x, options):
-        return real(_shift_output_bias(copy.deepcopy(model), 5.0), calibration_x, options)
+    def quantize_a_broken_copy(model, calibration_x, options, pixel_scale=1 / 255):
+        return real(_shift_output_bias(copy.deepcopy(model), 5.0), calibration_x, options, pixel_scale)
 
     monkeypatch.setattr(quantize, "quantize_model", quantize_a_broken_copy)
 
@@ -49,7 +49,9 @@ def sabotaged_quantizer(monkeypatch):
 def _accuracy(model_path, csv):
     data = read_kaggle_csv(csv)
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    x = (data.images.astype(np.float32) * np.float32(1 / 255)).transpose(0, 3, 1, 2)
+    x = data.images.transpose(0, 3, 1, 2)
+    if session.get_inputs()[0].type == "tensor(float)":
+        x = x.astype(np.float32) * np.float32(1 / 255)
     probs = session.run(None, {session.get_inputs()[0].name: x})[0]
     return float((probs.argmax(axis=1) == data.labels).mean())
 

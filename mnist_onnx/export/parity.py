@@ -153,9 +153,12 @@ def load_parity_images(
     )
 
 
-def to_model_input(images: np.ndarray, layout: str, pixel_scale: float) -> np.ndarray:
-    """uint8 (N, 28, 28, 1) → float32 in ``layout``, multiplied by ``pixel_scale`` (what the runtime does)."""
-    x = images.astype(np.float32) * np.float32(pixel_scale)
+def to_model_input(images: np.ndarray, layout: str, pixel_scale: float | None) -> np.ndarray:
+    """uint8 (N, 28, 28, 1) → float32 in ``layout``, multiplied by ``pixel_scale`` (what the runtime does).
+
+    With ``pixel_scale=None`` the pixels stay uint8 (the input of a uint8-input model).
+    """
+    x = images if pixel_scale is None else images.astype(np.float32) * np.float32(pixel_scale)
     if layout == "NCHW":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x

@@ -24,7 +24,7 @@ activations are about 0.5 MiB an image), so the default is 64.
 import os
 
 #: Images per onnxruntime call.
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 16
 #: Intra-op threads when ``threads=None``; 0 lets onnxruntime use one thread per physical core.
 DEFAULT_THREADS = 0
 #: Large inputs on the CPU are split into this many images per worker at least
@@ -32,6 +32,12 @@ DEFAULT_THREADS = 0
 #: :class:`mnist_onnx.runtime.predictor.DigitClassifier`); smaller ones run as
 #: one call with intra-op threads, which has the lower latency.
 MIN_IMAGES_PER_WORKER = 4
+#: Raw CSV lines a worker parses and predicts as one task in ``predict_csv``
+#: (data-parallel path): small enough that the last tasks end together,
+#: large enough that handing them out costs nothing measurable.
+CSV_BLOCK_ROWS = 256
+#: Blocks handed out ahead of the one being written, per worker.
+BLOCKS_IN_FLIGHT_PER_WORKER = 4
 #: Whether idle intra-op threads spin waiting for work (onnxruntime's default; fastest on free cores).
 DEFAULT_SPINNING = True
 

@@ -16,6 +16,7 @@ built; logits go through a softmax, so callers always get probabilities.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import weakref
@@ -32,9 +33,11 @@ import onnxruntime as ort
 import pandas as pd
 
 from .._fileio import atomic_path
-from ..errors import ModelError, MnistOnnxError
-from .defaults import DEFAULT_BATCH_SIZE, MIN_IMAGES_PER_WORKER, physical_cores
-from .kaggle_csv import DEFAULT_CHUNK_ROWS, iter_kaggle_csv
+from ..errors import CsvFormatError, ModelError, MnistOnnxError
+from .defaults import (BLOCKS_IN_FLIGHT_PER_WORKER, CSV_BLOCK_ROWS, DEFAULT_BATCH_SIZE, MIN_IMAGES_PER_WORKER,
+                       physical_cores)
+from .kaggle_csv import (DEFAULT_CHUNK_ROWS, DigitBatch, KaggleCsvInfo, inspect_kaggle_csv, iter_kaggle_csv,
+                         parse_block, raw_blocks)
 from .metadata import KEY_PRECISION, parse_metadata
 from .session import CPU, CUDA, PRECISIONS, ModelSource, Providers, create_session, load_model
 
@@ -65,7 +68,8 @@ class ModelContract:
         input_name: The model's (only) input.
         output_name: The model's (only) output.
         layout: ``"NHWC"`` (N×28×28×1) or ``"NCHW"`` (N×1×28×28).
-        pixel_scale: Factor from uint8 pixels to the model's input values.
+        pixel_scale: Factor from uint8 pixels to the model's input values (float input).
+        uint8_input: The model takes raw uint8 pixels 0-255 (and scales them itself).
         class_labels: The label of each output column; integers when the model's
             labels are all integers or digit strings (the exporter writes "0".."9").
         output_kind: ``"probabilities"`` or ``"logits"``.
@@ -81,6 +85,7 @@ class ModelContract:
     output_kind: str
     precision: str | None
     fixed_batch: int | None = None
+    uint8_input: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,8 +129,8 @@ def _read_contract(session: ort.InferenceSession, source: ModelSource) -> ModelC
         raise ModelError(f"{name}: expected a model with 1 output (class scores), got {len(outputs)}: "
                          f"{', '.join(o.name for o in outputs)}")
     node, out = inputs[0], outputs[0]
-    if node.type != "tensor(float)":
-        raise ModelError(f"{name}: expected a float32 image input, got {node.type} for input {node.name!r}")
+    if node.type not in ("tensor(float)", "tensor(uint8)"):
+        raise ModelError(f"{name}: expected a float32 or uint8 image input, got {node.type} for input {node.name!r}")
     try:
         meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
     except ModelError as exc:
@@ -163,7 +168,7 @@ def _read_contract(session: ort.InferenceSession, source: ModelSource) -> ModelC
         input_name=node.name, output_name=out.name, layout=layout,
         pixel_scale=meta.pixel_scale if meta.pixel_scale is not None else 1.0 / 255.0,
         class_labels=class_labels, output_kind=meta.output_kind or "", precision=meta.precision,
-        fixed_batch=_static(shape[0]),
+        fixed_batch=_static(shape[0]), uint8_input=node.type == "tensor(uint8)",
     )
 
 
@@ -371,16 +376,16 @@ class DigitClassifier:
                 and 560,000 rows); the returned DataFrame takes 16 bytes a row
                 without ``proba`` (``python benchmarks/runtime_predict_csv.py
                 memory MODEL.onnx --batch-size 64 --times 20``).
-            overlap_reading: Parse the next chunk in a background thread while
-                the current one is predicted (pandas' parser and onnxruntime
-                both release the GIL).  Measured on the 2-core development
-                machine, bundled int8 model, test.csv, 7 interleaved rounds
-                (``python benchmarks/runtime_predict_csv.py speed MODEL --only
-                'batch 256' --only 'batch 256, overlap reading'``): best 2.32 s
-                against 2.42 s, median 2.77 s against 2.98 s, faster in all 7
-                paired rounds; reading alone takes 0.40 s of it.  With the fp32
-                model, where inference dominates, the gain is smaller (about 4%).
-            progress: Called with the number of rows done after each chunk.
+            overlap_reading: Parse while predicting.  On the CPU with more
+                than one worker, each worker thread takes a block of about
+                512 raw lines, parses it (numpy, which releases the GIL) and
+                predicts it with the single-threaded session, so parsing and
+                inference share the cores with no thread waiting on another;
+                results are put back in file order.  Elsewhere (CUDA, one
+                thread) a background thread parses the next chunk while the
+                current one is predicted.  With False, each chunk is parsed,
+                then predicted.  Figures in ``benchmarks/levers.md``.
+            progress: Called with the number of rows done after each chunk (or parallel block).
 
         Returns:
             A DataFrame with ``ImageId`` (1-based, in file order) and ``Label``
@@ -396,7 +401,17 @@ class DigitClassifier:
         """
         size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         started = time.perf_counter()
-        chunks: Iterable[Any] = iter_kaggle_csv(path, chunk_rows=chunk_rows)  # checks the header now
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        info = inspect_kaggle_csv(path)  # checks the header now
+        results: Iterable[tuple[DigitBatch, np.ndarray]]
+        if overlap_reading and self._workers > 1:
+            results = self._csv_blocks_in_parallel(info, min(chunk_rows, CSV_BLOCK_ROWS), size)
+        else:
+            chunks: Iterable[DigitBatch] = iter_kaggle_csv(info.path, chunk_rows=chunk_rows)
+            if overlap_reading:
+                chunks = _prefetched(chunks)
+            results = ((batch, self._probabilities(batch.images, size)) for batch in chunks)
         labels = self.contract.class_labels
         # A file's labels are the digits 0-9; scoring needs each digit's output column.
         digit_column = np.array([labels.index(d) if d in labels else -1 for d in range(10)])
@@ -407,15 +422,15 @@ class DigitClassifier:
         proba_parts: list[np.ndarray] = []
         rows = 0
         with contextlib.ExitStack() as stack:
-            if overlap_reading:
-                # Closed on the way out, so the reader thread never outlives this call, even on an error.
-                chunks = stack.enter_context(contextlib.closing(_prefetched(chunks)))
+            # Closed on the way out, so no reader thread or block task outlives this call, even on an error.
+            results = stack.enter_context(contextlib.closing(iter(results)))  # type: ignore[type-var]
             out_file = None
             if output is not None:
                 tmp = stack.enter_context(atomic_path(output))
                 out_file = stack.enter_context(_open_for_writing(tmp, output))
-            for batch in chunks:
-                probabilities = self._probabilities(batch.images, size)
+            for batch, probabilities in results:
+                if not len(batch):
+                    continue  # a block of blank lines
                 predicted = probabilities.argmax(axis=1)
                 predicted_parts.append(predicted.astype(np.int32))
                 if proba:
@@ -431,6 +446,8 @@ class DigitClassifier:
                 rows += len(batch)
                 if progress is not None:
                     progress(rows)
+            if rows == 0:
+                raise CsvFormatError(str(info.path), None, None, "has a header but no data rows")
             if out_file is not None:
                 _finish_file(out_file, output)
         predicted_all = np.concatenate(predicted_parts)
@@ -477,8 +494,12 @@ class DigitClassifier:
         return pd.DataFrame(columns)
 
     def _model_input(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (n, 28, 28, 1) or float32 in [0, 1] -> the model's float32 input."""
-        if pixels.dtype == np.uint8:
+        """uint8 (n, 28, 28, 1) or float32 in [0, 1] -> the model's input (float32, or uint8 pixels)."""
+        if self.contract.uint8_input:
+            # Floats in [0, 1] go to the nearest of the 256 pixel values, as a
+            # quantized model's input QuantizeLinear (scale 1/255) would round them.
+            x = pixels if pixels.dtype == np.uint8 else np.rint(np.asarray(pixels, np.float32) * np.float32(255.0)).astype(np.uint8)
+        elif pixels.dtype == np.uint8:
             x = np.take(self._lut, pixels)
         else:
             x = np.asarray(pixels, dtype=np.float32)
@@ -526,6 +547,40 @@ class DigitClassifier:
                 # The idle worker threads end with the classifier.
                 weakref.finalize(self, self._executor.shutdown, wait=False)
             return self._serial_session, self._executor
+
+    def _csv_blocks_in_parallel(
+        self, info: KaggleCsvInfo, block_rows: int, batch_size: int
+    ) -> Iterator[tuple[DigitBatch, np.ndarray]]:
+        """Parse and predict blocks of the CSV on the worker threads; yield them in file order.
+
+        The calling thread only reads raw bytes and hands out blocks, at most
+        ``BLOCKS_IN_FLIGHT_PER_WORKER`` a worker ahead, so memory stays bounded.
+        """
+        session, executor = self._parallel()
+        classes = len(self.contract.class_labels)
+
+        def task(data: bytes) -> tuple[DigitBatch, np.ndarray]:
+            batch = parse_block(info, data)
+            result = np.empty((len(batch), classes), dtype=np.float32)
+            for part in batch_slices(len(batch), batch_size):
+                result[part] = self._scores(self._model_input(batch.images[part]), session)
+            return batch, _softmax(result) if self.contract.output_kind == "logits" else result
+
+        pending: collections.deque[Any] = collections.deque()
+        blocks = raw_blocks(info, block_rows)
+        in_flight = BLOCKS_IN_FLIGHT_PER_WORKER * self._workers
+        try:
+            for data in blocks:
+                pending.append(executor.submit(task, data))
+                if len(pending) >= in_flight:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            blocks.close()
+            # A task still running finishes its block (tens of milliseconds) on its own.
 
     def _probabilities(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
         classes = len(self.contract.class_labels)
