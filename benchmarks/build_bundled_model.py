@@ -51,7 +51,8 @@ def _run(command: list[str]) -> str:
 def _accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
     session = create_session(str(model_path), providers="cpu")
     info = meta.parse_metadata(session.get_modelmeta().custom_metadata_map)
-    x = to_model_input(images, info.input_layout or "NCHW", info.pixel_scale or 1 / 255)
+    uint8_input = session.get_inputs()[0].type == "tensor(uint8)"
+    x = to_model_input(images, info.input_layout or "NCHW", None if uint8_input else info.pixel_scale or 1 / 255)
     predicted = run_onnxruntime(model_path.read_bytes(), x, 512).argmax(axis=1)
     correct = int((predicted == labels).sum())
     return {"rows": int(len(labels)), "correct": correct, "accuracy": correct / len(labels)}
@@ -198,7 +199,10 @@ def _markdown(card: dict) -> str:
         f"{'per-channel' if opts['per_channel'] else 'per-tensor'} weights, {opts['activation_type']} activations / "
         f"{opts['weight_type']} weights, {opts['calibrate_method']} calibration on the first "
         f"{q['calibration']['rows']:,} rows of train.csv; the output layer (Dense 10 + softmax) "
-        f"{'stays float' if opts.get('float_output_layer') else 'is quantized too'}.  Gate on "
+        f"{'stays float' if opts.get('float_output_layer') else 'is quantized too'}"
+        f"{', and so does the first convolution' if opts.get('float_first_conv') else ''}"
+        f"{'; the model takes raw uint8 pixels (N×1×28×28 uint8) and scales them itself' if opts.get('uint8_input') else ''}"
+        f".  Gate on "
         f"{q['evaluation']['rows']:,} held-out digits: agreement with fp32 {q['evaluation']['agreement']:.2%}, "
         f"accuracy change {0.0 - q['evaluation']['accuracy_drop_pp']:+.2f} pp.",
     ]

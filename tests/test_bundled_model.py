@@ -41,7 +41,12 @@ def test_bundled_model_matches_its_card(card, precision, holdout_sample):
     assert (info.input_layout, info.output_kind, info.class_labels) == ("NCHW", "probabilities", tuple("0123456789"))
 
     sample = read_kaggle_csv(holdout_sample)
-    x = (sample.images.astype(np.float32) * np.float32(info.pixel_scale)).transpose(0, 3, 1, 2)
+    x = sample.images.transpose(0, 3, 1, 2)
+    # The int8 model takes raw uint8 pixels (QuantOptions.uint8_input); fp32 takes pixels × pixel_scale.
+    expected_input = "tensor(uint8)" if precision == "int8" else "tensor(float)"
+    assert session.get_inputs()[0].type == expected_input
+    if precision == "fp32":
+        x = x.astype(np.float32) * np.float32(info.pixel_scale)
     probs = session.run(None, {session.get_inputs()[0].name: x})[0]
     accuracy = float((probs.argmax(axis=1) == sample.labels).mean())
     assert card["sample_accuracy"]["rows"] == len(sample)
