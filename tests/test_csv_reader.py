@@ -205,3 +205,81 @@ def test_non_utf8_line(tmp_path: Path, sample_rows) -> None:
     with pytest.raises(CsvFormatError) as info:
         read_kaggle_csv(path)
     assert info.value.line == 4
+
+
+# -- the numpy fast path and the raw blocks -----------------------------------------
+
+def _pandas_reading(data: bytes, columns: int) -> np.ndarray | None:
+    """What pandas' C parser makes of a block (header-less), or None where it fails or is not 0-255 integers."""
+    import io
+
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(io.BytesIO(data), header=None, dtype=str, keep_default_na=False,
+                            skip_blank_lines=False)
+    except Exception:  # noqa: BLE001 - any failure counts as "pandas does not read it as plain integers"
+        return None
+    if frame.shape[1] != columns or not isinstance(frame.index, pd.RangeIndex):
+        return None
+    cells = frame.to_numpy()
+    if not all(c.isascii() and c.isdigit() for c in cells.ravel()):
+        return None
+    values = cells.astype(np.int64)
+    return values.astype(np.uint8) if values.size and values.max() <= 255 else None
+
+
+def test_fast_path_takes_the_common_spellings() -> None:
+    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+
+    expected = np.array([[0, 7, 255], [10, 99, 100]], dtype=np.uint8)
+    for newline in ("\n", "\r\n"):
+        for text in ("0,7,255{n}10,99,100{n}", "000,007,255{n}10,099,100{n}"):
+            got = _parse_plain(text.format(n=newline).encode(), 3)
+            assert got is not None, (text, newline)
+            np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("text", [
+    "0,7,256\n", "0,7,-1\n", "0,7,1.0\n", "0,7, 1\n", "0,7,\n", "0,7\n", "0,7,1,2\n", "0,7,1", "0,7,1\r\n0,7,1\n",
+    "0,7,1\n\n", '0,7,"1"\n', "0,7,1e2\n", "0,7,1234\n", "0,7,x\n", "0;7;1\n", "0,7,1\r", "\n",
+])
+def test_fast_path_declines_every_other_spelling(text: str) -> None:
+    # Declined blocks go to pandas (and to the line-by-line scan when pandas fails too).
+    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+
+    assert _parse_plain(text.encode(), 3) is None
+
+
+hypothesis = pytest.importorskip("hypothesis", reason="needs the 'dev' extra")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CELL = st.one_of(st.integers(0, 300).map(str), st.integers(0, 9).map(lambda d: "00" + str(d)),
+                  st.text(alphabet="0123456789,\r\n -+.e\"x", max_size=4))
+
+
+@settings(max_examples=400, deadline=None)
+@given(rows=st.lists(st.lists(_CELL, min_size=2, max_size=4), min_size=1, max_size=4),
+       newline=st.sampled_from(["\n", "\r\n"]))
+def test_fast_path_agrees_with_pandas_or_declines(rows, newline) -> None:
+    """Whenever the numpy path returns values, pandas reads the same bytes as the same integers."""
+    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+
+    data = "".join(",".join(r) + newline for r in rows).encode()
+    got = _parse_plain(data, 3)
+    if got is not None:
+        expected = _pandas_reading(data, 3)
+        assert expected is not None, data
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_raw_blocks_are_whole_lines_that_rebuild_the_file(tmp_path: Path, sample_rows) -> None:
+    from mnist_onnx.runtime.kaggle_csv import inspect_kaggle_csv, raw_blocks
+
+    text = _csv_text(sample_rows)
+    for ending in ("", "no newline at the end"):
+        path = _write(tmp_path, text.rstrip("\n") if ending else text)
+        blocks = list(raw_blocks(inspect_kaggle_csv(path), rows=3))
+        assert len(blocks) > 3 and all(b.endswith(b"\n") for b in blocks)
+        assert b"".join(blocks).decode() == text.split("\n", 1)[1]

@@ -11,7 +11,7 @@ from typing import Any, Callable, TextIO
 
 from .._progress import status_printer
 from .._argtypes import positive_int as _positive_int
-from .defaults import DEFAULT_BATCH_SIZE
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
 
 SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"
 
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
                          help="write the predictions here (ImageId,Label); replaced only when complete")
-    predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=DEFAULT_BATCH_SIZE,
-                         help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE})")
+    predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=None,
+                         help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE} on the CPU, "
+                              f"{DEFAULT_CUDA_BATCH_SIZE} on CUDA)")
     predict.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                          help="execution provider; auto = CUDA when onnxruntime-gpu sees a GPU, else CPU "
                               "(default: auto)")
@@ -74,6 +75,8 @@ def _positive_float(text: str) -> float:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
     from ..errors import MnistOnnxError
     from .predictor import DigitClassifier
 
@@ -92,6 +95,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     emit = status_printer(args.quiet, stream=sys.stdout)
     csv_path = Path(args.csv) if args.csv is not None else SAMPLE  # "" is a path error, not "no CSV"
+    # onnxruntime-gpu 1.31 logs "No registered plugin EP device found for 'CUDAExecutionProvider'"
+    # through its default logger on every CUDA session (seen on an H100) while CUDA works; the
+    # providers really in use are checked and reported below instead.
+    ort.set_default_logger_severity(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         classifier = DigitClassifier(args.model, providers=args.provider, threads=args.threads,

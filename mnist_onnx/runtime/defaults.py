@@ -23,8 +23,12 @@ activations are about 0.5 MiB an image), so the default is 64.
 
 import os
 
-#: Images per onnxruntime call.
+#: Images per onnxruntime call on the CPU.
 DEFAULT_BATCH_SIZE = 16
+#: Images per onnxruntime call on CUDA.  Measured on one H100 (bundled models,
+#: ``benchmarks/gpu_check.py``): fp32 46,030 img/s at batch 16, 216,794 at 256,
+#: 255,183 at 1,024 and 125,374 at 8,192; int8 30,482 / 360,065 / 472,911 / 263,464.
+DEFAULT_CUDA_BATCH_SIZE = 1024
 #: Intra-op threads when ``threads=None``; 0 lets onnxruntime use one thread per physical core.
 DEFAULT_THREADS = 0
 #: Large inputs on the CPU are split into this many images per worker at least

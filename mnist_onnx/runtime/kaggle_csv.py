@@ -308,12 +308,18 @@ def _parse_pandas(data: bytes, info: KaggleCsvInfo, columns: int) -> np.ndarray:
     """Any other spelling pandas accepts (quotes, padding, ``12.0``, blank lines...)."""
     if not data.strip(b"\r\n"):
         return np.empty((0, columns), dtype=np.uint8)  # blank lines only
-    frame = pd.read_csv(io.BytesIO(data), engine="c", dtype=np.uint8, header=None, encoding="utf-8",
+    # float64, then checked here: pandas 3.0.6 casts "256" or "-4" to uint8 without an error
+    # (seen on the GPU machine; pandas 3.1.1 raises), so the range check cannot be left to it.
+    frame = pd.read_csv(io.BytesIO(data), engine="c", dtype=np.float64, header=None, encoding="utf-8",
                         skip_blank_lines=True, memory_map=False)
     if not isinstance(frame.index, pd.RangeIndex) or frame.shape[1] != columns:
         # pandas turns a surplus leading field into the index instead of failing.
         raise ValueError(f"rows with {frame.shape[1]} fields, expected {columns}")
-    return frame.to_numpy(dtype=np.uint8, copy=False)
+    values = frame.to_numpy(dtype=np.float64, copy=False)
+    if values.size and not (np.isfinite(values).all() and (values >= 0).all() and (values <= 255).all()
+                            and (values == np.floor(values)).all()):
+        raise ValueError("a cell is not an integer 0-255")
+    return values.astype(np.uint8)
 
 
 def parse_block(info: KaggleCsvInfo, data: bytes, first_row: int = 0) -> DigitBatch:

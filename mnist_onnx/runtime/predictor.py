@@ -34,8 +34,8 @@ import pandas as pd
 
 from .._fileio import atomic_path
 from ..errors import CsvFormatError, ModelError, MnistOnnxError
-from .defaults import (BLOCKS_IN_FLIGHT_PER_WORKER, CSV_BLOCK_ROWS, DEFAULT_BATCH_SIZE, MIN_IMAGES_PER_WORKER,
-                       physical_cores)
+from .defaults import (BLOCKS_IN_FLIGHT_PER_WORKER, CSV_BLOCK_ROWS, DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE,
+                       MIN_IMAGES_PER_WORKER, physical_cores)
 from .kaggle_csv import (DEFAULT_CHUNK_ROWS, DigitBatch, KaggleCsvInfo, inspect_kaggle_csv, iter_kaggle_csv,
                          parse_block, raw_blocks)
 from .metadata import KEY_PRECISION, parse_metadata
@@ -257,7 +257,9 @@ class DigitClassifier:
         precision: ``"fp32"`` or ``"int8"``: which bundled model when ``model``
             is None (default fp32); with an explicit model, it must agree
             with the model's ``mnist_onnx.precision`` metadata when that exists.
-        batch_size: Images per onnxruntime call.
+        batch_size: Images per onnxruntime call; None uses the measured
+            default of the provider in use: 16 on the CPU, 1,024 on CUDA
+            (see :mod:`mnist_onnx.runtime.defaults`).
         cuda_device: The GPU to use with the CUDA provider.
 
     Raises:
@@ -274,15 +276,19 @@ class DigitClassifier:
         threads: int | None = None,
         spinning: bool | None = None,
         precision: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         cuda_device: int = 0,
     ) -> None:
         if precision is not None and precision not in PRECISIONS:
             raise MnistOnnxError(f"expected precision 'fp32' or 'int8', got {precision!r}")
-        self.batch_size = _check_batch_size(batch_size)
+        if batch_size is not None:
+            _check_batch_size(batch_size)
         source = load_model(model, precision=precision or "fp32")
         self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
                                       cuda_device=cuda_device)
+        on_cuda = self.session.get_providers()[0] == CUDA
+        self.batch_size = _check_batch_size(
+            batch_size if batch_size is not None else DEFAULT_CUDA_BATCH_SIZE if on_cuda else DEFAULT_BATCH_SIZE)
         self.model_name = source.name
         contract = _read_contract(self.session, source)
         if model is not None and precision is not None and contract.precision not in (None, precision):
@@ -696,7 +702,7 @@ def predict_csv(
     path: str | os.PathLike[str],
     model: str | os.PathLike[str] | bytes | Any | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     providers: Providers = "auto",
     threads: int | None = None,
     precision: str | None = None,
@@ -716,7 +722,7 @@ def predict_csv(
         path: A Kaggle ``test.csv`` or ``train.csv``, plain or gzipped.
         model: None for the bundled model of ``precision``, a path to an
             ``.onnx`` file, or the model's bytes.
-        batch_size: Images per onnxruntime call.
+        batch_size: Images per onnxruntime call; None: 16 on the CPU, 1,024 on CUDA.
         providers: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
             ``"cuda"``, or a list of onnxruntime provider names.
         threads: onnxruntime intra-op threads; None uses the measured default.
@@ -725,8 +731,8 @@ def predict_csv(
             (``ImageId,Label``) unless ``proba``.
         proba: Add ``p0``..``p9`` and ``confidence`` columns.
         chunk_rows: CSV rows parsed at a time (bounds memory use).
-        overlap_reading: Parse the next chunk while the current one is predicted.
-        progress: Called with the number of rows done after each chunk.
+        overlap_reading: Parse while predicting (see :meth:`DigitClassifier.predict_csv`).
+        progress: Called with the number of rows done after each chunk (or parallel block).
 
     Returns:
         The predictions as a DataFrame; see :meth:`DigitClassifier.predict_csv`
