@@ -19,6 +19,7 @@ the profile asked for.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 from pathlib import Path
@@ -247,7 +248,8 @@ def test_any_cell_text_is_read_as_its_number_or_named(tmp_path_factory, record_p
         except CsvFormatError as exc:
             assert (exc.line, exc.column) == (2, PIXEL_COLUMNS[col]), str(exc)
             return
-        value = float(cell.strip().strip('"'))
+        # What the cell spells as a CSV field ('"1"2' is the field 12, as Python's csv module reads it too).
+        value = float(next(csv.reader([cell]))[0].strip())
         assert batch.images.reshape(2, 784)[0, col] == value, (cell, batch.images.reshape(2, 784)[0, col])
         assert 0 <= value <= 255 and value == int(value)
 
