@@ -299,9 +299,6 @@ class DigitClassifier:
         # Where IOBinding places inputs and outputs: the GPU when CUDA runs the
         # model, else None (plain session.run).  Tests set ("cpu", 0) to
         # exercise the binding code on machines without a GPU.
-        # How the bound run moves data: "device" (OrtValues on the GPU) or "host"
-        # (onnxruntime copies from and to host arrays); benchmarks/gpu_check.py compares them.
-        self._binding = "device"
         self._bound_device: tuple[str, int] | None = (
             ("cuda", cuda_device) if self.session.get_providers()[0] == CUDA else None
         )
@@ -311,7 +308,6 @@ class DigitClassifier:
         self._source = source
         self._serial_session: ort.InferenceSession | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._parsers: ThreadPoolExecutor | None = None
         self._parallel_lock = threading.Lock()
         # uint8 pixel -> model input, computed once in float64 and rounded, so
         # pixel_scale=1/255 gives exactly float32(p) / float32(255) as in training.
@@ -417,10 +413,6 @@ class DigitClassifier:
         results: Iterable[tuple[DigitBatch, np.ndarray]]
         if overlap_reading and self._workers > 1:
             results = self._csv_blocks_in_parallel(info, min(chunk_rows, CSV_BLOCK_ROWS), size)
-        elif overlap_reading and self._bound_device is not None:
-            # CUDA: CPU threads parse blocks while the GPU predicts, in this thread, the ones parsed.
-            results = self._csv_blocks_in_parallel(info, min(chunk_rows, DEFAULT_CUDA_BATCH_SIZE), size,
-                                                   infer_in_workers=False)
         else:
             chunks: Iterable[DigitBatch] = iter_kaggle_csv(info.path, chunk_rows=chunk_rows)
             if overlap_reading:
@@ -527,23 +519,17 @@ class DigitClassifier:
         if session is not None:
             return session.run([contract.output_name], {contract.input_name: x})[0]
         if self._bound_device is not None:
+            # Input copied to the GPU as an OrtValue, output left there by onnxruntime
+            # and copied back once.  Measured on an H100 (benchmarks/results/gpu_check_h100.md):
+            # as fast as a plain session.run at the default batch of 1,024, within noise;
+            # binding host arrays instead (bind_cpu_input) was no faster either.
             device, device_id = self._bound_device
             binding = self.session.io_binding()
-            x = np.ascontiguousarray(x)
-            if self._binding == "device":
-                # Input copied to the GPU as an OrtValue, output left there by
-                # onnxruntime and copied back once.
-                on_device = ort.OrtValue.ortvalue_from_numpy(x, device, device_id)
-                binding.bind_ortvalue_input(contract.input_name, on_device)
-                binding.bind_output(contract.output_name, device, device_id)
-                self.session.run_with_iobinding(binding)
-                return binding.copy_outputs_to_cpu()[0]
-            # "host": onnxruntime copies straight from our array and into the result array.
-            out = np.empty((len(x), len(contract.class_labels)), dtype=np.float32)
-            binding.bind_cpu_input(contract.input_name, x)
-            binding.bind_output(contract.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), device, device_id)
+            binding.bind_ortvalue_input(contract.input_name, on_device)
+            binding.bind_output(contract.output_name, device, device_id)
             self.session.run_with_iobinding(binding)
-            return out
+            return binding.copy_outputs_to_cpu()[0]
         return self.session.run([contract.output_name], {contract.input_name: x})[0]
 
     def _scores(self, x: np.ndarray, session: ort.InferenceSession | None = None) -> np.ndarray:
@@ -569,57 +555,36 @@ class DigitClassifier:
                 weakref.finalize(self, self._executor.shutdown, wait=False)
             return self._serial_session, self._executor
 
-    def _parse_executor(self) -> ThreadPoolExecutor:
-        """Threads that only parse CSV blocks (the CUDA path), one per physical core up to 4."""
-        with self._parallel_lock:
-            if self._parsers is None:
-                self._parsers = ThreadPoolExecutor(_parser_threads(), thread_name_prefix="mnist-onnx-csv")
-                weakref.finalize(self, self._parsers.shutdown, wait=False)
-            return self._parsers
-
     def _csv_blocks_in_parallel(
-        self, info: KaggleCsvInfo, block_rows: int, batch_size: int, *, infer_in_workers: bool = True
+        self, info: KaggleCsvInfo, block_rows: int, batch_size: int
     ) -> Iterator[tuple[DigitBatch, np.ndarray]]:
-        """Parse (and, on the CPU, predict) blocks of the CSV on worker threads; yield them in file order.
+        """Parse and predict blocks of the CSV on the worker threads; yield them in file order.
 
         The calling thread only reads raw bytes and hands out blocks, at most
         ``BLOCKS_IN_FLIGHT_PER_WORKER`` a worker ahead, so memory stays bounded.
-        With ``infer_in_workers=False`` the workers only parse and the calling
-        thread predicts each block with the main session (the GPU).
+        (Tried on CUDA too, with worker threads that only parse: on an H100
+        machine no faster than one reader thread, so CUDA keeps that.)
         """
-        if infer_in_workers:
-            session, executor = self._parallel()
-            workers = self._workers
-        else:
-            session, executor = None, self._parse_executor()
-            workers = _parser_threads()
+        session, executor = self._parallel()
         classes = len(self.contract.class_labels)
 
-        def task(data: bytes) -> tuple[DigitBatch, np.ndarray | None]:
+        def task(data: bytes) -> tuple[DigitBatch, np.ndarray]:
             batch = parse_block(info, data)
-            if not infer_in_workers:
-                return batch, None
             result = np.empty((len(batch), classes), dtype=np.float32)
             for part in batch_slices(len(batch), batch_size):
                 result[part] = self._scores(self._model_input(batch.images[part]), session)
             return batch, _softmax(result) if self.contract.output_kind == "logits" else result
 
-        def finished(future: Any) -> tuple[DigitBatch, np.ndarray]:
-            batch, probabilities = future.result()
-            if probabilities is None:
-                probabilities = self._probabilities(batch.images, batch_size)
-            return batch, probabilities
-
         pending: collections.deque[Any] = collections.deque()
         blocks = raw_blocks(info, block_rows)
-        in_flight = BLOCKS_IN_FLIGHT_PER_WORKER * workers
+        in_flight = BLOCKS_IN_FLIGHT_PER_WORKER * self._workers
         try:
             for data in blocks:
                 pending.append(executor.submit(task, data))
                 if len(pending) >= in_flight:
-                    yield finished(pending.popleft())
+                    yield pending.popleft().result()
             while pending:
-                yield finished(pending.popleft())
+                yield pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()
@@ -666,10 +631,6 @@ class DigitClassifier:
             kind = "probabilities" if _looks_like_probabilities(scores.astype(np.float32)) else "logits"
             contract = replace(contract, output_kind=kind)
         return contract
-
-
-def _parser_threads() -> int:
-    return min(4, physical_cores())
 
 
 def _check_batch_size(batch_size: Any) -> int:
