@@ -156,6 +156,42 @@ def test_cli_quantize(quantizable_onnx_model_path, train_sample, tmp_path, capsy
     assert capsys.readouterr().err == ""
 
 
+def _first_conv_is_float_and_input_type(path):
+    model = onnx.load(path)
+    graph_input = model.graph.input[0]
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    # From the input, walk through the layout/scaling nodes to the first convolution.
+    node = consumers[graph_input.name]
+    while node.op_type not in ("Conv", "QLinearConv"):
+        node = consumers[node.output[0]]
+    conv_input_producer = next((n for n in model.graph.node if node.input[0] in n.output), None)
+    weight_producer = next((n for n in model.graph.node if node.input[1] in n.output), None)
+    float_conv = (node.op_type == "Conv" and (conv_input_producer is None or conv_input_producer.op_type != "DequantizeLinear")
+                  and weight_producer is None)  # float weights come straight from an initializer
+    return float_conv, graph_input.type.tensor_type.elem_type
+
+
+def test_default_int8_model_takes_uint8_and_keeps_the_first_conv_float(tiny_int8_model_path, tiny_quantization):
+    float_conv, elem_type = _first_conv_is_float_and_input_type(tiny_int8_model_path)
+    assert float_conv and elem_type == onnx.TensorProto.UINT8
+    assert tiny_quantization.report["options"]["float_first_conv"] is True
+    assert tiny_quantization.report["options"]["uint8_input"] is True
+    # The runtime feeds it raw pixels: same answers as onnxruntime given the CSV's uint8 values.
+    from mnist_onnx.runtime.predictor import DigitClassifier
+    clf = DigitClassifier(tiny_int8_model_path, providers="cpu")
+    assert clf.contract.uint8_input
+
+
+def test_cli_options_give_the_former_layout(quantizable_onnx_model_path, train_sample, tmp_path):
+    out = tmp_path / "former.int8.onnx"
+    assert main(["quantize", str(quantizable_onnx_model_path), "--calibration", str(train_sample), "--out", str(out),
+                 "--calibration-rows", "200", "--first-conv", "int8", "--input", "float", "-q"]) == 0
+    float_conv, elem_type = _first_conv_is_float_and_input_type(out)
+    assert not float_conv and elem_type == onnx.TensorProto.FLOAT
+    options = json.loads((tmp_path / "former.int8.onnx.quantization.json").read_text())["options"]
+    assert options["float_first_conv"] is False and options["uint8_input"] is False
+
+
 def test_cli_exit_3_when_the_gate_refuses(quantizable_onnx_model_path, train_sample, tmp_path, capsys,
                                           sabotaged_quantizer):
     code = main(["quantize", str(quantizable_onnx_model_path), "--calibration", str(train_sample),

@@ -18,7 +18,7 @@ from mnist_onnx.cli import main
 from mnist_onnx.errors import CsvFormatError, MnistOnnxError, ModelError
 from mnist_onnx.runtime import session as session_module
 from mnist_onnx.runtime.cli import terminal_progress
-from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
+from mnist_onnx.runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from mnist_onnx.runtime.predictor import DigitClassifier, predict_csv
 from mnist_onnx.runtime.session import (
     ProviderError,
@@ -530,6 +530,30 @@ def test_session_options_are_applied():
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(MnistOnnxError, match="expected threads to be a positive integer or None, got 0"):
         create_session(linear_model(), providers="cpu", threads=0)
+
+
+def test_uint8_input_model_gets_raw_pixels_and_rounded_floats(tmp_path):
+    # A model that takes uint8 pixels and scales them itself gives the same answers as the
+    # float model it wraps, from uint8 images and from float images alike.
+    onnx = pytest.importorskip("onnx", reason="needs the 'export' extra to build test models")
+    from mnist_onnx.export import graph as g
+
+    float_bytes = linear_model(("N", 1, 28, 28), metadata={"mnist_onnx.input_layout": "NCHW"})
+    uint8_model = onnx.load_from_string(float_bytes)
+    g.take_uint8_input(uint8_model, 1 / 255)
+    onnx.checker.check_model(uint8_model, full_check=True)
+    a = DigitClassifier(float_bytes, providers="cpu")
+    b = DigitClassifier(uint8_model.SerializeToString(), providers="cpu")
+    assert b.contract.uint8_input and not a.contract.uint8_input
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(40, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_allclose(b.predict_proba(pixels), a.predict_proba(pixels), rtol=0, atol=1e-6)
+    # Floats go to the nearest pixel value: exactly the uint8 answer.
+    near = pixels.astype(np.float32) / 255 + rng.uniform(-0.4, 0.4, pixels.shape).astype(np.float32) / 255
+    np.testing.assert_array_equal(b.predict_proba(np.clip(near, 0, 1)), b.predict_proba(pixels))
+    path = tmp_path / "in.csv"
+    path.write_text(",".join(PIXEL_COLUMNS) + "\n" + "\n".join(",".join(map(str, p.ravel())) for p in pixels) + "\n")
+    np.testing.assert_array_equal(b.predict_csv(path)["Label"].to_numpy(), a.predict(pixels))
 
 
 def test_io_binding_path_gives_the_same_answer(onnx_model_path, holdout, classifier):

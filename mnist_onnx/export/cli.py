@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                                "(default: the bundled sample of 1,000 real held-out digits)")
     quantize.add_argument("--calibration-rows", type=_positive_int, default=1000, metavar="N",
                           help="calibrate on the first N rows of TRAIN_CSV (default: 1000)")
+    quantize.add_argument("--first-conv", choices=("float", "int8"), default="float",
+                          help="keep the first convolution in float (default; faster on the CPU: its single input "
+                               "channel makes onnxruntime's int8 kernel inefficient) or quantize it too")
+    quantize.add_argument("--input", choices=("uint8", "float"), default="uint8", dest="input_type",
+                          help="the int8 model's input: raw uint8 pixels it scales itself (default; the runtime "
+                               "then skips the conversion to float) or the fp32 model's float input")
     quantize.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     quantize.set_defaults(handler=_run_quantize)
 
@@ -68,9 +74,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _run_quantize(args: argparse.Namespace) -> int:
     from .._progress import status_printer
-    from .quantize import quantize_int8
+    from .quantize import QuantOptions, quantize_int8
 
     emit = status_printer(args.quiet)
+    options = QuantOptions(float_first_conv=args.first_conv == "float", uint8_input=args.input_type == "uint8")
     quantize_int8(args.model, args.out, calibration_csv=args.calibration, evaluation_csv=args.evaluation,
-                  calibration_rows=args.calibration_rows, progress=emit)
+                  calibration_rows=args.calibration_rows, options=options, progress=emit)
     return 0

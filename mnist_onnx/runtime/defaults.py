@@ -4,21 +4,21 @@ Figures from the 2-core development machine (AMD EPYC with AVX-512 and VNNI,
 onnxruntime 1.32 CPU).  Session options (threads, spinning, execution mode,
 optimization level) are measured in :mod:`mnist_onnx.runtime.session`.
 
-Batch size: ``predict_csv`` over the 28,000-row test.csv with the bundled
-models, end to end (read + infer + write), 3 interleaved rounds on a quiet
-machine, and peak RSS (``python benchmarks/runtime_predict_csv.py memory
-MODEL.onnx --batch-size N``)::
+Batch size on the CPU: ``predict_csv`` over the 28,000-row test.csv with the
+bundled models, end to end (read + infer + write), the data-parallel path
+(each worker parses and predicts blocks of 256 lines), 4 interleaved rounds
+(int8) and 2 (fp32), 2026-11-27::
 
-    batch   int8 best / median   fp32 best / median   fp32 peak RSS
-       32   2.52 s / 2.58 s      5.68 s / 5.83 s
-       64   2.49 s / 2.51 s      5.59 s / 5.81 s      237 MiB
-      128   2.55 s / 2.55 s      5.60 s / 5.70 s
-      256   2.57 s / 2.57 s      5.49 s / 5.51 s      352 MiB
-     1024                                             799 MiB (8,192 rows)
+    batch   int8 best / median   fp32 best / median
+        8   1.95 s / 2.05 s      5.45 s / 5.48 s
+       16   1.85 s / 2.00 s      5.47 s / 5.49 s
+       32   1.97 s / 2.06 s      5.46 s / 5.56 s
+       64   2.12 s / 2.14 s      5.60 s / 5.61 s
 
-Speed is flat from 32 to 256 (within 3%, inside this machine's noise), while
-onnxruntime's memory arena grows with the batch (a batch's convolution
-activations are about 0.5 MiB an image), so the default is 64.
+and in another run 1.75 s at 16 against 1.95 s at 64 (int8).  Each worker's
+single-threaded run keeps a small batch's activations in its core's cache, so
+16 is the default.  (With the earlier reader thread and intra-op threads,
+speed was flat from 32 to 256 and 64 was the default.)
 """
 
 import os

@@ -375,13 +375,15 @@ class DigitClassifier:
             proba: Add columns ``p<label>`` (each class's probability) and
                 ``confidence`` (the highest probability), to the result and to ``output``.
             batch_size: Images per onnxruntime call (default: the classifier's).
-            chunk_rows: CSV rows parsed at a time; memory use is proportional
-                to this and to ``batch_size``, not to the file's size: with the
-                bundled fp32 model and batch 64, peak RSS 278-290 MiB for
-                test.csv and 297 MiB for files 10 and 20 times as long (280,000
-                and 560,000 rows); the returned DataFrame takes 16 bytes a row
-                without ``proba`` (``python benchmarks/runtime_predict_csv.py
-                memory MODEL.onnx --batch-size 64 --times 20``).
+            chunk_rows: CSV rows parsed at a time (at most; the CPU's
+                parallel path hands out blocks of 256 lines); memory use is
+                proportional to this and to ``batch_size``, not to the file's
+                size: with the bundled fp32 model and batch 16, peak RSS
+                205 MiB for test.csv and 218 MiB for a file 10 times as long
+                (280,000 rows), int8 182 and 193 MiB; the returned DataFrame
+                takes 16 bytes a row without ``proba``
+                (``python benchmarks/runtime_predict_csv.py memory MODEL.onnx
+                --batch-size 16 --times 10``).
             overlap_reading: Parse while predicting.  On the CPU with more
                 than one worker, each worker thread takes a block of about
                 512 raw lines, parses it (numpy, which releases the GIL) and
