@@ -270,6 +270,8 @@ def test_bad_row_late_in_the_file_leaves_no_submission(classifier, holdout_sampl
         classifier.predict_csv(bad, output=out, chunk_rows=64, overlap_reading=overlap_reading)
     assert out.read_text() == "previous submission\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "submission.csv"]
+    # The blocks still in flight were dropped: the same classifier goes on working.
+    assert len(classifier.predict_csv(holdout_sample)) == 1000
 
 
 def test_reader_thread_stops_when_prediction_fails(classifier, holdout_sample, tmp_path):
@@ -281,6 +283,7 @@ def test_reader_thread_stops_when_prediction_fails(classifier, holdout_sample, t
         classifier.predict_csv(holdout_sample, output=out, chunk_rows=50, overlap_reading=True, progress=interrupt)
     assert not any(t.name == "mnist-onnx-csv-reader" for t in threading.enumerate())
     assert list(tmp_path.iterdir()) == []
+    assert len(classifier.predict_csv(holdout_sample, chunk_rows=50)) == 1000
 
 
 @pytest.mark.parametrize("destination, message", [
