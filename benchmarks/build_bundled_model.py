@@ -171,8 +171,8 @@ def _markdown(card: dict) -> str:
         "",
         "## Model and data",
         "",
-        f"- Network: the Kaggle tutorial CNN (Conv 32 5×5, Conv 64 5×5, MaxPool, Dense 128, Dense 10 softmax); "
-        f"input N×1×28×28 float32 = uint8 pixels × 1/255; output: probabilities of the digits 0-9.",
+        "- Network: the Kaggle tutorial CNN (Conv 32 5×5, Conv 64 5×5, MaxPool, Dense 128, Dense 10 softmax); "
+        "input N×1×28×28 float32 = uint8 pixels × 1/255; output: probabilities of the digits 0-9.",
         f"- Recipe `{recipe['name']}`: {recipe['description']}; {recipe['epochs']} epochs, batch "
         f"{recipe['batch_size']}, seed {recipe['seed']}, {recipe['validation_fraction']:.0%} validation, weights of "
         f"the {recipe['keep']} epoch (epoch {card['training']['kept_epoch']}).",

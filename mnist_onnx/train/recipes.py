@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
