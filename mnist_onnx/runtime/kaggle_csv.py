@@ -322,8 +322,8 @@ def _parse_pandas(data: bytes, info: KaggleCsvInfo, columns: int) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def parse_block(info: KaggleCsvInfo, data: bytes, first_row: int = 0) -> DigitBatch:
-    """Turn a block from :func:`raw_blocks` into a :class:`DigitBatch`.
+def parse_block(info: KaggleCsvInfo, data: bytes) -> DigitBatch:
+    """Turn a block from :func:`raw_blocks` into a :class:`DigitBatch` (``first_row`` 0: callers number the rows).
 
     Raises:
         CsvFormatError: If the block has a bad cell; the message names the
@@ -343,7 +343,7 @@ def parse_block(info: KaggleCsvInfo, data: bytes, first_row: int = 0) -> DigitBa
             labels, pixels = None, values
     except _PARSE_ERRORS as exc:
         raise _diagnose(info, str(exc)) from None
-    return DigitBatch(pixels.reshape(-1, 28, 28, 1), labels, first_row)
+    return DigitBatch(pixels.reshape(-1, 28, 28, 1), labels)
 
 
 _PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, *_GZIP_ERRORS)
@@ -448,7 +448,4 @@ def read_kaggle_csv(path: str | os.PathLike[str], *, require_labels: bool = Fals
         raise CsvFormatError(str(info.path), 1, None,
                              "expected a training file with a 'label' first column, got pixel columns only")
     batches = list(_iter(info, None))
-    if len(batches) == 1:
-        return batches[0]
-    labels = None if batches[0].labels is None else np.concatenate([b.labels for b in batches])
-    return DigitBatch(np.concatenate([b.images for b in batches]), labels, 0)
+    return _take_rows(batches, sum(len(b) for b in batches))[0]

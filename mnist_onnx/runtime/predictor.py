@@ -568,14 +568,10 @@ class DigitClassifier:
         machine no faster than one reader thread, so CUDA keeps that.)
         """
         session, executor = self._parallel()
-        classes = len(self.contract.class_labels)
 
         def task(data: bytes) -> tuple[DigitBatch, np.ndarray]:
             batch = parse_block(info, data)
-            result = np.empty((len(batch), classes), dtype=np.float32)
-            for part in batch_slices(len(batch), batch_size):
-                result[part] = self._scores(self._model_input(batch.images[part]), session)
-            return batch, _softmax(result) if self.contract.output_kind == "logits" else result
+            return batch, self._in_order(batch.images, batch_size, session)
 
         pending: collections.deque[Any] = collections.deque()
         blocks = raw_blocks(info, block_rows)
@@ -594,24 +590,29 @@ class DigitClassifier:
             # A task still running finishes its block (tens of milliseconds) on its own.
 
     def _probabilities(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-        classes = len(self.contract.class_labels)
-        result = np.empty((len(pixels), classes), dtype=np.float32)
         n, workers = len(pixels), self._workers
-        if workers > 1 and n >= workers * MIN_IMAGES_PER_WORKER:
-            session, executor = self._parallel()
-            parts = list(batch_slices(n, min(batch_size, -(-n // workers))))
+        if workers < 2 or n < workers * MIN_IMAGES_PER_WORKER:
+            return self._in_order(pixels, batch_size)
+        session, executor = self._parallel()
+        result = np.empty((n, len(self.contract.class_labels)), dtype=np.float32)
 
-            def score(part: slice) -> None:
-                result[part] = self._scores(self._model_input(pixels[part]), session)
+        def score(part: slice) -> None:
+            result[part] = self._scores(self._model_input(pixels[part]), session)
 
-            for _ in executor.map(score, parts):  # re-raises the first failure
-                pass
-        else:
-            for part in batch_slices(n, batch_size):
-                result[part] = self._scores(self._model_input(pixels[part]))
-        if self.contract.output_kind == "logits":
-            result = _softmax(result)
-        return result
+        for _ in executor.map(score, batch_slices(n, min(batch_size, -(-n // workers)))):  # re-raises the first failure
+            pass
+        return self._as_probabilities(result)
+
+    def _in_order(self, pixels: np.ndarray, batch_size: int,
+                  session: ort.InferenceSession | None = None) -> np.ndarray:
+        """Probabilities of ``pixels``, batch after batch in this thread (``session``: None for the main one)."""
+        result = np.empty((len(pixels), len(self.contract.class_labels)), dtype=np.float32)
+        for part in batch_slices(len(pixels), batch_size):
+            result[part] = self._scores(self._model_input(pixels[part]), session)
+        return self._as_probabilities(result)
+
+    def _as_probabilities(self, scores: np.ndarray) -> np.ndarray:
+        return _softmax(scores) if self.contract.output_kind == "logits" else scores
 
     def _probe(self, contract: ModelContract) -> ModelContract:
         """Run an all-black and an all-white image: the model must really produce (2, classes) scores."""
