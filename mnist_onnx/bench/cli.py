@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "fp32 and int8 converted with TensorFlow's TFLite converter; with onnxruntime-gpu and a GPU, our "
             "runtime on CUDA too.  Measures latency (p50/p90/p99) and throughput per batch size with the "
             "contenders interleaved, accuracy on the held-out rows, predict_csv end to end against pandas + "
-            "Keras, cold start and peak memory in fresh processes, and checks the speed targets against their ratios.  "
+            "Keras, cold start and peak memory in fresh processes, and checks the targets of issue 5.  "
             "Writes results.json, results.md and results.png into --out."
         ),
     )
