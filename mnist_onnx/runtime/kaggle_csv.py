@@ -156,15 +156,36 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected), start=1):
         if got != want:
-            raise CsvFormatError(str(p), 1, f"{index} ({got!r})",
-                                 f"expected header column {want!r}, got {got!r}")
+            separator = _other_separator(text) if index == 1 else None
+            if separator is not None:
+                raise CsvFormatError(str(p), 1, None, f"the columns are separated by {separator}; "
+                                     "a Kaggle CSV separates them by commas")
+            raise CsvFormatError(str(p), 1, f"{index} ({_shown(got)})",
+                                 f"expected header column {want!r}, got {_shown(got)}")
     if len(names) != len(expected):
         kind = "train (label + 784 pixels)" if has_labels else "test (784 pixels)"
-        extra = f", first extra column {names[len(expected)]!r}" if len(names) > len(expected) else ""
+        extra = f", first extra column {_shown(names[len(expected)])}" if len(names) > len(expected) else ""
         raise CsvFormatError(str(p), 1, None,
                              f"expected {len(expected)} header columns for a {kind} file, "
                              f"got {len(names)}{extra}")
     return KaggleCsvInfo(p, has_labels, compressed)
+
+
+_SEPARATORS = {";": "semicolons (';')", "\t": "tabs", "|": "vertical bars ('|')", " ": "spaces"}
+
+
+def _other_separator(header: str) -> str | None:
+    """Name the separator a header uses when it is a Kaggle header split by something other than commas."""
+    for separator, name in _SEPARATORS.items():
+        fields = [field.strip().strip('"') for field in header.split(separator)]
+        if len(fields) > 1 and fields[0] in (LABEL_COLUMN, PIXEL_COLUMNS[0]) and fields[-1] == PIXEL_COLUMNS[-1]:
+            return name
+    return None
+
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut with an ellipsis when long, so an error stays one short line."""
+    return repr(text) if len(text) <= _SHOWN_CELL_CHARS else repr(text[:_SHOWN_CELL_CHARS]) + "..."
 
 
 def _check_cell(value: str, *, is_label: bool) -> str | None:
