@@ -161,7 +161,7 @@ def write_report(directory: str | os.PathLike[str], csv_path: Path, frame: pd.Da
     """
     import numpy as np
 
-    from ..plot import MAX_GRID_DIGITS, confusion_matrix_png, digit_grid_png
+    from .._plot import MAX_GRID_DIGITS, confusion_matrix_png, digit_grid_png
     from .kaggle_csv import read_kaggle_csv
 
     folder = make_report_dir(directory)
