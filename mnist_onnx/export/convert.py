@@ -9,7 +9,7 @@ Graph cleanup (:mod:`mnist_onnx.export.graph`): the model takes N×1×28×28
 (NCHW) input, the NCHW→NHWC transpose before the first Dense layer is folded
 into that layer's weights, and the run-time reshape chain becomes one
 ``Flatten`` (20 nodes → 12).  Measured with ``python
-benchmarks/export_graph_cleanup.py runs/augmented/model.keras`` on the
+benchmarks/export_graph_cleanup.py /work/runs/augmented/model.keras`` on the
 2-core development machine (AMD EPYC, onnxruntime 1.32 CPU, default session
 options) while a training run kept both cores busy, so the end-to-end figures
 are noisy (best of 7 interleaved rounds; two runs shown as run 1 / run 2):
