@@ -11,12 +11,14 @@ import gzip
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import MnistOnnxError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from .predictor import DigitClassifier
@@ -31,6 +33,81 @@ BUNDLED_KAGGLE_NOTE = (
     "contains, so it has seen them: do not submit its predictions; for a leaderboard entry, train your own "
     "with 'mnist-onnx train' and pass it with --model"
 )
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What was checked before a run reads its input.
+
+    Attributes:
+        answers: The ``--labels`` answers (int64, one per row, in ImageId order), or None.
+    """
+
+    answers: np.ndarray | None
+
+
+def check_before_reading(csv_path: Path, *, out: str | None, labels: str | None, report: str | None) -> Checked:
+    """Everything that can be refused before the model is loaded or a row is read.
+
+    Raises:
+        MnistOnnxError: ``--out`` names an input; ``--labels`` with a CSV that has its own
+            label column; ``--report`` without labels or on a file; a bad answer file.
+        MissingExtraError: ``--report`` without matplotlib (the ``plot`` extra).
+    """
+    from .answers import read_answers
+    from .kaggle_csv import inspect_kaggle_csv
+
+    refuse_output_over_input(out, [csv_path, *([labels] if labels else [])])
+    if report:
+        from .._plot import require_matplotlib
+
+        require_matplotlib()
+        if Path(report).exists() and not Path(report).is_dir():
+            raise MnistOnnxError(f"--report {report}: is a file, expected a folder")
+    if labels or report:
+        has_labels = inspect_kaggle_csv(csv_path).has_labels  # the header only
+        if labels and has_labels:
+            raise MnistOnnxError(f"{csv_path} has its own label column: --labels is for a file without one "
+                                 f"(a Kaggle test.csv)")
+        if report and not (labels or has_labels):
+            raise MnistOnnxError("--report shows the confusion matrix and the misread digits, so it needs labels: "
+                                 "a label column in the CSV, or --labels ANSWERS.csv")
+    return Checked(answers=read_answers(labels) if labels else None)
+
+
+def finish(frame: pd.DataFrame, classifier: DigitClassifier, checked: Checked, csv_path: Path, *,
+           out: str | None, write_after: bool, report: str | None, bundled: bool, quiet: bool) -> list[Path]:
+    """After the run: score against ``--labels``, write a deferred output, draw the report, add the Kaggle note.
+
+    Returns:
+        The report files written.
+
+    Raises:
+        MnistOnnxError: If the answers do not match the rows, or an output cannot be written.
+    """
+    from .answers import evaluate
+    from .results import write_csv
+
+    if checked.answers is not None:
+        if len(checked.answers) != len(frame):
+            raise MnistOnnxError(f"the answers do not match the file: {len(checked.answers):,} answers for "
+                                 f"{len(frame):,} rows of {csv_path}")
+        frame.attrs["evaluation"] = evaluate(frame["Label"].to_numpy(), checked.answers, classifier.class_labels)
+    if out == STDOUT:
+        write_to_stdout(frame)
+    elif write_after and out:
+        write_csv(frame, out)
+    written = []
+    if report:
+        written = write_report(report, csv_path, frame, frame.attrs["evaluation"], checked.answers, classifier)
+    if bundled and out and frame.attrs.get("evaluation") is None and not quiet:
+        print(f"mnist-onnx predict: {BUNDLED_KAGGLE_NOTE}", file=sys.stderr)
+    return written
+
+
+def progress_total(csv_path: Path, stream: TextIO) -> int | None:
+    """The rows a progress bar on ``stream`` counts to; counted only when a bar will be drawn."""
+    return count_data_rows(csv_path) if bool(getattr(stream, "isatty", lambda: False)()) else None
 
 
 def not_saved_line(csv_arg: str | None) -> str:
