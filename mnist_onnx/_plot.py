@@ -131,7 +131,7 @@ def digit_grid_png(images: np.ndarray, captions: Sequence[str], destination: str
     shown = min(len(pixels), MAX_GRID_DIGITS)
     columns = max(1, min(columns, shown or 1))
     rows = max(1, -(-shown // columns))
-    figure = _figure(1.1 * columns, 1.25 * rows + (0.4 if title else 0))
+    figure = _figure(1.2 * columns, 1.45 * rows + (0.4 if title else 0))
     if title:
         figure.suptitle(title, fontsize=10)
     if not shown:

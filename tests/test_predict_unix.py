@@ -241,7 +241,7 @@ def test_the_progress_bar_shows_done_of_total_rate_and_time_left() -> None:
             return True
 
     screen = Terminal()
-    bar = ProgressBar(screen, 28_000, delay_s=0)
+    bar = ProgressBar(screen, 28_000, delay_s=0, min_interval_s=0)
     bar(4_096)
     bar(8_192)
     bar.close()

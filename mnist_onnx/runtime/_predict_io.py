@@ -172,16 +172,18 @@ class ProgressBar:
         stream: Where to draw (standard error); nothing is drawn unless it is a terminal.
         total: The rows expected, or None when unknown.
         delay_s: Draw nothing for this long, so short runs print no bar at all.
+        min_interval_s: Redraw at most this often.
     """
 
-    def __init__(self, stream: TextIO, total: int | None, *, delay_s: float = 0.5) -> None:
+    def __init__(self, stream: TextIO, total: int | None, *, delay_s: float = 0.5,
+                 min_interval_s: float = 0.1) -> None:
         self._bar: Any = None
         if not bool(getattr(stream, "isatty", lambda: False)()):
             return
         from tqdm import tqdm
 
         self._bar = tqdm(total=total, file=stream, unit=" rows", desc="predicting", delay=delay_s, leave=False,
-                         dynamic_ncols=True, smoothing=0.1)
+                         mininterval=min_interval_s, miniters=1, dynamic_ncols=True, smoothing=0.1)
 
     @property
     def enabled(self) -> bool:
@@ -252,9 +254,9 @@ def write_report(directory: str | os.PathLike[str], csv_path: Path, frame: pd.Da
     images = batch.images[wrong]
     confidence = classifier.predict_proba(images).max(axis=1) if len(wrong) else np.zeros(0)
     order = np.argsort(-confidence, kind="stable")  # the most confident mistakes first
-    captions = [f"row {wrong[i] + 1:,}: {truth[wrong[i]]}→{predicted[wrong[i]]} {confidence[i]:.0%}" for i in order]
+    captions = [f"row {wrong[i] + 1:,}\n{truth[wrong[i]]}→{predicted[wrong[i]]}  {confidence[i]:.1%}" for i in order]
     shown = min(len(wrong), MAX_GRID_DIGITS)
-    title = (f"{len(wrong):,} misclassified of {evaluation.rows:,} (row: true→predicted, confidence)"
+    title = (f"{len(wrong):,} misclassified of {evaluation.rows:,} (row; true→predicted, confidence)"
              + (f", the {shown} most confident shown" if shown < len(wrong) else ""))
     written.append(digit_grid_png(images[order], captions, folder / "misclassified.png", title=title))
     return written
