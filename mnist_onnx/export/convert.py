@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
+from .._platform import library_versions
 from ..errors import MnistOnnxError, ModelError
 from ..runtime import metadata as meta
 from . import graph as g
@@ -262,8 +263,6 @@ def export_onnx(
         MnistOnnxError: On bad options or an unwritable destination.
         MissingExtraError: If TensorFlow, tf2onnx or onnx is missing.
     """
-    from ..train.recipes import library_versions
-
     emit = progress or (lambda _msg: None)
     out = Path(out_path)
     if out.suffix != ".onnx":

@@ -57,13 +57,6 @@ def _consumers(graph: Any, value: str) -> list[Any]:
     return [node for node in graph.node if value in node.input]
 
 
-def _producer(graph: Any, value: str) -> Any | None:
-    for node in graph.node:
-        if value in node.output:
-            return node
-    return None
-
-
 def _is_graph_output(graph: Any, value: str) -> bool:
     return any(out.name == value for out in graph.output)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._extras import require
+from .._platform import cpu_int8_features
 from .._fileio import atomic_path, sha256_file, write_json_atomic
 from ..errors import GateError, MnistOnnxError, ModelError
 from ..runtime import metadata as meta
@@ -49,7 +49,6 @@ __all__ = [
     "quantize_model",
     "compare_int8",
     "gate_failures",
-    "cpu_int8_features",
     "quantize_int8",
     "quantization_report_path",
 ]
@@ -150,24 +149,6 @@ def quantization_report_path(onnx_path: str | os.PathLike[str]) -> Path:
     'digit_cnn.int8.onnx.quantization.json'
     """
     return Path(str(onnx_path) + ".quantization.json")
-
-
-def cpu_int8_features() -> dict[str, Any]:
-    """The CPU model and the int8 instruction-set features onnxruntime's kernels use (Linux)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    names = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-    return {"model": model, "cpus": os.cpu_count(), **{n: n in flags for n in names}}
 
 
 def read_calibration_images(csv: str | os.PathLike[str], rows: int) -> np.ndarray:

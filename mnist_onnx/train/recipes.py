@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import __version__
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
+from .._platform import library_versions
 from ..errors import MnistOnnxError
 from ..runtime.kaggle_csv import read_kaggle_csv
 from .model import NUM_CLASSES, build_model
@@ -253,19 +253,6 @@ def _plot_samples(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a training or export result."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "mnist-onnx": __version__}
-    for dist in ("numpy", "pandas", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def train(
