@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from mnist_onnx._fileio import atomic_path, sha256_file, write_json_atomic
+from mnist_onnx._platform import library_versions
 from mnist_onnx.export.parity import BUNDLED_SAMPLE, run_onnxruntime, to_model_input
 from mnist_onnx.runtime import metadata as meta
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.session import create_session
-from mnist_onnx._platform import library_versions
 from mnist_onnx.train.recipes import RECIPES
 
 BUNDLED = BUNDLED_SAMPLE.parent

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,7 @@ from ..runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from . import contenders as cs
 from .machine import cpu_info, gpu_info, versions
 from .report import targets, write_all
-from .runner import (FLOP_PER_IMAGE, BenchConfig, accuracy_of, cold_start, end_to_end, predictions_of,
-                     time_contenders)
+from .runner import FLOP_PER_IMAGE, BenchConfig, accuracy_of, cold_start, end_to_end, predictions_of, time_contenders
 
 __all__ = ["run_benchmark", "KERAS_E2E_BATCH_SIZE"]
 

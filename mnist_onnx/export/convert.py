@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
