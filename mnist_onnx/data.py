@@ -113,6 +113,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _checked_split(split: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(images, labels)`` split of the pickle: float images (N, 784) and N integer labels."""
+    if not (isinstance(split, tuple) and len(split) == 2):
+        raise DataError(f"{where}: expected an (images, labels) pair")
+    x, y = split
+    if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 784):
+        raise DataError(f"{where}: expected images shaped (N, 784), got {getattr(x, 'shape', type(x))}")
+    if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],)):
+        raise DataError(f"{where}: labels do not match the images")
+    # numpy.dtype is an allowed global, so a crafted pickle could build object
+    # arrays (of plain Python values); only numeric arrays are accepted.
+    if x.dtype.kind != "f" or y.dtype.kind not in "iu":
+        raise DataError(f"{where}: expected float images and integer labels, got dtypes {x.dtype} and {y.dtype}")
+    return x, y
+
+
 def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[np.ndarray, np.ndarray]:
     """Decode the MNIST pickle into uint8 images and labels.
 
@@ -142,24 +158,9 @@ def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[n
         raise DataError(f"{source}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
     if not (isinstance(obj, tuple) and len(obj) == 3):
         raise DataError(f"{source}: expected a tuple of 3 (images, labels) splits, got {type(obj).__name__}")
-    images, labels = [], []
-    for i, split in enumerate(obj):
-        if not (isinstance(split, tuple) and len(split) == 2):
-            raise DataError(f"{source}: split {i}: expected an (images, labels) pair")
-        x, y = split
-        if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 784):
-            raise DataError(f"{source}: split {i}: expected images shaped (N, 784), got {getattr(x, 'shape', type(x))}")
-        if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],)):
-            raise DataError(f"{source}: split {i}: labels do not match the images")
-        # numpy.dtype is an allowed global, so a crafted pickle could build object
-        # arrays (of plain Python values); only numeric arrays are accepted.
-        if x.dtype.kind != "f" or y.dtype.kind not in "iu":
-            raise DataError(f"{source}: split {i}: expected float images and integer labels, "
-                            f"got dtypes {x.dtype} and {y.dtype}")
-        images.append(x)
-        labels.append(y)
-    x = np.concatenate(images)
-    y = np.concatenate(labels)
+    splits = [_checked_split(split, f"{source}: split {i}") for i, split in enumerate(obj)]
+    x = np.concatenate([images for images, _ in splits])
+    y = np.concatenate([labels for _, labels in splits])
     if x.shape[0] != N_IMAGES:  # read at call time so tests can build small files
         raise DataError(f"{source}: expected {N_IMAGES} images, got {x.shape[0]}")
     pixels = np.rint(x.astype(np.float64) * 256.0)

@@ -204,10 +204,12 @@ def _input_contract(model: Any, name: str) -> tuple[str, str, float]:
     if len(model.graph.input) != 1:
         raise ModelError(f"{name}: expected a model with 1 input, got {len(model.graph.input)}")
     graph_input = model.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
+                              for d in graph_input.type.tensor_type.shape.dim]
     layout = info.input_layout
     if layout is None:
-        layout = {(28, 28, 1): "NHWC", (1, 28, 28): "NCHW"}.get(tuple(dims[1:]))
+        known: dict[tuple[int | None, ...], str] = {(28, 28, 1): "NHWC", (1, 28, 28): "NCHW"}
+        layout = known.get(tuple(dims[1:]))
         if layout is None:
             raise ModelError(f"{name}: expected input shape N×28×28×1 or N×1×28×28, got {dims}")
     return graph_input.name, layout, info.pixel_scale or 1.0 / 255.0
