@@ -1,7 +1,7 @@
 """Speed and accuracy of onnxruntime's static int8 quantization options for the digit CNN.
 
 Usage:
-    python benchmarks/quantize_options.py MODEL.onnx --train /work/data/train.csv \
+    python benchmarks/quantize_options.py MODEL.onnx --train TRAIN_CSV \
         [--calibration-rows 1000] [--out benchmarks/quantize_options.md]
 
 MODEL.onnx is an fp32 model written by ``mnist-onnx export``.  Every
