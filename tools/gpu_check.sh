@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks in one run, on a machine with an NVIDIA GPU:
-# every test this environment can run (CUDA ones included; those needing TensorFlow skip), the CLI on CUDA, and benchmarks/gpu_check.py.  Needs Python with
-# numpy, pandas, pytest and onnxruntime-gpu; ORT_GPU_SITE names a folder holding an
+# The GPU checks in one run, on a machine with an NVIDIA GPU: every test this
+# environment can run (the CUDA ones included; those that need TensorFlow skip),
+# the CLI on CUDA, and benchmarks/gpu_check.py.  Needs Python with numpy, pandas,
+# pytest, hypothesis and onnxruntime-gpu; ORT_GPU_SITE names a folder holding an
 # unpacked onnxruntime-gpu when it is not installed.  The CUDA and cuDNN libraries
 # are taken from the nvidia-* pip packages of that Python.
 set -uo pipefail
