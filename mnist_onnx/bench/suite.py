@@ -14,6 +14,7 @@ import numpy as np
 from .. import __version__
 from .._extras import require
 from .._fileio import atomic_path, sha256_file
+from ..data import read_answers
 from ..errors import MnistOnnxError
 from ..runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from . import contenders as cs
@@ -33,14 +34,7 @@ def _labelled_rows(test_csv: Path, labels_csv: Path | None) -> tuple[np.ndarray,
         return batch.images, batch.labels.astype(np.int64)
     if labels_csv is None:
         raise MnistOnnxError(f"{test_csv}: has no label column; pass its answers (ImageId,Label) to score accuracy")
-    import pandas as pd
-
-    answers = pd.read_csv(labels_csv)
-    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != len(batch):
-        raise MnistOnnxError(f"{labels_csv}: expected columns ImageId,Label and {len(batch):,} rows "
-                             f"(one per row of {test_csv}), got {','.join(map(str, answers.columns))} "
-                             f"and {len(answers):,} rows")
-    return batch.images, answers["Label"].to_numpy(np.int64)
+    return batch.images, read_answers(labels_csv, len(batch), of=test_csv)
 
 
 def _write_test_rows(images: np.ndarray, path: Path) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
 from .._platform import library_versions
+from ..data import read_answers
 from ..errors import MnistOnnxError
 from ..runtime.kaggle_csv import read_kaggle_csv
 from .callbacks import EpochHistory, KeepBestWeights, LogToCallable, plot_curves, plot_samples
@@ -117,19 +118,8 @@ def evaluate_keras(model: Any, images: np.ndarray, labels: np.ndarray, batch_siz
 
 
 def _read_holdout(test_csv: Path, labels_csv: Path) -> tuple[np.ndarray, np.ndarray]:
-    import pandas as pd
-
     batch = read_kaggle_csv(test_csv)
-    try:
-        answers = pd.read_csv(labels_csv)
-    except (OSError, ValueError) as exc:
-        raise MnistOnnxError(f"{labels_csv}: cannot read ({exc})") from exc
-    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != len(batch):
-        raise MnistOnnxError(
-            f"{labels_csv}: expected columns ImageId,Label and {len(batch)} rows, "
-            f"got {','.join(map(str, answers.columns))} and {len(answers)} rows"
-        )
-    return batch.images, answers["Label"].to_numpy(np.int64)
+    return batch.images, read_answers(labels_csv, len(batch), of=test_csv)
 
 
 @dataclass(frozen=True)
