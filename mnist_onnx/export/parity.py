@@ -82,14 +82,17 @@ class ParityImages:
 
 
 def describe_path(path: Path) -> str:
-    """How reports name a data file: the bundled sample by its place in the package, others as given.
+    """How reports name a data file: the bundled sample by its place in the package, others by file name.
+
+    The sha256 recorded beside the name identifies the content; a full path would only name the folders of the
+    machine that built the report.
 
     >>> describe_path(BUNDLED_SAMPLE)
     'mnist_onnx/runtime/bundled/sample.csv.gz (bundled)'
     """
     if path.resolve() == BUNDLED_SAMPLE:
         return "mnist_onnx/runtime/bundled/sample.csv.gz (bundled)"
-    return str(path)
+    return path.name
 
 
 def edge_images(seed: int = 0) -> tuple[np.ndarray, list[str]]:

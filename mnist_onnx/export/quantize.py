@@ -439,7 +439,7 @@ def quantize_int8(
         "options": asdict(options),
         "source_onnx": str(source.path),
         "source_onnx_sha256": sha256_file(source.path),
-        "calibration": {"csv": str(calibration), "sha256": sha256_file(calibration),
+        "calibration": {"csv": describe_path(calibration), "sha256": sha256_file(calibration),
                         "rows": int(len(data.calibration)),
                         "which_rows": f"the first {len(data.calibration):,} data rows"},
         "evaluation": {"csv": describe_path(evaluation), "sha256": sha256_file(evaluation), **comparison.figures()},
