@@ -52,8 +52,9 @@ def _save(figure: Any, destination: str | os.PathLike[str]) -> Path:
     return Path(destination)
 
 
-def confusion_matrix_png(confusion: np.ndarray, labels: Sequence[Any], destination: str | os.PathLike[str], *,
-                         title: str = "") -> Path:
+def confusion_matrix_png(
+    confusion: np.ndarray, labels: Sequence[Any], destination: str | os.PathLike[str], *, title: str = ""
+) -> Path:
     """Draw a confusion matrix with its counts, mistakes coloured on their own scale.
 
     The diagonal (the correct answers) dwarfs every mistake, so the
@@ -90,8 +91,15 @@ def confusion_matrix_png(confusion: np.ndarray, labels: Sequence[Any], destinati
             value = int(counts[row, column])
             if value or row == column:
                 strong = row != column and value > worst / 2
-                axes.text(column, row, f"{value:,}", ha="center", va="center", fontsize=8,
-                          color="white" if strong else "black")
+                axes.text(
+                    column,
+                    row,
+                    f"{value:,}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if strong else "black",
+                )
     axes.set_xticks(range(classes), [str(label) for label in labels])
     axes.set_yticks(range(classes), [str(label) for label in labels])
     axes.set_xlabel("predicted")
@@ -101,8 +109,14 @@ def confusion_matrix_png(confusion: np.ndarray, labels: Sequence[Any], destinati
     return _save(figure, destination)
 
 
-def digit_grid_png(images: np.ndarray, captions: Sequence[str], destination: str | os.PathLike[str], *,
-                   title: str = "", columns: int = 10) -> Path:
+def digit_grid_png(
+    images: np.ndarray,
+    captions: Sequence[str],
+    destination: str | os.PathLike[str],
+    *,
+    title: str = "",
+    columns: int = 10,
+) -> Path:
     """Draw 28×28 digits in a grid, each with a caption, as MNIST stores them (light on black).
 
     Args:

@@ -24,20 +24,24 @@ def test_answers_come_back_in_imageid_order_plain_or_gzip(tmp_path: Path) -> Non
         assert answers.tolist() == [4, 0, 9]
 
 
-@pytest.mark.parametrize(("text", "line", "column", "words"), [
-    ("", 1, None, "an empty file"),
-    ("ImageId;Label\n1;3\n", 1, None, "expected the header 'ImageId,Label'"),
-    ("ImageId,Label\n", None, None, "no answers"),
-    ("ImageId,Label\n1,3,4\n", 2, None, "expected 2 fields"),
-    ("ImageId,Label\n0,3\n", 2, "ImageId", "expected an integer >= 1, got '0'"),
-    ("ImageId,Label\n1,-1\n", 2, "Label", "expected an integer 0-9"),
-    ("ImageId,Label\n1,1_0\n", 2, "Label", "got '1_0'"),
-    ("ImageId,Label\n1,\u0663\n", 2, "Label", "expected an integer 0-9"),
-    ("ImageId,Label\n1,3\n2,4\n2,5\n", 4, "ImageId", "ImageId 2 appears twice (first on line 3)"),
-    ("ImageId,Label\n1,3\n4,4\n", None, "ImageId", "ImageId 2 is missing"),
-])
-def test_a_bad_answer_file_names_its_line_and_column(tmp_path: Path, text: str, line: int | None,
-                                                     column: str | None, words: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        ("", 1, None, "an empty file"),
+        ("ImageId;Label\n1;3\n", 1, None, "expected the header 'ImageId,Label'"),
+        ("ImageId,Label\n", None, None, "no answers"),
+        ("ImageId,Label\n1,3,4\n", 2, None, "expected 2 fields"),
+        ("ImageId,Label\n0,3\n", 2, "ImageId", "expected an integer >= 1, got '0'"),
+        ("ImageId,Label\n1,-1\n", 2, "Label", "expected an integer 0-9"),
+        ("ImageId,Label\n1,1_0\n", 2, "Label", "got '1_0'"),
+        ("ImageId,Label\n1,\u0663\n", 2, "Label", "expected an integer 0-9"),
+        ("ImageId,Label\n1,3\n2,4\n2,5\n", 4, "ImageId", "ImageId 2 appears twice (first on line 3)"),
+        ("ImageId,Label\n1,3\n4,4\n", None, "ImageId", "ImageId 2 is missing"),
+    ],
+)
+def test_a_bad_answer_file_names_its_line_and_column(
+    tmp_path: Path, text: str, line: int | None, column: str | None, words: str
+) -> None:
     path = tmp_path / "answers.csv"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(CsvFormatError) as info:

@@ -21,8 +21,14 @@ SAMPLE = ROOT / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
 
 
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mnist_onnx", "predict", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_onnx", "predict", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,9 @@ def sample_frame() -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")])
-def test_another_separator_is_named_in_one_short_line(tmp_path: Path, sample_frame: pd.DataFrame, separator: str,
-                                                        name: str) -> None:
+def test_another_separator_is_named_in_one_short_line(
+    tmp_path: Path, sample_frame: pd.DataFrame, separator: str, name: str
+) -> None:
     path = tmp_path / "digits.csv"
     sample_frame.to_csv(path, sep=separator, index=False)
     done = run(str(path))
@@ -48,7 +55,7 @@ def test_a_long_header_cell_is_cut(tmp_path: Path, sample_frame: pd.DataFrame) -
     sample_frame.rename(columns={"label": "x" * 5000}).to_csv(path, index=False)
     done = run(str(path))
     assert done.returncode == 1
-    line, = done.stderr.splitlines()
+    (line,) = done.stderr.splitlines()
     assert len(line) < 250 and "'xxxx" in line and "..." in line
 
 
@@ -59,11 +66,12 @@ def test_a_long_cell_is_cut(tmp_path: Path, sample_frame: pd.DataFrame) -> None:
     frame.to_csv(path, index=False)
     done = run(str(path))
     assert done.returncode == 1
-    line, = done.stderr.splitlines()
+    (line,) = done.stderr.splitlines()
     assert len(line) < 250 and "line 5, column pixel99" in line and "..." in line
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory: pytest.TempPathFactory, sample_frame: pd.DataFrame) -> Path:
@@ -97,8 +105,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory, unlabelled: Path) -> str
     return out.read_text()
 
 
-def test_out_dash_writes_the_csv_to_stdout_and_the_summary_to_stderr(tmp_path: Path, unlabelled: Path,
-                                                                      reference: str) -> None:
+def test_out_dash_writes_the_csv_to_stdout_and_the_summary_to_stderr(
+    tmp_path: Path, unlabelled: Path, reference: str
+) -> None:
     done = run(str(unlabelled), "--out", "-", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == reference
@@ -124,21 +133,26 @@ def test_out_gz_writes_gzip(tmp_path: Path, unlabelled: Path, reference: str) ->
 
 
 @pytest.mark.parametrize("spelling", ["same", "dotted", "hardlink", "labels"])
-def test_out_naming_an_input_is_refused_before_anything_is_read(tmp_path: Path, unlabelled: Path, answers: Path,
-                                                                 spelling: str) -> None:
+def test_out_naming_an_input_is_refused_before_anything_is_read(
+    tmp_path: Path, unlabelled: Path, answers: Path, spelling: str
+) -> None:
     source = tmp_path / "test.csv"
     source.write_bytes(unlabelled.read_bytes())
     labels = tmp_path / "labels.csv"
     labels.write_bytes(answers.read_bytes())
     (tmp_path / "sub").mkdir()
-    out = {"same": str(source), "dotted": str(tmp_path / "sub" / ".." / "test.csv"), "labels": str(labels),
-           "hardlink": str(tmp_path / "link.csv")}[spelling]
+    out = {
+        "same": str(source),
+        "dotted": str(tmp_path / "sub" / ".." / "test.csv"),
+        "labels": str(labels),
+        "hardlink": str(tmp_path / "link.csv"),
+    }[spelling]
     if spelling == "hardlink":
         os.link(source, out)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     done = run(str(source), "--out", out, *(["--labels", str(labels)] if spelling == "labels" else []))
     assert done.returncode == 1
-    line, = done.stderr.splitlines()
+    (line,) = done.stderr.splitlines()
     assert "is the input file" in line
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
@@ -158,6 +172,7 @@ def test_quiet_with_out_prints_nothing(tmp_path: Path, unlabelled: Path, referen
 
 # --- scoring against an answer file -----------------------------------------------------------------------------
 
+
 def _accuracy_line(text: str) -> str:
     return next(line for line in text.splitlines() if line.startswith("accuracy "))
 
@@ -170,8 +185,9 @@ def test_labels_scores_like_a_label_column(unlabelled: Path, answers: Path, labe
     assert "of 40 match" in _accuracy_line(with_answers.stdout)
 
 
-def test_labels_in_another_order_score_the_same(tmp_path: Path, unlabelled: Path, answers: Path,
-                                                labelled: Path) -> None:
+def test_labels_in_another_order_score_the_same(
+    tmp_path: Path, unlabelled: Path, answers: Path, labelled: Path
+) -> None:
     shuffled = tmp_path / "answers.csv"
     pd.read_csv(answers).sample(frac=1.0, random_state=0).to_csv(shuffled, index=False)
     done = run(str(unlabelled), "--labels", str(shuffled))
@@ -179,8 +195,9 @@ def test_labels_in_another_order_score_the_same(tmp_path: Path, unlabelled: Path
     assert _accuracy_line(done.stdout) == _accuracy_line(run(str(labelled)).stdout)
 
 
-def test_labels_with_the_submission_still_written(tmp_path: Path, unlabelled: Path, answers: Path,
-                                                  reference: str) -> None:
+def test_labels_with_the_submission_still_written(
+    tmp_path: Path, unlabelled: Path, answers: Path, reference: str
+) -> None:
     out = tmp_path / "s.csv"
     done = run(str(unlabelled), "--labels", str(answers), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -188,20 +205,24 @@ def test_labels_with_the_submission_still_written(tmp_path: Path, unlabelled: Pa
     assert "mnist-onnx train" not in done.stderr  # scored data is no submission: no leaderboard note
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    ("ImageId,Label\n1,3\n2,7\n", "2 answers for 40 rows"),
-    ("Id,Digit\n1,3\n", "line 1: expected the header 'ImageId,Label'"),
-    ("ImageId,Label\n1,3\n1,4\n", "line 3, column ImageId: ImageId 1 appears twice"),
-    ("ImageId,Label\n1,3\n3,4\n", "ImageId 2 is missing"),
-    ("ImageId,Label\n1,12\n", "line 2, column Label: expected an integer 0-9, got '12'"),
-])
-def test_a_bad_answer_file_is_one_line_and_writes_nothing(tmp_path: Path, unlabelled: Path, content: str,
-                                                          words: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("ImageId,Label\n1,3\n2,7\n", "2 answers for 40 rows"),
+        ("Id,Digit\n1,3\n", "line 1: expected the header 'ImageId,Label'"),
+        ("ImageId,Label\n1,3\n1,4\n", "line 3, column ImageId: ImageId 1 appears twice"),
+        ("ImageId,Label\n1,3\n3,4\n", "ImageId 2 is missing"),
+        ("ImageId,Label\n1,12\n", "line 2, column Label: expected an integer 0-9, got '12'"),
+    ],
+)
+def test_a_bad_answer_file_is_one_line_and_writes_nothing(
+    tmp_path: Path, unlabelled: Path, content: str, words: str
+) -> None:
     bad = tmp_path / "answers.csv"
     bad.write_text(content)
     done = run(str(unlabelled), "--labels", str(bad), "--out", str(tmp_path / "s.csv"))
     assert done.returncode == 1
-    line, = done.stderr.splitlines()
+    (line,) = done.stderr.splitlines()
     assert words in line
     assert not (tmp_path / "s.csv").exists()
 
@@ -214,11 +235,13 @@ def test_labels_with_a_label_column_is_refused(labelled: Path, answers: Path) ->
 
 # --- what is said on stderr ---------------------------------------------------------------------------------------
 
-def test_the_bundled_model_writing_predictions_warns_about_kaggle(tmp_path: Path, unlabelled: Path,
-                                                                  labelled: Path) -> None:
+
+def test_the_bundled_model_writing_predictions_warns_about_kaggle(
+    tmp_path: Path, unlabelled: Path, labelled: Path
+) -> None:
     submission = run(str(unlabelled), "--out", str(tmp_path / "s.csv"))
     assert submission.returncode == 0, submission.stderr
-    note, = [line for line in submission.stderr.splitlines() if "Kaggle" in line]
+    (note,) = [line for line in submission.stderr.splitlines() if "Kaggle" in line]
     assert "mnist-onnx train" in note and "seen" in note
     scored = run(str(labelled), "--out", str(tmp_path / "t.csv"))
     assert "Kaggle" not in scored.stderr
@@ -255,6 +278,7 @@ def test_the_progress_bar_shows_done_of_total_rate_and_time_left() -> None:
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
+
 
 def test_report_draws_the_confusion_matrix_and_the_misread_digits(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="needs the 'plot' extra: pip install '.[plot]'")

@@ -18,10 +18,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SHIPPED = ["README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml", "mkdocs.yml", "docs", "mnist_onnx",
-           "benchmarks", "tools"]
-TEXT_SUFFIXES = {".py", ".md", ".txt", ".json", ".toml", ".yml", ".yaml", ".sh", ".cfg", ".ini", ".html", ".js",
-                 ".css", ".svg", ""}
+SHIPPED = [
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "pyproject.toml",
+    "mkdocs.yml",
+    "docs",
+    "mnist_onnx",
+    "benchmarks",
+    "tools",
+]
+TEXT_SUFFIXES = {
+    ".py",
+    ".md",
+    ".txt",
+    ".json",
+    ".toml",
+    ".yml",
+    ".yaml",
+    ".sh",
+    ".cfg",
+    ".ini",
+    ".html",
+    ".js",
+    ".css",
+    ".svg",
+    "",
+}
 
 MACHINE_PATHS = re.compile(r"(?<![\w.])/(?:work|root)/|(?<![\w.])/home/(?!<)[A-Za-z0-9_.-]+/")
 TEAM_WORDS = re.compile(
@@ -43,8 +67,14 @@ def _shipped_files() -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            files += [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in TEXT_SUFFIXES
-                      and "__pycache__" not in p.parts and not any(part.startswith(".") for part in p.parts)]
+            files += [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and p.suffix in TEXT_SUFFIXES
+                and "__pycache__" not in p.parts
+                and not any(part.startswith(".") for part in p.parts)
+            ]
     return files
 
 
@@ -59,13 +89,31 @@ def _offences(text: str) -> list[str]:
 
 
 def test_the_patterns_catch_what_they_are_for_and_nothing_else() -> None:
-    bad = ["python bench.py /work/data/test.csv", "see /root/models/x.onnx", "cd /home/alice/mnist",
-           "before this session's changes", "the targets of issue 5", "Issue #12 asks for it",
-           "an earlier round of work", "the previous round measured 3x", "a helper session wrote it"]
-    good = ["one onnxruntime session per worker", "the session is created once", "tf2onnx issue #2448",
-            "onnx.helper.make_node", "metadata helpers", "5 interleaved rounds", "the best round",
-            "/home/<user>/.cache", "data/test.csv", "a round trip through the file", "network/work/x",
-            "rounds of 3 timed calls"]
+    bad = [
+        "python bench.py /work/data/test.csv",
+        "see /root/models/x.onnx",
+        "cd /home/alice/mnist",
+        "before this session's changes",
+        "the targets of issue 5",
+        "Issue #12 asks for it",
+        "an earlier round of work",
+        "the previous round measured 3x",
+        "a helper session wrote it",
+    ]
+    good = [
+        "one onnxruntime session per worker",
+        "the session is created once",
+        "tf2onnx issue #2448",
+        "onnx.helper.make_node",
+        "metadata helpers",
+        "5 interleaved rounds",
+        "the best round",
+        "/home/<user>/.cache",
+        "data/test.csv",
+        "a round trip through the file",
+        "network/work/x",
+        "rounds of 3 timed calls",
+    ]
     assert all(_offences(text) for text in bad), [text for text in bad if not _offences(text)]
     assert not any(_offences(text) for text in good), [text for text in good if _offences(text)]
 

@@ -37,22 +37,41 @@ def test_the_export_handler_sets_it(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_importing_the_package_leaves_the_environment_alone() -> None:
-    code = ("import os, mnist_onnx, mnist_onnx.cli; mnist_onnx.cli.build_parser(); "
-            "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
+    code = (
+        "import os, mnist_onnx, mnist_onnx.cli; mnist_onnx.cli.build_parser(); "
+        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "None", done.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="needs the 'train' extra: pip install '.[train]'")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="needs the 'train' extra: pip install '.[train]'"
+)
 def test_training_prints_no_tensorflow_error_lines(tmp_path: Path, train_sample: Path) -> None:
     # Without a GPU, TensorFlow's C++ runtime logs "E0000 ... failed call to cuInit" when it starts.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(
-        [sys.executable, "-m", "mnist_onnx", "train", str(train_sample), "--epochs", "1", "--limit", "200",
-         "--out", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mnist_onnx",
+            "train",
+            str(train_sample),
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     noisy = [line for line in done.stderr.splitlines() if line.startswith(("E0000", "W0000")) or "cuInit" in line]

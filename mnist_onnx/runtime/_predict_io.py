@@ -67,16 +67,29 @@ def check_before_reading(csv_path: Path, *, out: str | None, labels: str | None,
     if labels or report:
         has_labels = inspect_kaggle_csv(csv_path).has_labels  # the header only
         if labels and has_labels:
-            raise MnistOnnxError(f"{csv_path} has its own label column: --labels is for a file without one "
-                                 f"(a Kaggle test.csv)")
+            raise MnistOnnxError(
+                f"{csv_path} has its own label column: --labels is for a file without one (a Kaggle test.csv)"
+            )
         if report and not (labels or has_labels):
-            raise MnistOnnxError("--report shows the confusion matrix and the misread digits, so it needs labels: "
-                                 "a label column in the CSV, or --labels ANSWERS.csv")
+            raise MnistOnnxError(
+                "--report shows the confusion matrix and the misread digits, so it needs labels: "
+                "a label column in the CSV, or --labels ANSWERS.csv"
+            )
     return Checked(answers=read_answers(labels) if labels else None)
 
 
-def finish(frame: pd.DataFrame, classifier: DigitClassifier, checked: Checked, csv_path: Path, *,
-           out: str | None, write_after: bool, report: str | None, bundled: bool, quiet: bool) -> list[Path]:
+def finish(
+    frame: pd.DataFrame,
+    classifier: DigitClassifier,
+    checked: Checked,
+    csv_path: Path,
+    *,
+    out: str | None,
+    write_after: bool,
+    report: str | None,
+    bundled: bool,
+    quiet: bool,
+) -> list[Path]:
     """After the run: score against ``--labels``, write a deferred output, draw the report, add the Kaggle note.
 
     Returns:
@@ -90,8 +103,10 @@ def finish(frame: pd.DataFrame, classifier: DigitClassifier, checked: Checked, c
 
     if checked.answers is not None:
         if len(checked.answers) != len(frame):
-            raise MnistOnnxError(f"the answers do not match the file: {len(checked.answers):,} answers for "
-                                 f"{len(frame):,} rows of {csv_path}")
+            raise MnistOnnxError(
+                f"the answers do not match the file: {len(checked.answers):,} answers for "
+                f"{len(frame):,} rows of {csv_path}"
+            )
         frame.attrs["evaluation"] = evaluate(frame["Label"].to_numpy(), checked.answers, classifier.class_labels)
     if out == STDOUT:
         write_to_stdout(frame)
@@ -114,8 +129,10 @@ def not_saved_line(csv_arg: str | None) -> str:
     """The last summary line of a run without ``--out``: the predictions were not saved, and how to save them."""
     target = csv_arg if csv_arg is not None else ""
     command = " ".join(part for part in ("mnist-onnx predict", target) if part)
-    return (f"the predictions were not saved: add --out predictions.csv to write them "
-            f"(or --out - to print them), e.g. {command} --out predictions.csv")
+    return (
+        f"the predictions were not saved: add --out predictions.csv to write them "
+        f"(or --out - to print them), e.g. {command} --out predictions.csv"
+    )
 
 
 def refuse_output_over_input(out: str | None, inputs: Sequence[str | os.PathLike[str]]) -> None:
@@ -138,8 +155,10 @@ def refuse_output_over_input(out: str | None, inputs: Sequence[str | os.PathLike
             except OSError:
                 same = False
         if same:
-            raise MnistOnnxError(f"--out {out} is the input file {source}: writing the predictions there would "
-                                 f"destroy it; choose another --out")
+            raise MnistOnnxError(
+                f"--out {out} is the input file {source}: writing the predictions there would "
+                f"destroy it; choose another --out"
+            )
 
 
 def count_data_rows(path: str | os.PathLike[str]) -> int | None:
@@ -175,15 +194,24 @@ class ProgressBar:
         min_interval_s: Redraw at most this often.
     """
 
-    def __init__(self, stream: TextIO, total: int | None, *, delay_s: float = 0.5,
-                 min_interval_s: float = 0.1) -> None:
+    def __init__(self, stream: TextIO, total: int | None, *, delay_s: float = 0.5, min_interval_s: float = 0.1) -> None:
         self._bar: Any = None
         if not bool(getattr(stream, "isatty", lambda: False)()):
             return
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, file=stream, unit=" rows", desc="predicting", delay=delay_s, leave=False,
-                         mininterval=min_interval_s, miniters=1, dynamic_ncols=True, smoothing=0.1)
+        self._bar = tqdm(
+            total=total,
+            file=stream,
+            unit=" rows",
+            desc="predicting",
+            delay=delay_s,
+            leave=False,
+            mininterval=min_interval_s,
+            miniters=1,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -218,8 +246,14 @@ def write_to_stdout(frame: pd.DataFrame) -> None:
         os.close(devnull)
 
 
-def write_report(directory: str | os.PathLike[str], csv_path: Path, frame: pd.DataFrame,
-                 evaluation: Evaluation, answers: Any, classifier: DigitClassifier) -> list[Path]:
+def write_report(
+    directory: str | os.PathLike[str],
+    csv_path: Path,
+    frame: pd.DataFrame,
+    evaluation: Evaluation,
+    answers: Any,
+    classifier: DigitClassifier,
+) -> list[Path]:
     """Draw ``confusion_matrix.png`` and ``misclassified.png`` (true → predicted, confidence) into ``directory``.
 
     Args:
@@ -245,8 +279,14 @@ def write_report(directory: str | os.PathLike[str], csv_path: Path, frame: pd.Da
 
     folder = make_report_dir(directory)
     accuracy = f"accuracy {evaluation.accuracy:.2%} ({evaluation.correct:,} of {evaluation.rows:,})"
-    written = [confusion_matrix_png(evaluation.confusion, evaluation.labels, folder / "confusion_matrix.png",
-                                    title=f"{csv_path.name}: {accuracy}")]
+    written = [
+        confusion_matrix_png(
+            evaluation.confusion,
+            evaluation.labels,
+            folder / "confusion_matrix.png",
+            title=f"{csv_path.name}: {accuracy}",
+        )
+    ]
     batch = read_kaggle_csv(csv_path)
     truth = np.asarray(batch.labels if answers is None else answers)
     predicted = frame["Label"].to_numpy()
@@ -256,8 +296,9 @@ def write_report(directory: str | os.PathLike[str], csv_path: Path, frame: pd.Da
     order = np.argsort(-confidence, kind="stable")  # the most confident mistakes first
     captions = [f"row {wrong[i] + 1:,}\n{truth[wrong[i]]}→{predicted[wrong[i]]}  {confidence[i]:.1%}" for i in order]
     shown = min(len(wrong), MAX_GRID_DIGITS)
-    title = (f"{len(wrong):,} misclassified of {evaluation.rows:,} (row; true→predicted, confidence)"
-             + (f", the {shown} most confident shown" if shown < len(wrong) else ""))
+    title = f"{len(wrong):,} misclassified of {evaluation.rows:,} (row; true→predicted, confidence)" + (
+        f", the {shown} most confident shown" if shown < len(wrong) else ""
+    )
     written.append(digit_grid_png(images[order], captions, folder / "misclassified.png", title=title))
     return written
 

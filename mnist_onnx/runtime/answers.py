@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CsvFormatError, MnistOnnxError
+from .results import Evaluation
 
 __all__ = ["ANSWER_COLUMNS", "read_answers", "evaluate"]
 
@@ -87,8 +88,9 @@ def read_answers(path: str | os.PathLike[str]) -> np.ndarray:
         image_id = _integer(p, line_no, "ImageId", fields[0], low=1)
         label = _integer(p, line_no, "Label", fields[1], low=0, high=9)
         if image_id in lines:
-            raise CsvFormatError(str(p), line_no, "ImageId",
-                                 f"ImageId {image_id} appears twice (first on line {lines[image_id]})")
+            raise CsvFormatError(
+                str(p), line_no, "ImageId", f"ImageId {image_id} appears twice (first on line {lines[image_id]})"
+            )
         lines[image_id] = line_no
         ids.append(image_id)
         labels.append(label)
@@ -99,8 +101,9 @@ def read_answers(path: str | os.PathLike[str]) -> np.ndarray:
     gaps = np.flatnonzero(sorted_ids != np.arange(1, len(ids) + 1))
     if gaps.size:
         missing = int(gaps[0]) + 1
-        raise CsvFormatError(str(p), None, "ImageId",
-                             f"expected ImageIds 1..{len(ids):,}, but ImageId {missing:,} is missing")
+        raise CsvFormatError(
+            str(p), None, "ImageId", f"expected ImageIds 1..{len(ids):,}, but ImageId {missing:,} is missing"
+        )
     return np.asarray(labels, dtype=np.int64)[order]
 
 
@@ -114,7 +117,7 @@ def _integer(path: Path, line: int, column: str, text: str, *, low: int, high: i
     return value
 
 
-def evaluate(predicted: Sequence[Any] | np.ndarray, answers: np.ndarray, class_labels: Sequence[Any]) -> Any:
+def evaluate(predicted: Sequence[Any] | np.ndarray, answers: np.ndarray, class_labels: Sequence[Any]) -> Evaluation:
     """Score predicted labels against answers: accuracy and confusion matrix.
 
     Args:
@@ -125,19 +128,18 @@ def evaluate(predicted: Sequence[Any] | np.ndarray, answers: np.ndarray, class_l
             must include the digits 0-9.
 
     Returns:
-        An :class:`~mnist_onnx.runtime.results.Evaluation`, as for a CSV with a label column.
+        The accuracy and confusion matrix, as for a CSV with a label column.
 
     Raises:
         MnistOnnxError: If the lengths differ or the model's labels do not include every digit.
     """
-    from .results import Evaluation
-
     labels = tuple(class_labels)
     truth = np.asarray(answers, dtype=np.int64)
     guessed = np.asarray(predicted)
     if len(guessed) != len(truth):
-        raise MnistOnnxError(f"expected one answer per prediction, got {len(truth):,} answers "
-                             f"for {len(guessed):,} predictions")
+        raise MnistOnnxError(
+            f"expected one answer per prediction, got {len(truth):,} answers for {len(guessed):,} predictions"
+        )
     column = {label: index for index, label in enumerate(labels)}
     missing = [digit for digit in range(10) if digit not in column]
     if missing:
@@ -145,8 +147,12 @@ def evaluate(predicted: Sequence[Any] | np.ndarray, answers: np.ndarray, class_l
     truth_columns = np.array([column[digit] for digit in range(10)])[truth]
     guessed_columns = np.array([column[label] for label in guessed.tolist()], dtype=np.int64)
     classes = len(labels)
-    confusion = np.bincount(truth_columns * classes + guessed_columns,
-                            minlength=classes * classes).reshape(classes, classes).astype(np.int64)
+    confusion = (
+        np.bincount(truth_columns * classes + guessed_columns, minlength=classes * classes)
+        .reshape(classes, classes)
+        .astype(np.int64)
+    )
     correct = int(np.trace(confusion))
-    return Evaluation(rows=len(truth), correct=correct, accuracy=correct / len(truth), labels=labels,
-                      confusion=confusion)
+    return Evaluation(
+        rows=len(truth), correct=correct, accuracy=correct / len(truth), labels=labels, confusion=confusion
+    )
