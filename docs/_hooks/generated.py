@@ -5,13 +5,19 @@
 - Figures that live beside the benchmark results (``benchmarks/results/*.png``) are
   added to the site under ``assets/benchmarks/`` so pages can show them without a copy
   in ``docs/``.
+- ``assets/report/``: what ``mnist-onnx predict --report`` draws for the bundled model
+  on the bundled sample, made by running that command, so the pictures in the guide
+  are the ones a user gets.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +62,38 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     return markdown
 
 
+_TEMPORARY: list[Path] = []  # removed once the site is written
+
+
+def _report_pictures() -> list[Path]:
+    """Run ``mnist-onnx predict --report`` on the bundled sample; the PNGs it draws."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-onnx-docs-"))
+    _TEMPORARY.append(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_onnx", "predict", "--report", str(folder), "--out", str(folder / "sample.csv")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mnist-onnx predict --report failed while building the docs: {done.stderr.strip()}")
+    return sorted(folder.glob("*.png"))
+
+
 def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
 
     for figure in sorted((ROOT / "benchmarks" / "results").glob("*.png")):
         files.append(File.generated(config, f"assets/benchmarks/{figure.name}", abs_src_path=str(figure)))
+    for picture in _report_pictures():
+        files.append(File.generated(config, f"assets/report/{picture.name}", abs_src_path=str(picture)))
     return files
+
+
+def on_post_build(config: Any) -> None:
+    while _TEMPORARY:
+        shutil.rmtree(_TEMPORARY.pop(), ignore_errors=True)
