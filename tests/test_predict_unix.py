@@ -308,3 +308,14 @@ def test_report_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
     assert done.returncode == 4
     assert "pip install 'mnist-onnx[plot]'" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_ray_engine_refuses_out_over_an_input_too(tmp_path: Path, unlabelled: Path, capsys) -> None:
+    from mnist_onnx.cli import main
+
+    source = tmp_path / "part-1.csv"
+    source.write_bytes(unlabelled.read_bytes())
+    code = main(["predict", str(tmp_path / "part-*.csv"), "--engine", "ray", "--out", str(source)])
+    assert code == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert source.read_bytes() == unlabelled.read_bytes()

@@ -7,6 +7,7 @@ engine imports onnxruntime and the Ray engine imports Ray when they run.
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import sys
 import warnings
@@ -169,9 +170,12 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     for flag, value in (("--out -", args.out == "-"), ("--labels", args.labels), ("--report", args.report)):
         if value:
             raise MnistOnnxError(f"{flag} is for the local engine: drop --engine ray, or score the written files")
+    inputs = args.csv or [str(SAMPLE)]
+    from ._predict_io import refuse_output_over_input
+
+    refuse_output_over_input(args.out, [match for pattern in inputs for match in glob.glob(pattern) or [pattern]])
     quiet = args.quiet
     _configure_ray_data(quiet=quiet)
-    inputs = args.csv or [str(SAMPLE)]
     frame = predict_csv_files(
         inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
         providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
