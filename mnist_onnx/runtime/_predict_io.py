@@ -125,14 +125,9 @@ def progress_total(csv_path: Path, stream: TextIO) -> int | None:
     return count_data_rows(csv_path) if bool(getattr(stream, "isatty", lambda: False)()) else None
 
 
-def not_saved_line(csv_arg: str | None) -> str:
+def not_saved_line() -> str:
     """The last summary line of a run without ``--out``: the predictions were not saved, and how to save them."""
-    target = csv_arg if csv_arg is not None else ""
-    command = " ".join(part for part in ("mnist-onnx predict", target) if part)
-    return (
-        f"the predictions were not saved: add --out predictions.csv to write them "
-        f"(or --out - to print them), e.g. {command} --out predictions.csv"
-    )
+    return "the predictions were not saved: add --out predictions.csv to write them, or --out - to print them"
 
 
 def refuse_output_over_input(out: str | None, inputs: Sequence[str | os.PathLike[str]]) -> None:

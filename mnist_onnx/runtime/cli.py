@@ -157,7 +157,7 @@ def _run_locally(args: argparse.Namespace) -> int:
         if drawn:
             emit(f"wrote {', '.join(str(path) for path in drawn)}")
         if not args.out:
-            emit(io.not_saved_line(csv_arg))
+            emit(io.not_saved_line())
     return 0
 
 
