@@ -19,12 +19,12 @@ hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: p
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
+from test_csv_fuzz import _count_examples  # noqa: E402
 
 from mnist_onnx.cli import main  # noqa: E402
 from mnist_onnx.errors import MnistOnnxError  # noqa: E402
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv  # noqa: E402
 from mnist_onnx.runtime.predictor import DigitClassifier  # noqa: E402
-from test_csv_fuzz import _count_examples  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
@@ -185,7 +185,8 @@ def test_cli_bad_train_arguments_are_one_line(workdir, train_sample, capsys) -> 
     test_csv.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
     _expect_one_line_error(["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory",
                            workdir, capsys)
-    _expect_one_line_error(["train", "test.csv", "--out", "run"], "expected a training file with a 'label' first column",
+    _expect_one_line_error(["train", "test.csv", "--out", "run"],
+                           "expected a training file with a 'label' first column",
                            workdir, capsys)
 
 
