@@ -236,6 +236,9 @@ def write_contact_sheet(destination: str | os.PathLike[str], entries: Sequence[S
             try:
                 thumb = load_image(entry.original).convert("RGB")
                 thumb.thumbnail((_TILE, _TILE), Image.Resampling.LANCZOS)
+                factor = _TILE // max(thumb.size)
+                if factor > 1:  # a small input (28x28) is enlarged pixel for pixel, like the prepared one
+                    thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.Resampling.NEAREST)
                 sheet.paste(thumb, (x + (_TILE - thumb.width) // 2, y + (_TILE - thumb.height) // 2))
             except ImageError:
                 draw.text((x + 4, y + _TILE // 2), "unreadable", fill=(160, 0, 0), font=font)
