@@ -284,3 +284,53 @@ def test_contact_sheet_shows_every_input(tmp_path: Path, classifier: DigitClassi
     with pytest.raises(ImageError):
         write_contact_sheet(tmp_path / "none.png", [])
     assert not (tmp_path / "none.png").exists()
+
+
+# -- predicting images ----------------------------------------------------------------------------
+
+
+def test_prepare_images_single_and_many(mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    from mnist_onnx.runtime.image_predict import prepare_images
+
+    one = prepare_images(GOLDEN[0])
+    assert one.names == (str(GOLDEN[0]),) and one.pixels.shape == (1, 28, 28)
+    many = prepare_images([GOLDEN[1], mnist[0][0], GOLDEN[2].read_bytes()])
+    assert many.names == (str(GOLDEN[1]), "image1", "image2") and many.pixels.shape == (3, 28, 28)
+    batch = prepare_images(mnist[0][:4])
+    assert batch.pixels.shape == (4, 28, 28) and np.array_equal(batch.pixels, mnist[0][:4])
+    colour = prepare_images(np.zeros((40, 40, 3), dtype=np.uint8) + 255 - np.pad(
+        np.full((20, 6, 3), 255, dtype=np.uint8), ((10, 10), (17, 17), (0, 0))))
+    assert colour.pixels.shape == (1, 28, 28)
+    with pytest.raises(ImageError, match="at least one"):
+        prepare_images([])
+
+
+def test_image_outputs_in_input_order(tmp_path: Path, classifier: DigitClassifier) -> None:
+    from mnist_onnx.runtime.image_predict import image_frame, prepare_images, write_image_outputs
+
+    paths = [GOLDEN[5], GOLDEN[0], GOLDEN[5]]
+    prepared = prepare_images(paths)
+    probabilities = classifier.predict_proba(prepared.pixels)
+    labels = probabilities.argmax(axis=1)
+    frame = image_frame(prepared, probabilities, labels, proba=True)
+    assert list(frame.columns) == ["path", "Label"] + [f"p{i}" for i in range(10)] + ["confidence"]
+    assert frame["path"].tolist() == [str(p) for p in paths]
+    assert frame["Label"].tolist() == [_expected(p) for p in paths]
+    written = write_image_outputs(prepared, probabilities, labels, save_prepared=tmp_path / "prep",
+                                  report=tmp_path / "report")
+    assert [p.name for p in written[:3]] == [f"{i}_{p.stem}.png" for i, p in enumerate(paths)]
+    assert np.array_equal(np.asarray(Image.open(written[1])), prepared.pixels[1])
+    assert written[-1] == tmp_path / "report" / "contact_sheet.png" and written[-1].exists()
+
+
+def test_sort_inputs_and_files_that_are_neither(tmp_path: Path) -> None:
+    from mnist_onnx.runtime.image_cli import sort_inputs
+
+    csv = tmp_path / "test.csv"
+    csv.write_text("pixel0\n0\n")
+    csvs, images = sort_inputs([str(csv), str(IMAGES / "png_named_jpg_5.jpg"), str(IMAGES / "format_9.gif")])
+    assert csvs == [str(csv)] and images == [str(IMAGES / "png_named_jpg_5.jpg"), str(IMAGES / "format_9.gif")]
+    pdf = tmp_path / "scan.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n\xff\xfe binary")
+    with pytest.raises(MnistOnnxError, match=r"scan.pdf: is a PDF document; expected a Kaggle CSV .*PNG, JPEG"):
+        sort_inputs([str(pdf)])
