@@ -6,6 +6,8 @@ Imported by the CLI only when it runs (Pillow and numpy are not needed for ``--h
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,8 @@ ACCEPTED = f"a Kaggle CSV (optionally gzipped) or an image ({', '.join(IMAGE_FOR
 def _kind(path: str) -> str:
     """``"image"``, ``"csv"`` (text or gzip: the CSV reader checks the rest) or ``"other"``."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "csv"  # a pipe or a device is never opened here (it could block); the CSV reader says what it is
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except IsADirectoryError:
@@ -59,7 +63,10 @@ def sort_inputs(items: list[str], *, recursive: bool = False) -> tuple[list[str]
     """
     csvs: list[str] = []
     images: list[str] = []
-    for path in expand_image_inputs(items, recursive=recursive):
+    expanded = [path for item in items
+                # An empty name goes to the CSV reader, which reports it like any bad path.
+                for path in ([item] if item == "" else expand_image_inputs([item], recursive=recursive))]
+    for path in expanded:
         kind = _kind(path)
         if kind == "image":
             images.append(path)
@@ -76,8 +83,8 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any,
     """Predict image files with ``classifier``; write ``path,Label`` (+ probabilities) to --out or stdout.
 
     Args:
-        args: The parsed ``predict`` options (``out``, ``proba``, ``invert``, ``no_preprocess``,
-            ``save_prepared``, ``report``).
+        args: The parsed ``predict`` options (``out``, ``proba``, ``invert`` (None: auto),
+            ``no_preprocess``, ``save_prepared``, ``report``).
         images: The image paths, in input order.
         classifier: A :class:`~.predictor.DigitClassifier`.
         emit: Prints a status line, or None when quiet.
@@ -85,18 +92,20 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any,
     Returns:
         The exit code (0).
     """
-    from .image_predict import image_frame, prepare_images, write_image_outputs
+    from .image_predict import PreparedImages, write_image_outputs
 
-    prepared = prepare_images(images, invert=args.invert, preprocess=not args.no_preprocess)
-    probabilities = classifier.predict_proba(prepared.pixels)
-    labels = classifier.labels_of(probabilities) if hasattr(classifier, "labels_of") else probabilities.argmax(1)
-    frame = image_frame(prepared, probabilities, labels, proba=args.proba)
+    frame = classifier.predict_images(images, invert=args.invert or "auto", preprocess=not args.no_preprocess,
+                                      proba=True)
+    probabilities = frame.drop(columns=["path", "Label", "confidence"]).to_numpy()
+    if not args.proba:
+        frame = frame[["path", "Label"]]
     if args.out:
         with atomic_path(args.out, suffix=".csv") as tmp:
-            frame.to_csv(tmp, index=False)
+            frame.to_csv(tmp, index=False, lineterminator="\n")
     else:
         frame.to_csv(sys.stdout, index=False, lineterminator="\n")
-    written = write_image_outputs(prepared, probabilities, labels,
+    prepared = PreparedImages(tuple(images), tuple(images), frame.attrs["prepared"])
+    written = write_image_outputs(prepared, probabilities, frame["Label"].to_numpy(),
                                   save_prepared=args.save_prepared, report=args.report)
     if emit and not args.out:
         # The predictions went to stdout: keep it a clean CSV, status goes to stderr.

@@ -81,20 +81,21 @@ def _items(images: Any) -> list[Any]:
                          f"got {type(images).__name__}") from None
 
 
-def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *,
-                proba: bool) -> pd.DataFrame:
-    """The predictions as a frame: ``path,Label`` (+ ``p0..p9,confidence`` with ``proba``), in input order.
+def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *, proba: bool,
+                class_labels: tuple[Any, ...] = tuple(range(10))) -> pd.DataFrame:
+    """The predictions as a frame: ``path,Label`` (+ ``p<label>``, ``confidence`` with ``proba``), in input order.
 
     Args:
         prepared: What :func:`prepare_images` returned.
         probabilities: float (N, classes).
         labels: The predicted label of each image.
         proba: Add one probability column per class and the confidence.
+        class_labels: The label of each probability column (names the columns).
     """
     frame = pd.DataFrame({"path": list(prepared.names), "Label": labels})
     if proba:
-        for column in range(probabilities.shape[1]):
-            frame[f"p{column}"] = probabilities[:, column]
+        for column, label in enumerate(class_labels):
+            frame[f"p{label}"] = probabilities[:, column]
         frame["confidence"] = probabilities.max(axis=1)
     return frame
 
