@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InputConvention", "USUAL_CONVENTIONS", "ContractWarning", "InvertedDigitsWarning", "ContractCheck",
-           "check_contract", "check_model", "convention_of", "count_bright_borders", "inverted_message",
-           "labelled_sample", "MNIST_MEAN", "MNIST_STD"]
+__all__ = [
+    "InputConvention", "USUAL_CONVENTIONS", "ContractWarning", "InvertedDigitsWarning", "ContractCheck",
+    "check_contract", "check_model", "check_at_load", "convention_of", "count_bright_borders", "inverted_message",
+    "labelled_sample", "MNIST_MEAN", "MNIST_STD",
+]
 
 #: Mean and standard deviation of MNIST's training pixels scaled to [0, 1], as used by
 #: PyTorch's MNIST example (``transforms.Normalize((0.1307,), (0.3081,))``).
@@ -247,3 +250,30 @@ def check_model(contract: Any, raw_scores: Callable[[np.ndarray], np.ndarray], m
     """
     current = convention_of(contract.pixel_scale, contract.normalize)
     return check_contract(raw_scores, current, model_name=model_name).message
+
+
+def check_at_load(classifier: Any) -> list[str]:
+    """Check a freshly loaded :class:`~.predictor.DigitClassifier`; warn and return what looks wrong.
+
+    Models with ``mnist_onnx.*`` metadata (the exporter's, the bundled ones) and
+    uint8-input models (which scale pixels themselves) are trusted as they are.
+
+    Returns:
+        The warning messages (each also emitted as a :class:`ContractWarning`).
+    """
+    contract = classifier.contract
+    if contract.has_metadata or contract.uint8_input:
+        return []
+
+    def raw_scores(x: np.ndarray) -> np.ndarray:
+        shaped = x.reshape((len(x), *classifier._to_input.input_shape))
+        if contract.input_type == "float16":
+            shaped = shaped.astype(np.float16)
+        return np.asarray(classifier._scores(shaped))
+
+    message = check_model(contract, raw_scores, classifier.model_name)
+    if message is None:
+        return []
+    # stacklevel 3: the caller of DigitClassifier(...), not its __init__.
+    warnings.warn(ContractWarning(message), stacklevel=3)
+    return [message]

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from ..errors import ImageError
 from .image_files import SheetEntry, write_contact_sheet, write_prepared
 from .images import InvertMode, preprocess_digit
 
-__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs"]
+__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs", "predict_images"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _name(item: Any, index: int) -> str:
     return f"image{index}"
 
 
-def prepare_images(images: Any, *, invert: InvertMode | bool = "auto",
+def prepare_images(images: Any, *, invert: str | bool = "auto",
                    preprocess: bool = True) -> PreparedImages:
     """Run :func:`~.images.preprocess_digit` over pictures, in order.
 
@@ -60,7 +60,8 @@ def prepare_images(images: Any, *, invert: InvertMode | bool = "auto",
     items = _items(images)
     if not items:
         raise ImageError("expected at least one image, got none")
-    pixels = np.stack([preprocess_digit(item, invert=invert, preprocess=preprocess) for item in items])
+    mode = cast(InvertMode, invert)  # checked by preprocess_digit
+    pixels = np.stack([preprocess_digit(item, invert=mode, preprocess=preprocess) for item in items])
     return PreparedImages(tuple(_name(item, i) for i, item in enumerate(items)), tuple(items), pixels)
 
 
@@ -145,3 +146,35 @@ def _folder(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise ImageError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
     return folder
+
+
+def predict_images(classifier: Any, images: Any, *, invert: str | bool = "auto", preprocess: bool = True,
+                   proba: bool = False) -> pd.DataFrame:
+    """Predict pictures of digits with a :class:`~.predictor.DigitClassifier`, in input order.
+
+    Each picture goes through :func:`~.images.preprocess_digit` (MNIST's own
+    preparation; ``invert`` and ``preprocess`` are passed on).
+
+    Args:
+        classifier: The classifier.
+        images: One picture or a sequence: paths, bytes, PIL images, arrays of any size.
+        invert: ``"auto"``, ``"yes"`` or ``"no"`` (see :func:`~.images.preprocess_digit`).
+        preprocess: False for pictures already prepared like MNIST's.
+        proba: Add ``p<label>`` and ``confidence`` columns.
+
+    Returns:
+        A DataFrame ``path,Label`` (+ probabilities), one row per picture; in-memory
+        pictures are named ``image<i>``.  ``attrs["prepared"]`` holds what the model
+        saw: uint8 (N, 28, 28).
+
+    Raises:
+        ImageError: A picture cannot be read, is too large, or holds no digit.
+    """
+    from .contract import label_values
+
+    prepared = prepare_images(images, invert=invert, preprocess=preprocess)
+    probabilities = classifier.predict_proba(prepared.pixels)
+    labels = label_values(classifier.class_labels, probabilities.argmax(axis=1))
+    frame = image_frame(prepared, probabilities, labels, proba=proba, class_labels=classifier.class_labels)
+    frame.attrs["prepared"] = prepared.pixels
+    return frame
