@@ -194,7 +194,8 @@ def test_cli_bad_train_arguments_are_one_line(workdir, train_sample, capsys) -> 
     test_csv.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
     _expect_one_line_error(["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory",
                            workdir, capsys)
-    _expect_one_line_error(["train", "test.csv", "--out", "run"], "expected a training file with a 'label' first column",
+    _expect_one_line_error(["train", "test.csv", "--out", "run"],
+                           "expected a training file with a 'label' first column",
                            workdir, capsys)
 
 
