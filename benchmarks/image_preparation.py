@@ -51,8 +51,10 @@ def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) ->
     height = int(rng.integers(40, 160))
     width = max(8, int(round(height * digit.shape[1] / digit.shape[0])))
     resample = Image.Resampling.BICUBIC if smooth else Image.Resampling.BILINEAR
-    ink = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((width, height), resample),
-                     dtype=np.float32) / 255.0
+    ink = (
+        np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((width, height), resample), dtype=np.float32)
+        / 255.0
+    )
     ink = np.clip(ink, 0, 1)
     canvas_h = int(height * rng.uniform(1.3, 2.6))
     canvas_w = int(max(width, height) * rng.uniform(1.3, 2.6))
@@ -63,18 +65,19 @@ def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) ->
     # Lighting falls off across the page (a phone held at an angle).
     yy, xx = np.mgrid[0:canvas_h, 0:canvas_w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * xx / canvas_w + np.sin(angle) * yy / canvas_h)
+    ramp = np.cos(angle) * xx / canvas_w + np.sin(angle) * yy / canvas_h
     light = 1.0 - rng.uniform(0.0, 0.35) * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     coverage = np.zeros((canvas_h, canvas_w), dtype=np.float32)
-    coverage[top:top + height, left:left + width] = ink
+    coverage[top : top + height, left : left + width] = ink
     grey = (paper * (1 - coverage) + ink_level * coverage) * light
     grey = grey + rng.normal(0, rng.uniform(1, 8), grey.shape)
     if rng.random() < 1 / 3:
         tint_paper = np.array([1.0, rng.uniform(0.93, 1.0), rng.uniform(0.82, 0.97)])  # cream paper
         tint_ink = np.array([rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5), rng.uniform(0.6, 1.0)])  # blue ink
         mix = coverage[..., None]
-        rgb = grey[..., None] * ((1 - mix) * tint_paper + mix * tint_ink) / np.maximum(
-            (1 - mix) * 1.0 + mix * 1.0, 1e-6)
+        rgb = (
+            grey[..., None] * ((1 - mix) * tint_paper + mix * tint_ink) / np.maximum((1 - mix) * 1.0 + mix * 1.0, 1e-6)
+        )
         picture = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=int(rng.integers(60, 92)))
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     digits = load_digits()
     order = np.random.default_rng(12345).permutation(len(digits.target))
-    halves = {"uci-tune": order[: len(order) // 2], "uci-report": order[len(order) // 2:]}
+    halves = {"uci-tune": order[: len(order) // 2], "uci-report": order[len(order) // 2 :]}
     sample = pd.read_csv(SAMPLE)
     mnist = sample.filter(like="pixel").to_numpy().reshape(-1, 28, 28).astype(np.uint8)
     mnist_labels = sample["label"].to_numpy()

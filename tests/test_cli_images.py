@@ -22,8 +22,14 @@ BUNDLED = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bund
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mnist_onnx", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_onnx", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+    )
 
 
 def _label(path: str) -> int:
@@ -55,25 +61,48 @@ def test_folder_sorted_to_stdout(folder: Path) -> None:
 
 def test_recursive_glob_and_files_mixed_in_input_order(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
-    run = _cli("predict", str(IMAGES / "format_8.webp"), f"{folder}/**/*.gif", str(folder / "nested"),
-               "--recursive", "--proba", "--out", str(out))
+    run = _cli(
+        "predict",
+        str(IMAGES / "format_8.webp"),
+        f"{folder}/**/*.gif",
+        str(folder / "nested"),
+        "--recursive",
+        "--proba",
+        "--out",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     frame = pd.read_csv(out)
-    assert frame["path"].tolist() == [str(IMAGES / "format_8.webp"), str(folder / "nested" / "format_9.gif"),
-                                      str(folder / "nested" / "format_9.gif"),
-                                      str(folder / "nested" / "png_named_jpg_5.jpg")]
+    assert frame["path"].tolist() == [
+        str(IMAGES / "format_8.webp"),
+        str(folder / "nested" / "format_9.gif"),
+        str(folder / "nested" / "format_9.gif"),
+        str(folder / "nested" / "png_named_jpg_5.jpg"),
+    ]
     assert frame["Label"].tolist() == [8, 9, 9, 5]
     assert list(frame.columns) == ["path", "Label"] + [f"p{i}" for i in range(10)] + ["confidence"]
     np.testing.assert_allclose(frame[[f"p{i}" for i in range(10)]].sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_save_prepared_and_report(folder: Path, tmp_path: Path) -> None:
-    run = _cli("predict", str(folder), "--save-prepared", str(tmp_path / "seen"), "--report", str(tmp_path / "rep"),
-               "--out", str(tmp_path / "p.csv"))
+    run = _cli(
+        "predict",
+        str(folder),
+        "--save-prepared",
+        str(tmp_path / "seen"),
+        "--report",
+        str(tmp_path / "rep"),
+        "--out",
+        str(tmp_path / "p.csv"),
+    )
     assert run.returncode == 0, run.stderr
     saved = sorted((tmp_path / "seen").iterdir())
-    assert [p.name for p in saved] == ["0_format_4.png", "1_mnist_scan_0060_2.png", "2_uci_0002_1.png",
-                                       "3_uci_0051_0.png"]
+    assert [p.name for p in saved] == [
+        "0_format_4.png",
+        "1_mnist_scan_0060_2.png",
+        "2_uci_0002_1.png",
+        "3_uci_0051_0.png",
+    ]
     assert all(Image.open(p).size == (28, 28) for p in saved)
     sheet = Image.open(tmp_path / "rep" / "contact_sheet.png")
     assert sheet.format == "PNG" and sheet.size[0] > 400
@@ -84,17 +113,21 @@ def test_no_preprocess_and_invert(tmp_path: Path) -> None:
     Image.open(IMAGES / "mnist_0000_3.png").save(light_on_dark)
     as_is = _cli("predict", str(light_on_dark), "--no-preprocess", "--invert", "no")
     assert as_is.returncode == 0 and as_is.stdout.splitlines()[1] == f"{light_on_dark},3"
-    forced = _cli("predict", str(light_on_dark), "--no-preprocess", "--invert", "yes",
-                  "--save-prepared", str(tmp_path / "seen"))
+    forced = _cli(
+        "predict", str(light_on_dark), "--no-preprocess", "--invert", "yes", "--save-prepared", str(tmp_path / "seen")
+    )
     assert forced.returncode == 0, forced.stderr
     seen = np.asarray(Image.open(tmp_path / "seen" / "0_digit.png"))
     assert np.array_equal(seen, 255 - np.asarray(Image.open(light_on_dark)))
 
 
-@pytest.mark.parametrize(("content", "what"), [
-    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3 binary", "is a PDF document"),
-    (b"\x00\x01\x02\x03\xff\xfe\xfd binary", "is binary data"),
-])
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3 binary", "is a PDF document"),
+        (b"\x00\x01\x02\x03\xff\xfe\xfd binary", "is binary data"),
+    ],
+)
 def test_neither_csv_nor_image_is_one_line(tmp_path: Path, content: bytes, what: str) -> None:
     path = tmp_path / "scan.pdf"
     path.write_bytes(content)

@@ -49,8 +49,13 @@ def _quiet(model: Path, **options: object) -> DigitClassifier:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mnist_onnx", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_onnx", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+    )
 
 
 # -- model-expects-0-255 ------------------------------------------------------------------------
@@ -72,8 +77,11 @@ def test_cli_warns_on_stderr_and_honours_pixel_scale(tmp_path: Path) -> None:
     out = tmp_path / "sub.csv"
     wrong = _cli("predict", str(TEST40), "--model", str(ZOO), "--out", str(out))
     assert wrong.returncode == 0, wrong.stderr
-    assert any(line.startswith("warning:") and "--pixel-scale 1" in line for line in wrong.stderr.splitlines()) \
-        or "warning: " in wrong.stderr and "--pixel-scale 1" in wrong.stderr
+    assert (
+        any(line.startswith("warning:") and "--pixel-scale 1" in line for line in wrong.stderr.splitlines())
+        or "warning: " in wrong.stderr
+        and "--pixel-scale 1" in wrong.stderr
+    )
     right = _cli("predict", str(TEST40), "--model", str(ZOO), "--pixel-scale", "1", "--out", str(out))
     assert right.returncode == 0, right.stderr
     assert "warning" not in right.stderr

@@ -25,9 +25,20 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "InputConvention", "USUAL_CONVENTIONS", "ContractWarning", "InvertedDigitsWarning", "ContractCheck",
-    "check_contract", "check_model", "check_at_load", "convention_of", "count_bright_borders", "inverted_message",
-    "labelled_sample", "MNIST_MEAN", "MNIST_STD",
+    "InputConvention",
+    "USUAL_CONVENTIONS",
+    "ContractWarning",
+    "InvertedDigitsWarning",
+    "ContractCheck",
+    "check_contract",
+    "check_model",
+    "check_at_load",
+    "convention_of",
+    "count_bright_borders",
+    "inverted_message",
+    "labelled_sample",
+    "MNIST_MEAN",
+    "MNIST_STD",
 ]
 
 #: Mean and standard deviation of MNIST's training pixels scaled to [0, 1], as used by
@@ -96,11 +107,20 @@ class InputConvention:
 USUAL_CONVENTIONS: tuple[InputConvention, ...] = (
     InputConvention("pixels/255", 1 / 255, fix="--pixel-scale 1/255", python_fix="pixel_scale=1/255"),
     InputConvention("raw 0-255 pixels", 1.0, fix="--pixel-scale 1", python_fix="pixel_scale=1"),
-    InputConvention(f"MNIST mean/std ({MNIST_MEAN}, {MNIST_STD})", 1 / 255, (MNIST_MEAN, MNIST_STD),
-                    fix=f"--normalize {MNIST_MEAN},{MNIST_STD}", python_fix=f"normalize=({MNIST_MEAN}, {MNIST_STD})"),
-    InputConvention("inverted pixels (255 - p)/255", 1 / 255, inverted=True,
-                    fix="inverting the digits (the model expects dark on light)",
-                    python_fix="inverting the digits (255 - pixels)"),
+    InputConvention(
+        f"MNIST mean/std ({MNIST_MEAN}, {MNIST_STD})",
+        1 / 255,
+        (MNIST_MEAN, MNIST_STD),
+        fix=f"--normalize {MNIST_MEAN},{MNIST_STD}",
+        python_fix=f"normalize=({MNIST_MEAN}, {MNIST_STD})",
+    ),
+    InputConvention(
+        "inverted pixels (255 - p)/255",
+        1 / 255,
+        inverted=True,
+        fix="inverting the digits (the model expects dark on light)",
+        python_fix="inverting the digits (255 - pixels)",
+    ),
 )
 
 
@@ -141,9 +161,13 @@ def _score(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, labels: np.nd
     return float((predicted == labels).mean()), share
 
 
-def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConvention, *,
-                   model_name: str = "the model",
-                   conventions: Sequence[InputConvention] = USUAL_CONVENTIONS) -> ContractCheck:
+def check_contract(
+    run: Callable[[np.ndarray], np.ndarray],
+    current: InputConvention,
+    *,
+    model_name: str = "the model",
+    conventions: Sequence[InputConvention] = USUAL_CONVENTIONS,
+) -> ContractCheck:
     """Score a model on the labelled sample under its contract; if it looks wrong, find one that works.
 
     Args:
@@ -164,8 +188,9 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         # Looks right; but a model fed nearly right (a normalisation left out) can still score
         # around 90%: screen the alternatives on fewer digits, and confirm any that does much better.
         screen = slice(0, SCREEN_SIZE)
-        better = [c for c in alternatives
-                  if _score(run, c.apply(pixels[screen]), labels[screen])[0] >= accuracy + MIN_GAIN]
+        better = [
+            c for c in alternatives if _score(run, c.apply(pixels[screen]), labels[screen])[0] >= accuracy + MIN_GAIN
+        ]
         confirmed = [(c, _score(run, c.apply(pixels), labels)[0]) for c in better]
         confirmed = [(c, a) for c, a in confirmed if a >= accuracy + MIN_GAIN]
         if not confirmed:
@@ -173,8 +198,9 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         tried = tuple(confirmed)
     else:
         tried = tuple((c, _score(run, c.apply(pixels), labels)[0]) for c in alternatives)
-    symptom = f"scores {accuracy:.1%}" + (f", {share:.0%} of its predictions one class," if share > MAX_CLASS_SHARE
-                                          else "")
+    symptom = f"scores {accuracy:.1%}" + (
+        f", {share:.0%} of its predictions one class," if share > MAX_CLASS_SHARE else ""
+    )
     head = f"{model_name} {symptom} on {len(labels):,} held-out MNIST digits with {current.name}"
     best, best_accuracy = max(tried, key=lambda item: item[1]) if tried else (current, accuracy)
     others = ", ".join(f"{a:.1%} with {c.name}" for c, a in tried if c != best)
@@ -184,8 +210,10 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         if others:
             message += f" (also tried: {others})"
     else:
-        message = (f"{head}; none of the usual input conventions does better ({others or 'none tried'}): "
-                   f"check the model's input contract (--pixel-scale, --normalize)")
+        message = (
+            f"{head}; none of the usual input conventions does better ({others or 'none tried'}): "
+            f"check the model's input contract (--pixel-scale, --normalize)"
+        )
     return ContractCheck(accuracy, share, tried, message)
 
 
@@ -218,18 +246,26 @@ def inverted_message(bright: int, count: int, where: str = "the input") -> str |
     """
     if count == 0 or bright * 2 <= count:
         return None
-    return (f"{where}: {bright:,} of {count:,} images have bright borders: the digits look dark on "
-            f"light, but MNIST digits are light on black; invert them (255 - pixel, or --invert yes) "
-            f"or the predictions will be wrong")
+    return (
+        f"{where}: {bright:,} of {count:,} images have bright borders: the digits look dark on "
+        f"light, but MNIST digits are light on black; invert them (255 - pixel, or --invert yes) "
+        f"or the predictions will be wrong"
+    )
 
 
 def convention_of(pixel_scale: float, normalize: tuple[float, float] | None) -> InputConvention:
     """The usual convention with this scale and normalisation, or a new one described by its numbers."""
     for convention in USUAL_CONVENTIONS:
-        if not convention.inverted and np.isclose(convention.pixel_scale, pixel_scale) and (
+        if (
+            not convention.inverted
+            and np.isclose(convention.pixel_scale, pixel_scale)
+            and (
                 convention.normalize == normalize
-                or convention.normalize is not None and normalize is not None
-                and np.allclose(convention.normalize, normalize)):
+                or convention.normalize is not None
+                and normalize is not None
+                and np.allclose(convention.normalize, normalize)
+            )
+        ):
             return convention
     name = "pixels/255" if np.isclose(pixel_scale, 1 / 255) else f"pixels x {pixel_scale:g}"
     if normalize is not None:

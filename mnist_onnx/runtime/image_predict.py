@@ -40,8 +40,7 @@ def _name(item: Any, index: int) -> str:
     return f"image{index}"
 
 
-def prepare_images(images: Any, *, invert: str | bool = "auto",
-                   preprocess: bool = True) -> PreparedImages:
+def prepare_images(images: Any, *, invert: str | bool = "auto", preprocess: bool = True) -> PreparedImages:
     """Run :func:`~.images.preprocess_digit` over pictures, in order.
 
     Args:
@@ -78,12 +77,19 @@ def _items(images: Any) -> list[Any]:
     try:
         return list(images)
     except TypeError:
-        raise ImageError(f"expected a path, bytes, a PIL image, an array or a list of them, "
-                         f"got {type(images).__name__}") from None
+        raise ImageError(
+            f"expected a path, bytes, a PIL image, an array or a list of them, got {type(images).__name__}"
+        ) from None
 
 
-def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *, proba: bool,
-                class_labels: tuple[Any, ...] = tuple(range(10))) -> pd.DataFrame:
+def image_frame(
+    prepared: PreparedImages,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    proba: bool,
+    class_labels: tuple[Any, ...] = tuple(range(10)),
+) -> pd.DataFrame:
     """The predictions as a frame: ``path,Label`` (+ ``p<label>``, ``confidence`` with ``proba``), in input order.
 
     Args:
@@ -101,10 +107,15 @@ def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.
     return frame
 
 
-def write_image_outputs(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *,
-                        save_prepared: str | os.PathLike[str] | None = None,
-                        report: str | os.PathLike[str] | None = None,
-                        on_written: Callable[[Path], None] | None = None) -> list[Path]:
+def write_image_outputs(
+    prepared: PreparedImages,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    save_prepared: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    on_written: Callable[[Path], None] | None = None,
+) -> list[Path]:
     """Write what the model saw (``save_prepared``) and a contact sheet (``report``).
 
     Prepared images are named ``<index>_<input name>.png`` so that inputs with
@@ -129,9 +140,12 @@ def write_image_outputs(prepared: PreparedImages, probabilities: np.ndarray, lab
             written.append(write_prepared(folder, f"{index:0{width}d}_{Path(name).stem}", pixels))
     if report is not None:
         folder = _folder(report)
-        entries = [SheetEntry(Path(name).name, original, pixels, label, float(row.max()))
-                   for name, original, pixels, label, row in zip(prepared.names, prepared.originals,
-                                                                  prepared.pixels, labels, probabilities, strict=True)]
+        entries = [
+            SheetEntry(Path(name).name, original, pixels, label, float(row.max()))
+            for name, original, pixels, label, row in zip(
+                prepared.names, prepared.originals, prepared.pixels, labels, probabilities, strict=True
+            )
+        ]
         written.append(write_contact_sheet(folder / "contact_sheet.png", entries))
     if on_written is not None:
         for path in written:
@@ -148,8 +162,9 @@ def _folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def predict_images(classifier: Any, images: Any, *, invert: str | bool = "auto", preprocess: bool = True,
-                   proba: bool = False) -> pd.DataFrame:
+def predict_images(
+    classifier: Any, images: Any, *, invert: str | bool = "auto", preprocess: bool = True, proba: bool = False
+) -> pd.DataFrame:
     """Predict pictures of digits with a :class:`~.predictor.DigitClassifier`, in input order.
 
     Each picture goes through :func:`~.images.preprocess_digit` (MNIST's own
