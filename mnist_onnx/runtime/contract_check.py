@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ContractWarning, InvertedDigitsWarning
+
 __all__ = [
     "InputConvention",
     "USUAL_CONVENTIONS",
@@ -62,14 +64,6 @@ SCREEN_SIZE = 200
 MIN_GAIN = 0.05
 
 _SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"
-
-
-class ContractWarning(UserWarning):
-    """The model looks as if it is fed its input in the wrong convention."""
-
-
-class InvertedDigitsWarning(UserWarning):
-    """The digits look dark on light, while MNIST's are light on black."""
 
 
 @dataclass(frozen=True)
