@@ -20,7 +20,7 @@ Each picture is encoded (PNG or JPEG) and decoded through
 light, resize the whole picture to 28x28.
 
 Usage:
-    python benchmarks/image_preparation.py [--write DIR] [--per-set N]
+    python benchmarks/image_preparation.py [--model MODEL.onnx] [--write DIR] [--per-set N]
 
 ``--write DIR`` also saves every rendered picture (``DIR/<set>/<index>_<label>.png|jpg``).
 Needs scikit-learn (the ``dev`` extra) for data set (a).
@@ -39,8 +39,7 @@ from PIL import Image
 
 from mnist_onnx.runtime import DigitClassifier
 from mnist_onnx.runtime.images import preprocess_digit
-
-SAMPLE = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
+from mnist_onnx.runtime.model_source import bundled_sample_path
 
 
 def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) -> tuple[bytes, str]:
@@ -108,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="also save the rendered pictures under this folder")
     parser.add_argument("--per-set", type=int, default=None, help="use only the first N digits of each set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="an ONNX digit classifier (default: the bundled fp32 model)")
     args = parser.parse_args(argv)
     try:
         from sklearn.datasets import load_digits
@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         print("this benchmark needs scikit-learn: pip install 'mnist-onnx[dev]'", file=sys.stderr)
         return 4
     rng = np.random.default_rng(args.seed)
-    clf = DigitClassifier(providers="cpu")
+    clf = DigitClassifier(args.model, providers="cpu")
 
     digits = load_digits()
     order = np.random.default_rng(12345).permutation(len(digits.target))
     halves = {"uci-tune": order[: len(order) // 2], "uci-report": order[len(order) // 2 :]}
-    sample = pd.read_csv(SAMPLE)
+    sample = pd.read_csv(bundled_sample_path())
     mnist = sample.filter(like="pixel").to_numpy().reshape(-1, 28, 28).astype(np.uint8)
     mnist_labels = sample["label"].to_numpy()
 
