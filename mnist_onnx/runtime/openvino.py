@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
 
+import numpy as np
 import onnxruntime as ort
 
 from ..errors import MissingExtraError, MnistOnnxError
@@ -44,6 +45,9 @@ __all__ = [
     "openvino_available",
     "supports_bf16",
     "add_openvino",
+    "create_openvino_session",
+    "padded_size",
+    "run_padded",
 ]
 
 #: onnxruntime's name for the provider (what ``session.get_providers()`` reports).
@@ -221,6 +225,55 @@ def add_openvino(options: ort.SessionOptions, config: OpenVINOConfig | None = No
     config = config or OpenVINOConfig()
     provider_options = config.provider_options()  # validates before the plugin is touched
     options.add_provider_for_devices([openvino_device()], provider_options)
+
+
+def create_openvino_session(model: bytes, options: ort.SessionOptions,
+                            config: OpenVINOConfig | None = None) -> ort.InferenceSession:
+    """A session whose nodes run on OpenVINO (CPU device), onnxruntime's CPU provider as the fallback.
+
+    No ``providers`` argument is passed: onnxruntime would let it override the
+    device chosen in ``options`` and run on the CPU provider alone.
+
+    Raises:
+        MissingExtraError, OpenVINOUnavailableError: As :func:`add_openvino`,
+            or if OpenVINO did not take the session.
+        Exception: onnxruntime's own error when it cannot load ``model``
+            (callers turn it into a :class:`~mnist_onnx.errors.ModelError`).
+    """
+    add_openvino(options, config)
+    session = ort.InferenceSession(model, sess_options=options, enable_fallback=0)
+    if session.get_providers()[0] != OPENVINO:
+        raise OpenVINOUnavailableError(f"OpenVINO did not take the session (it runs on "
+                                       f"{', '.join(session.get_providers())}); use --provider cpu")
+    return session
+
+
+def padded_size(n: int, batch_size: int) -> int:
+    """The batch a call of ``n`` images runs as on OpenVINO: the next power of two, at most ``batch_size``.
+
+    OpenVINO compiles the model again for every new input shape (about 0.1-0.4 s
+    each for this model, measured under load), so a stream of odd-sized calls
+    (the last batch of a file, a server's requests) would compile again and
+    again; padding bounds the shapes to about log2(batch_size) + 2.
+
+    >>> [padded_size(n, 512) for n in (1, 3, 16, 17, 300, 512)]
+    [1, 4, 16, 32, 512, 512]
+    >>> padded_size(300, 300)
+    300
+    """
+    if n >= batch_size:
+        return n
+    return min(batch_size, 1 << (n - 1).bit_length()) if n > 0 else 0
+
+
+def run_padded(session: ort.InferenceSession, input_name: str, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Run ``x`` (N, ...) padded with zeros to :func:`padded_size` images; returns the first output's N rows."""
+    n = len(x)
+    size = padded_size(n, batch_size)
+    if size != n:
+        pad = np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)
+        x = np.concatenate([x, pad])
+    return np.asarray(session.run(None, {input_name: x})[0])[:n]
 
 
 def _reset_for_tests() -> None:
