@@ -123,7 +123,7 @@ class _Factory:
 def test_openvino_must_beat_cpu_by_the_margin(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
                                               digits: tuple[np.ndarray, np.ndarray], cpu: float, openvino: float,
                                               expected: str) -> None:
-    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch: {"cpu": cpu, "openvino": openvino})
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: {"cpu": cpu, "openvino": openvino})
     choice = tuning.choose_provider(_key(), {"cpu": _Factory(), "openvino": _Factory()}, digits[0], cache=cache)
     assert (choice.provider, choice.from_cache) == (expected, False)
     assert choice.images_per_second == {"cpu": cpu, "openvino": openvino}
@@ -132,7 +132,7 @@ def test_openvino_must_beat_cpu_by_the_margin(cache: TuneCache, monkeypatch: pyt
 def test_cached_choice_skips_the_trial_until_remeasured(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
                                                         digits: tuple[np.ndarray, np.ndarray]) -> None:
     speeds = {"cpu": 1000.0, "openvino": 3000.0}
-    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch: dict(speeds))
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: dict(speeds))
     cpu, openvino = _Factory(), _Factory()
     first = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
     speeds["openvino"] = 500.0

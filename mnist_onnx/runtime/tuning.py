@@ -288,6 +288,7 @@ def choose_provider(
     cache: TuneCache | None = None,
     remeasure: bool = False,
     min_speedup: float = MIN_SPEEDUP,
+    chunk: int | None = None,
 ) -> ProviderChoice:
     """The fastest of ``candidates`` for ``key``, from the cache or by a trial.
 
@@ -300,6 +301,8 @@ def choose_provider(
         cache: Where answers are kept; None is :class:`TuneCache` ().
         remeasure: Ignore a cached answer and measure again.
         min_speedup: How much faster than ``cpu`` another candidate must be.
+        chunk: Images per predict call in the trial (None: ``key.batch_size``);
+            larger when the predict functions batch by themselves.
 
     Returns:
         The :class:`ProviderChoice`.
@@ -314,7 +317,7 @@ def choose_provider(
                                   str(entry.get("measured_at", "")), True)
     if len(candidates) == 1:
         return ProviderChoice("cpu", {}, _now(), False)
-    speeds = measure({name: make() for name, make in candidates.items()}, images, key.batch_size)
+    speeds = measure({name: make() for name, make in candidates.items()}, images, chunk or key.batch_size)
     best = max(speeds, key=lambda name: speeds[name])
     provider = best if best == "cpu" or speeds[best] >= min_speedup * speeds["cpu"] else "cpu"
     entry = {"provider": provider, "images_per_second": speeds, "measured_at": _now(), "min_speedup": min_speedup,
