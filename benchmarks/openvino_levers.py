@@ -35,6 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 OV = "OpenVINOExecutionProvider"
+LITERT_THREADS = 2
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _runner(spec: Spec, models: dict[str, Path], device: Any) -> Callable[[np.nd
         def run_litert(images: np.ndarray) -> np.ndarray:
             n = len(images)
             if n not in cache:
-                it = Interpreter(model_path=str(models[f"litert-{spec.precision}"]), num_threads=2)
+                it = Interpreter(model_path=str(models[f"litert-{spec.precision}"]), num_threads=LITERT_THREADS)
                 i = it.get_input_details()[0]["index"]
                 it.resize_tensor_input(i, [n, 28, 28, 1])
                 it.allocate_tensors()
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-seconds", type=float, default=0.3)
     parser.add_argument("--timing-rows", type=int, default=4096, help="images cycled through while timing")
     parser.add_argument("--baseline", default="cpu-int8")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of every contender (0: each runtime's default, LiteRT 2); 1 measures one core")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -257,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if keep is None or s.name in keep:
             chosen.setdefault(s.name, s)
+    if args.threads:
+        for s in chosen.values():
+            s.cpu_threads = args.threads
+            if s.provider == "openvino":
+                s.ov_config = {**s.ov_config, "INFERENCE_NUM_THREADS": str(args.threads)}
+    global LITERT_THREADS
+    LITERT_THREADS = args.threads or 2
     runners = {name: _runner(s, models, device) for name, s in chosen.items()}
     facts = {"cpu": _cpu_facts(), "onnxruntime": ort.__version__,
              "onnxruntime-ep-openvino": version("onnxruntime-ep-openvino"), "command": " ".join(sys.argv),

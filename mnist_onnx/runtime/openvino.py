@@ -266,14 +266,15 @@ def padded_size(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << (n - 1).bit_length()) if n > 0 else 0
 
 
-def run_padded(session: ort.InferenceSession, input_name: str, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Run ``x`` (N, ...) padded with zeros to :func:`padded_size` images; returns the first output's N rows."""
+def run_padded(session: ort.InferenceSession, input_name: str, output_name: str, x: np.ndarray,
+               batch_size: int) -> np.ndarray:
+    """Run ``x`` (N, ...) padded with zeros to :func:`padded_size` images; returns the output's N rows."""
     n = len(x)
     size = padded_size(n, batch_size)
     if size != n:
         pad = np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)
         x = np.concatenate([x, pad])
-    return np.asarray(session.run(None, {input_name: x})[0])[:n]
+    return np.asarray(session.run([output_name], {input_name: x})[0])[:n]
 
 
 def _reset_for_tests() -> None:

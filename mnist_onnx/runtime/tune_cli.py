@@ -6,6 +6,7 @@ Standard library imports only at the top, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
@@ -41,7 +42,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from . import tuning
     from .predictor import DigitClassifier
 
-    emit = status_printer(args.quiet)
+    emit = status_printer(args.quiet, sys.stdout)  # the figures are this command's output
     cache = tuning.TuneCache()
     if args.clear:
         removed = cache.clear()
@@ -59,8 +60,8 @@ def run_tune(args: argparse.Namespace) -> int:
             if emit:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
-                emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds or 'no other '
-                     'provider to compare: OpenVINO is not available'})")
+                speeds = speeds or "no other provider to compare: OpenVINO is not available or CUDA is"
+                emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds})")
     if emit:
         emit(f"cached in {cache.path}")
     return 0
