@@ -55,7 +55,7 @@ def ours(model: str | Path, precision: str, *, threads: int | None = None, provi
     """Our runtime: one reusable :class:`~mnist_onnx.runtime.predictor.DigitClassifier`, as a service holds it."""
     from ..runtime.predictor import DigitClassifier
 
-    clf = DigitClassifier(model, providers=providers, threads=threads, precision=precision)
+    clf = DigitClassifier(model, providers=providers, threads=threads, precision=precision)  # type: ignore[arg-type]
 
     def predict(images: np.ndarray) -> np.ndarray:
         return clf.predict_proba(images, batch_size=len(images))

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ProviderError
+from ..errors import ProviderError, ProviderFallbackWarning
 from . import tuning
 from .openvino import OPENVINO, openvino_available, supports_bf16
 
 __all__ = [
+    "AUTO_MEASURE_ENV",
     "OPENVINO_NAMES",
     "wants_openvino",
     "sample_digits",
@@ -37,12 +40,18 @@ __all__ = [
     "check_label_parity",
     "choose_cpu_provider",
     "gate_bf16",
+    "pick_provider",
+    "verify_openvino",
 ]
 
+#: Set to ``0`` to keep ``providers="auto"`` on CUDA or the CPU provider without a trial (reproducible runs, tests).
+AUTO_MEASURE_ENV = "MNIST_ONNX_AUTO_MEASURE"
 #: What selects OpenVINO in ``providers``.
 OPENVINO_NAMES = ("openvino", OPENVINO)
 
 PredictFactory = Callable[[], tuning.Predict]
+#: Digits per call in the provider trial: each predict function splits them into its own batches.
+TRIAL_CHUNK = 256
 
 
 def wants_openvino(providers: str | Sequence[Any]) -> bool:
@@ -74,6 +83,8 @@ def model_sha256(data: bytes) -> str:
 
 _reference_lock = threading.Lock()
 _cpu_reference: dict[str, np.ndarray] = {}
+# (model sha256, bf16) already checked in this process: the check runs once per model and precision.
+_verified: set[tuple[str, bool]] = set()
 
 
 def check_label_parity(model_name: str, sha256: str, openvino: tuning.Predict, cpu: PredictFactory) -> float:
@@ -127,7 +138,7 @@ def choose_cpu_provider(
         batch_size: The batch size the classifier will run (a key of the choice).
         candidates: ``{"cpu": factory, "openvino": factory}``; factories of
             predict functions that batch by themselves: the trial hands each
-            all 1,000 bundled digits per call.
+            :data:`TRIAL_CHUNK` bundled digits per call.
         remeasure: Measure even when a choice is cached (``mnist-onnx tune``).
         cache: Where choices are kept; None is the user's cache directory.
 
@@ -138,13 +149,16 @@ def choose_cpu_provider(
         candidates = {"cpu": candidates["cpu"]}
     images, _, _ = sample_digits()
     key = tuning.TrialKey("provider", sha256, batch_size)
-    return tuning.choose_provider(key, candidates, images, cache=cache, remeasure=remeasure, chunk=len(images))
+    return tuning.choose_provider(key, candidates, images, cache=cache, remeasure=remeasure, chunk=TRIAL_CHUNK)
 
 
 def gate_bf16(sha256: str, fp32: PredictFactory, bf16: PredictFactory, *, remeasure: bool = False,
-              cache: tuning.TuneCache | None = None, min_agreement: float = tuning.BF16_MIN_AGREEMENT,
-              max_accuracy_drop_pp: float = tuning.BF16_MAX_ACCURACY_DROP_PP) -> tuning.Bf16Report:
+              cache: tuning.TuneCache | None = None, min_agreement: float | None = None,
+              max_accuracy_drop_pp: float | None = None) -> tuning.Bf16Report:
     """Pass bf16 compute for this model on the bundled held-out digits (cached), or refuse it.
+
+    Thresholds default to :data:`~.tuning.BF16_MIN_AGREEMENT` and
+    :data:`~.tuning.BF16_MAX_ACCURACY_DROP_PP`, read when called.
 
     Raises:
         ProviderError: If this CPU has no bf16 compute or OpenVINO is unavailable.
@@ -159,5 +173,134 @@ def gate_bf16(sha256: str, fp32: PredictFactory, bf16: PredictFactory, *, remeas
     images, labels, sample_name = sample_digits()
     key = tuning.TrialKey("bf16-gate", sha256)
     return tuning.bf16_gate(key, fp32, bf16, images, labels, evaluation=sample_name, cache=cache,
-                            remeasure=remeasure, min_agreement=min_agreement,
-                            max_accuracy_drop_pp=max_accuracy_drop_pp)
+                            remeasure=remeasure,
+                            min_agreement=tuning.BF16_MIN_AGREEMENT if min_agreement is None else min_agreement,
+                            max_accuracy_drop_pp=(tuning.BF16_MAX_ACCURACY_DROP_PP if max_accuracy_drop_pp is None
+                                                  else max_accuracy_drop_pp))
+
+
+def _cuda_offered() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+_trial = threading.local()
+
+
+def _trial_candidate(pinned: Callable[[str], Any], provider: str) -> tuning.Predict:
+    """A classifier built only to be timed: the check of :func:`verify_openvino` is left to the one kept."""
+    _trial.active = True
+    try:
+        return _predict_of(pinned(provider))
+    finally:
+        _trial.active = False
+
+
+def _predict_of(classifier: Any) -> tuning.Predict:
+    return lambda images: np.asarray(classifier.predict_proba(images))
+
+
+def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: int | None,
+                  pinned: Callable[[str], Any], remeasure: bool = False) -> tuple[Any, tuning.ProviderChoice | None]:
+    """The providers a classifier should open: ``providers`` as given, or the measured choice for ``"auto"``.
+
+    Args:
+        model_data: The serialized model (its sha256 keys the choice).
+        providers: What the caller asked for.
+        bf16: bf16 compute was asked for: only OpenVINO can do it.
+        batch_size: The caller's batch size (None: each provider's default).
+        pinned: Builds the same classifier pinned to ``"cpu"`` or ``"openvino"``
+            (only called when a trial runs).
+        remeasure: Run the trial even when a choice is cached.
+
+    Returns:
+        (providers to open, the trial's choice or None when none was made).
+
+    Raises:
+        ProviderError: If bf16 is asked for with providers other than auto/openvino.
+    """
+    is_auto = isinstance(providers, str) and providers.strip().lower() == "auto"
+    if bf16:
+        if not (is_auto or wants_openvino(providers)):
+            raise ProviderError(f"precision bf16 runs on OpenVINO (--provider openvino or auto), got providers "
+                                f"{providers!r}")
+        return "openvino", None
+    measuring_off = os.environ.get(AUTO_MEASURE_ENV, "1").strip() == "0" and not remeasure
+    if not is_auto or measuring_off or _cuda_offered() or not openvino_available():
+        return providers, None
+    choice = choose_cpu_provider(
+        model_sha256(model_data), batch_size or 0,
+        {"cpu": lambda: _trial_candidate(pinned, "cpu"), "openvino": lambda: _trial_candidate(pinned, "openvino")},
+        remeasure=remeasure)
+    return choice.provider, choice
+
+
+def verify_openvino(classifier: Any, model_data: bytes, *, bf16: bool, pinned: Callable[[str], Any]) -> None:
+    """The check of a classifier that runs on OpenVINO, once per process, model and precision.
+
+    f32: its labels on the bundled held-out digits equal the CPU provider's
+    (:func:`check_label_parity`).  bf16: the bf16 gate passes (cached).
+
+    Raises:
+        ProviderError: If the labels differ, or bf16 is not possible here.
+        GateError: If bf16 fails its gate.
+    """
+    sha256 = model_sha256(model_data)
+    with _reference_lock:
+        if (sha256, bf16) in _verified or getattr(_trial, "active", False):
+            return
+    if bf16:
+        gate_bf16(sha256, lambda: _predict_of(pinned("cpu")), lambda: _predict_of(classifier))
+    else:
+        check_label_parity(classifier.model_name, sha256, _predict_of(classifier), lambda: _predict_of(pinned("cpu")))
+    with _reference_lock:
+        _verified.add((sha256, bf16))
+
+
+def warn_fallback(model_name: str, error: Exception) -> None:
+    """Say that ``auto`` chose OpenVINO but its check failed, so the CPU provider runs the model."""
+    warnings.warn(f"{model_name} runs on onnxruntime's CPU provider: OpenVINO was faster here but failed its "
+                  f"check ({error})", ProviderFallbackWarning, stacklevel=3)
+
+
+def retune(model: Any = None, *, precision: str | None = None,
+           batch_size: int | None = None) -> tuning.ProviderChoice:
+    """Run the provider trial for ``model`` again (``mnist-onnx tune``) and cache its answer.
+
+    Returns:
+        The new choice; ``"cpu"`` with no figures when OpenVINO is not
+        available or onnxruntime offers CUDA (then ``auto`` does not measure).
+    """
+    from .model_source import load_model
+    from .predictor import DigitClassifier
+
+    source = load_model(model, precision=precision)  # type: ignore[arg-type]
+
+    def pinned(provider: str) -> Any:
+        return DigitClassifier(source, providers=provider, precision=precision,  # type: ignore[arg-type]
+                               batch_size=batch_size)
+
+    _, choice = pick_provider(source.data, "auto", bf16=False, batch_size=batch_size, pinned=pinned, remeasure=True)
+    return choice or tuning.ProviderChoice("cpu", {}, "", False)
+
+
+def retune_bf16(model: Any = None) -> tuning.Bf16Report:
+    """Forget cached bf16 verdicts and run the gate for ``model`` (default: the bundled fp32 model) again.
+
+    Raises:
+        GateError: If bf16 fails the gate; ProviderError if it cannot run here.
+    """
+    from .model_source import load_model
+    from .predictor import DigitClassifier
+
+    tuning.TuneCache().clear("bf16-gate")
+    with _reference_lock:
+        _verified.clear()
+    source = load_model(model, precision="fp32")
+    # Building the bf16 classifier runs the gate (nothing cached now); the second call reads its verdict.
+    DigitClassifier(source, providers="openvino", precision="bf16")  # type: ignore[arg-type]
+    return gate_bf16(model_sha256(source.data),
+                     lambda: _predict_of(DigitClassifier(source, providers="cpu")),  # type: ignore[arg-type]
+                     lambda: _predict_of(DigitClassifier(source, providers="openvino",  # type: ignore[arg-type]
+                                                         precision="bf16")))

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import MissingExtraError, MnistOnnxError
+from ..errors import MissingExtraError, MnistOnnxError, ProviderError
 
 __all__ = [
     "OPENVINO",
@@ -63,7 +63,7 @@ InferencePrecision = Literal["f32", "bf16"]
 PerformanceHint = Literal["LATENCY", "THROUGHPUT"]
 
 
-class OpenVINOUnavailableError(MnistOnnxError):
+class OpenVINOUnavailableError(ProviderError):
     """The OpenVINO plugin is installed but cannot run here (it failed to load, or offers no CPU device)."""
 
 

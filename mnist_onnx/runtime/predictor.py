@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from ..errors import CsvFormatError, MnistOnnxError, ModelError
+from . import acceleration
 from ._pipeline import batch_slices, ordered_map, prefetched
 from ._types import ModelInput, PathLike, Precision, Providers, check_batch_size, check_precision
 from .contract import (
@@ -42,6 +43,7 @@ from .defaults import (
     CSV_BLOCK_ROWS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CUDA_BATCH_SIZE,
+    DEFAULT_OPENVINO_BATCH_SIZE,
     MIN_IMAGES_PER_WORKER,
     physical_cores,
 )
@@ -55,6 +57,7 @@ from .kaggle_csv import (
     raw_blocks,
 )
 from .model_source import first_line, load_model
+from .openvino import OPENVINO, OpenVINOConfig, run_padded
 from .results import CsvSink, Evaluation, LabelScorer, RunInfo, csv_sink, prediction_frame
 from .session import CPU, CUDA, create_session
 
@@ -121,27 +124,24 @@ class DigitClassifier:
         providers: Providers = "auto",
         threads: int | None = None,
         spinning: bool | None = None,
-        precision: Precision | None = None,
+        precision: Precision | Literal["bf16"] | None = None,
         batch_size: int | None = None,
         cuda_device: int = 0,
     ) -> None:
-        precision = check_precision(precision)
+        compute_bf16 = precision == "bf16"
+        precision = check_precision("fp32" if compute_bf16 else precision)
         if batch_size is not None:
             check_batch_size(batch_size)
         source = load_model(model, precision=precision)
-        self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
-                                      cuda_device=cuda_device)
-        on_cuda = self.session.get_providers()[0] == CUDA
-        self.batch_size = check_batch_size(
-            batch_size if batch_size is not None else DEFAULT_CUDA_BATCH_SIZE if on_cuda else DEFAULT_BATCH_SIZE)
+
+        def pinned(provider: str) -> DigitClassifier:
+            return DigitClassifier(source, providers=provider, threads=threads,  # type: ignore[arg-type]
+                                   spinning=spinning, precision=precision, batch_size=batch_size)
+
+        opened, self.provider_choice = acceleration.pick_provider(source.data, providers, bf16=compute_bf16,
+                                                                  batch_size=batch_size, pinned=pinned)
+        self._open(source, opened, threads, spinning, batch_size, cuda_device, bf16=compute_bf16)
         self.model_name = source.name
-        # Where IOBinding places inputs and outputs: the GPU when CUDA runs the
-        # model, else None (plain session.run).  Tests set ("cpu", 0) to
-        # exercise the binding code on machines without a GPU.
-        self._bound_device: tuple[str, int] | None = ("cuda", cuda_device) if on_cuda else None
-        # Data-parallel CPU inference for large inputs: a second, single-threaded
-        # session (created on first use) run from this many threads at once.
-        self._workers = (threads or physical_cores()) if self.session.get_providers()[0] == CPU else 1
         self._source = source
         self._serial_session: ort.InferenceSession | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -150,6 +150,32 @@ class DigitClassifier:
         self.contract: ModelContract = read_contract(self.session, source, precision=precision)
         self._to_input = ModelInputConverter(self.contract)
         self.contract = probed(self.contract, self._probe_scores(), self.model_name)
+        if self.session.get_providers()[0] == OPENVINO:
+            try:
+                acceleration.verify_openvino(self, source.data, bf16=compute_bf16, pinned=pinned)
+            except MnistOnnxError as exc:
+                if compute_bf16 or self.provider_choice is None:
+                    raise
+                acceleration.warn_fallback(self.model_name, exc)
+                self._open(source, "cpu", threads, spinning, batch_size, cuda_device, bf16=False)
+
+    def _open(self, source: Any, providers: Providers, threads: int | None, spinning: bool | None,
+              batch_size: int | None, cuda_device: int, *, bf16: bool) -> None:
+        """Create the session on ``providers`` and what depends on where it runs (batch size, workers)."""
+        self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
+                                      cuda_device=cuda_device, openvino=OpenVINOConfig("bf16" if bf16 else "f32"))
+        first = self.session.get_providers()[0]
+        default = {CUDA: DEFAULT_CUDA_BATCH_SIZE, OPENVINO: DEFAULT_OPENVINO_BATCH_SIZE}.get(first, DEFAULT_BATCH_SIZE)
+        self.batch_size = check_batch_size(batch_size if batch_size is not None else default)
+        self._on_openvino = first == OPENVINO
+        # Where IOBinding places inputs and outputs: the GPU when CUDA runs the
+        # model, else None (plain session.run).  Tests set ("cpu", 0) to
+        # exercise the binding code on machines without a GPU.
+        self._bound_device: tuple[str, int] | None = ("cuda", cuda_device) if first == CUDA else None
+        # Data-parallel CPU inference for large inputs: a second, single-threaded
+        # session (created on first use) run from this many threads at once.
+        # OpenVINO and CUDA parallelize one call by themselves.
+        self._workers = (threads or physical_cores()) if first == CPU else 1
 
     # -- public API ---------------------------------------------------------
 
@@ -328,6 +354,8 @@ class DigitClassifier:
 
     def _run(self, x: np.ndarray, session: ort.InferenceSession | None = None) -> np.ndarray:
         contract = self.contract
+        if session is None and self._on_openvino:
+            return run_padded(self.session, contract.input_name, contract.output_name, x, self.batch_size)
         if session is not None or self._bound_device is None:
             return (session or self.session).run([contract.output_name], {contract.input_name: x})[0]
         # Input copied to the GPU as an OrtValue, output left there by onnxruntime

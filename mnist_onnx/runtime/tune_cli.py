@@ -39,8 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``mnist-onnx tune``; libraries raise, the top-level CLI maps errors to exit codes."""
-    from . import tuning
-    from .predictor import DigitClassifier
+    from . import acceleration, tuning
 
     emit = status_printer(args.quiet, sys.stdout)  # the figures are this command's output
     cache = tuning.TuneCache()
@@ -49,14 +48,14 @@ def run_tune(args: argparse.Namespace) -> int:
         if emit:
             emit(f"forgot {removed} cached entries in {cache.path}")
     if args.precision == "bf16":
-        report = DigitClassifier.tune_bf16(args.model)
+        report = acceleration.retune_bf16(args.model)
         if emit:
             emit(f"bf16 gate passed: {report.summary()}")
         return 0
     precisions = [args.precision] if args.precision else (["fp32"] if args.model else ["fp32", "int8"])
     for precision in precisions:
         for batch_size in args.batch_size or [None]:
-            choice = DigitClassifier.tune(args.model, precision=precision, batch_size=batch_size)
+            choice = acceleration.retune(args.model, precision=precision, batch_size=batch_size)
             if emit:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
