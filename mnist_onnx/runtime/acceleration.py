@@ -42,6 +42,8 @@ __all__ = [
     "gate_bf16",
     "pick_provider",
     "verify_openvino",
+    "forget_checks",
+    "warn_fallback",
 ]
 
 #: Set to ``0`` to keep ``providers="auto"`` on CUDA or the CPU provider without a trial (reproducible runs, tests).
@@ -258,49 +260,15 @@ def verify_openvino(classifier: Any, model_data: bytes, *, bf16: bool, pinned: C
         _verified.add((sha256, bf16))
 
 
+def forget_checks() -> None:
+    """Forget which models this process has checked, so the next classifier on OpenVINO checks again."""
+    with _reference_lock:
+        _verified.clear()
+        _cpu_reference.clear()
+
+
 def warn_fallback(model_name: str, error: Exception) -> None:
     """Say that ``auto`` chose OpenVINO but its check failed, so the CPU provider runs the model."""
     warnings.warn(f"{model_name} runs on onnxruntime's CPU provider: OpenVINO was faster here but failed its "
                   f"check ({error})", ProviderFallbackWarning, stacklevel=3)
 
-
-def retune(model: Any = None, *, precision: str | None = None,
-           batch_size: int | None = None) -> tuning.ProviderChoice:
-    """Run the provider trial for ``model`` again (``mnist-onnx tune``) and cache its answer.
-
-    Returns:
-        The new choice; ``"cpu"`` with no figures when OpenVINO is not
-        available or onnxruntime offers CUDA (then ``auto`` does not measure).
-    """
-    from .model_source import load_model
-    from .predictor import DigitClassifier
-
-    source = load_model(model, precision=precision)  # type: ignore[arg-type]
-
-    def pinned(provider: str) -> Any:
-        return DigitClassifier(source, providers=provider, precision=precision,  # type: ignore[arg-type]
-                               batch_size=batch_size)
-
-    _, choice = pick_provider(source.data, "auto", bf16=False, batch_size=batch_size, pinned=pinned, remeasure=True)
-    return choice or tuning.ProviderChoice("cpu", {}, "", False)
-
-
-def retune_bf16(model: Any = None) -> tuning.Bf16Report:
-    """Forget cached bf16 verdicts and run the gate for ``model`` (default: the bundled fp32 model) again.
-
-    Raises:
-        GateError: If bf16 fails the gate; ProviderError if it cannot run here.
-    """
-    from .model_source import load_model
-    from .predictor import DigitClassifier
-
-    tuning.TuneCache().clear("bf16-gate")
-    with _reference_lock:
-        _verified.clear()
-    source = load_model(model, precision="fp32")
-    # Building the bf16 classifier runs the gate (nothing cached now); the second call reads its verdict.
-    DigitClassifier(source, providers="openvino", precision="bf16")  # type: ignore[arg-type]
-    return gate_bf16(model_sha256(source.data),
-                     lambda: _predict_of(DigitClassifier(source, providers="cpu")),  # type: ignore[arg-type]
-                     lambda: _predict_of(DigitClassifier(source, providers="openvino",  # type: ignore[arg-type]
-                                                         precision="bf16")))

@@ -357,8 +357,8 @@ class Bf16Report:
     def summary(self) -> str:
         """One line with the figures and thresholds."""
         return (f"bf16 vs fp32 on {self.rows:,} held-out digits ({self.evaluation}): agreement "
-                f"{self.agreement:.2%} ({self.disagreements} differ; needed >= {self.min_agreement:.1%}), accuracy "
-                f"{self.fp32_accuracy:.2%} -> {self.bf16_accuracy:.2%} (drop {self.accuracy_drop_pp:.2f} points; "
+                f"{self.agreement:.3%} ({self.disagreements} differ; needed >= {self.min_agreement:.1%}), accuracy "
+                f"{self.fp32_accuracy:.3%} -> {self.bf16_accuracy:.3%} (drop {self.accuracy_drop_pp:.3f} points; "
                 f"allowed <= {self.max_accuracy_drop_pp:g}), max |p diff| {self.max_abs_diff:.1e}")
 
 
