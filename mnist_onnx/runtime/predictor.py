@@ -89,8 +89,15 @@ class DigitClassifier:
     Args:
         model: None for the bundled model of ``precision``, a path to an
             ``.onnx`` file, the model's bytes, or an ``onnx.ModelProto``.
-        providers: ``"auto"``, ``"cpu"``, ``"cuda"`` or onnxruntime provider
-            names (see :func:`mnist_onnx.runtime.session.resolve_providers`).
+        providers: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"openvino"`` or
+            onnxruntime provider names (see
+            :func:`mnist_onnx.runtime.session.resolve_providers`).  ``"auto"``
+            without CUDA runs the faster of the CPU provider and OpenVINO for
+            this model and batch size, measured once per machine and cached
+            (:mod:`mnist_onnx.runtime.acceleration`; the choice made is
+            :attr:`provider_choice`).  On OpenVINO, the labels of the bundled
+            held-out digits are checked against the CPU provider's once per
+            process and model.
         threads: CPU threads for inference; None uses one per physical core.
             An input of a few images runs as one onnxruntime call with this
             many intra-op threads (the lowest latency); a larger one is split
@@ -106,15 +113,20 @@ class DigitClassifier:
         precision: ``"fp32"`` or ``"int8"``: which bundled model when ``model``
             is None (default fp32); with an explicit model, it must agree
             with the model's ``mnist_onnx.precision`` metadata when that exists.
+            ``"bf16"``: the fp32 model with bf16 compute on OpenVINO (CPUs with
+            AMX or AVX-512 BF16), refused unless it passes the bf16 gate.
         batch_size: Images per onnxruntime call; None uses the measured
-            default of the provider in use: 16 on the CPU, 1,024 on CUDA
+            default of the provider in use: 16 on the CPU, 512 on OpenVINO, 1,024 on CUDA
             (see :mod:`mnist_onnx.runtime.defaults`).
         cuda_device: The GPU to use with the CUDA provider.
 
     Raises:
         ModelError: If the model cannot be loaded or is not a digit classifier
             (wrong input shape, wrong number of inputs, outputs or classes).
-        ProviderError: If a requested execution provider is not available.
+        ProviderError: If a requested execution provider is not available, or
+            a pinned OpenVINO labels the bundled digits differently from the CPU provider.
+        MissingExtraError: If OpenVINO or bf16 is asked for without the ``openvino`` extra.
+        GateError: If ``precision="bf16"`` fails the bf16 gate (the message has the figures).
     """
 
     def __init__(
@@ -163,7 +175,8 @@ class DigitClassifier:
               batch_size: int | None, cuda_device: int, *, bf16: bool) -> None:
         """Create the session on ``providers`` and what depends on where it runs (batch size, workers)."""
         self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
-                                      cuda_device=cuda_device, openvino=OpenVINOConfig("bf16" if bf16 else "f32"))
+                                      cuda_device=cuda_device,
+                                      openvino=OpenVINOConfig("bf16" if bf16 else "f32", threads=threads))
         first = self.session.get_providers()[0]
         default = {CUDA: DEFAULT_CUDA_BATCH_SIZE, OPENVINO: DEFAULT_OPENVINO_BATCH_SIZE}.get(first, DEFAULT_BATCH_SIZE)
         self.batch_size = check_batch_size(batch_size if batch_size is not None else default)
@@ -451,8 +464,9 @@ def predict_csv(
         model: None for the bundled model of ``precision``, a path to an
             ``.onnx`` file, or the model's bytes.
         batch_size: Images per onnxruntime call; None: 16 on the CPU, 1,024 on CUDA.
-        providers: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
-            ``"cuda"``, or a list of onnxruntime provider names.
+        providers: ``"auto"`` (CUDA when available, else the measured faster of
+            the CPU provider and OpenVINO), ``"cpu"``, ``"cuda"``, ``"openvino"``,
+            or a list of onnxruntime provider names.
         threads: onnxruntime intra-op threads; None uses the measured default.
         precision: ``"fp32"`` (default) or ``"int8"``: which bundled model.
         output: Write the predictions here atomically; a Kaggle submission
