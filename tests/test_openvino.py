@@ -179,6 +179,12 @@ def test_classifier_on_openvino_matches_cpu_at_every_size(precision: str,
         np.testing.assert_allclose(clf.predict_proba(images[:n]), cpu.predict_proba(images[:n]), atol=2e-5,
                                    err_msg=f"{n} images")
     assert (clf.predict(images) == cpu.predict(images)).all()
+    # One classifier shared by threads (as a server holds it) gives each caller its own answers.
+    parts = [images[i:i + 37] for i in range(0, 1000, 37)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(clf.predict_proba, parts))
+    for part, got in zip(parts, together, strict=True):
+        np.testing.assert_allclose(got, clf.predict_proba(part), rtol=0, atol=1e-6)
 
 
 @needs_plugin
