@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ProviderError, ProviderFallbackWarning
 from . import tuning
-from .openvino import OPENVINO, openvino_available, supports_bf16
+from .openvino import OPENVINO, openvino_available, plugin_installed, supports_bf16
 
 __all__ = [
     "AUTO_MEASURE_ENV",
@@ -229,10 +229,19 @@ def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: 
                                 f"{providers!r}")
         return "openvino", None
     measuring_off = os.environ.get(AUTO_MEASURE_ENV, "1").strip() == "0" and not remeasure
-    if not is_auto or measuring_off or _cuda_offered() or not openvino_available():
+    if not is_auto or measuring_off or not plugin_installed() or _cuda_offered():
+        return providers, None
+    sha256 = model_sha256(model_data)
+    if not remeasure:
+        # A cached "cpu" needs no plugin: loading OpenVINO's libraries would only slow the start.
+        cached = tuning.TuneCache().get(tuning.TrialKey("provider", sha256, batch_size or 0))
+        if cached is not None and cached.get("provider") == "cpu":
+            return "cpu", tuning.ProviderChoice("cpu", dict(cached.get("images_per_second", {})),
+                                                str(cached.get("measured_at", "")), True)
+    if not openvino_available():
         return providers, None
     choice = choose_cpu_provider(
-        model_sha256(model_data), batch_size or 0,
+        sha256, batch_size or 0,
         {"cpu": lambda: _trial_candidate(pinned, "cpu"), "openvino": lambda: _trial_candidate(pinned, "openvino")},
         remeasure=remeasure)
     return choice.provider, choice
