@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import cli as bench_cli
     from .export import cli as export_cli
     from .runtime import cli as runtime_cli
+    from .runtime import tune_cli
     from .train import cli as train_cli
 
     parser = argparse.ArgumentParser(
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.register(sub)
     export_cli.register(sub)
     runtime_cli.register(sub)
+    tune_cli.register(sub)
     bench_cli.register(sub)
     return parser
 

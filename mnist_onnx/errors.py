@@ -18,6 +18,9 @@ __all__ = [
     "ProviderError",
     "ProviderFallbackWarning",
     "DataError",
+    "ImageError",
+    "ContractWarning",
+    "InvertedDigitsWarning",
     "GateError",
     "MissingExtraError",
 ]
@@ -92,6 +95,18 @@ class ProviderFallbackWarning(RuntimeWarning):
 
 class DataError(MnistOnnxError):
     """Downloaded or in-memory data failed a check (hash, pickle contents, array shape)."""
+
+
+class ImageError(MnistOnnxError):
+    """An image cannot be used as a digit: unreadable, not an image, too large, or blank."""
+
+
+class ContractWarning(UserWarning):
+    """A model without mnist-onnx metadata looks fed in the wrong input convention (the message names the fix)."""
+
+
+class InvertedDigitsWarning(UserWarning):
+    """Most images look dark on light, while MNIST's digits are light on black (the message says how to invert)."""
 
 
 class GateError(MnistOnnxError):

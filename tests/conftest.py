@@ -9,6 +9,8 @@ The ``tiny_*`` fixtures train and export a model during the run and need the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,22 @@ def tiny_quantization(quantizable_onnx_model_path, tmp_path_factory: pytest.Temp
 def tiny_int8_model_path(tiny_quantization) -> Path:
     """An int8 ONNX model (mnist_onnx.precision = int8) that passed the quantization gate."""
     return tiny_quantization.onnx_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Measured choices (provider trials, bf16 verdicts) go to a fresh folder, never the user's cache, and
+    ``providers="auto"`` runs no trial (so every test knows its provider); the OpenVINO tests turn it on.
+
+    Set in the environment, so CLI subprocesses see it too.
+    """
+    path = tmp_path_factory.mktemp("tune-cache")
+    settings = {"MNIST_ONNX_CACHE_DIR": str(path), "MNIST_ONNX_AUTO_MEASURE": "0"}
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    yield path
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -29,6 +29,21 @@ ROWS = 48
 CONTENDERS = {"ours-fp32", "ours-int8", "keras-call", "keras-predict", "litert-fp32", "litert-int8"}
 FP32 = ("ours-fp32", "keras-call", "litert-fp32")
 INT8 = ("ours-int8", "litert-int8")
+#: With the 'openvino' extra: our runtime on OpenVINO and on auto (bf16 too, unless its gate refused it).
+OPENVINO = {"ours-int8-openvino", "ours-fp32-openvino", "ours-int8-auto"}
+
+
+def _has_openvino() -> bool:
+    from mnist_onnx.runtime.openvino import openvino_available
+
+    return openvino_available()
+
+
+def _expected_contenders(results: dict) -> set[str]:
+    if not _has_openvino():
+        return CONTENDERS
+    bf16 = set() if any(note.startswith("bf16 skipped") for note in results["notes"]) else {"ours-bf16-openvino"}
+    return CONTENDERS | OPENVINO | bf16
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +83,7 @@ def bench_run(keras_model_path, held_out_test_csv, train_sample, tmp_path_factor
 def test_cli_runs_end_to_end_and_writes_json_markdown_and_png(bench_run):
     code, out, results = bench_run
     assert code == 0
-    assert set(results["timings"]) == CONTENDERS
+    assert set(results["timings"]) == _expected_contenders(results)
     assert results["config"]["rows"] == ROWS and results["config"]["batch_sizes"] == list(BATCHES)
     for name, cells in results["timings"].items():
         assert set(cells) == {str(b) for b in BATCHES}, name
@@ -77,7 +92,10 @@ def test_cli_runs_end_to_end_and_writes_json_markdown_and_png(bench_run):
             assert all(math.isfinite(cell[k]) and cell[k] > 0 for k in ("p50_ms", "p90_ms", "p99_ms",
                                                                          "throughput_ips", "gflops")), (name, cell)
             assert cell["p50_ms"] <= cell["p90_ms"] <= cell["p99_ms"]
-    assert set(results["end_to_end"]) == {"ours-fp32", "ours-int8", "pandas+keras-predict"}
+    expected_e2e = {"ours-fp32", "ours-int8", "pandas+keras-predict", "pandas+litert-int8"}
+    if _has_openvino():
+        expected_e2e |= {"ours-int8-openvino", "ours-int8-auto"}
+    assert set(results["end_to_end"]) == expected_e2e
     assert set(results["cold_start"]) == {"ours-fp32", "ours-int8", "keras", "litert-fp32", "litert-int8"}
     assert all(c["peak_rss_mib"] > 0 for c in results["cold_start"].values())
     assert results["machine"]["cpu"]["int8_features"], "the int8 CPU features are recorded"
@@ -102,13 +120,15 @@ def test_every_contender_agrees_with_keras_on_real_digits(bench_run):
     """
     _, _, results = bench_run
     agreement = results["argmax_agreement_with_keras"]
-    assert set(agreement) == CONTENDERS
-    for name in FP32:
+    assert set(agreement) == _expected_contenders(results)
+    fp32 = FP32 + (("ours-fp32-openvino",) if _has_openvino() else ())
+    int8 = INT8 + tuple(set(agreement) & {"ours-int8-openvino", "ours-int8-auto", "ours-bf16-openvino"})
+    for name in fp32:
         assert agreement[name] == 1.0, (name, agreement)
-    for name in INT8:
+    for name in int8:
         assert agreement[name] >= 0.9, (name, agreement)
     accuracy = results["accuracy"]
-    for name in FP32:
+    for name in fp32:
         assert accuracy[name] == accuracy["keras-predict"], (name, accuracy)
     assert results["end_to_end"]["ours-fp32"]["accuracy"] == results["end_to_end"]["pandas+keras-predict"]["accuracy"]
 
@@ -134,7 +154,7 @@ def test_markdown_has_one_row_per_contender_and_one_per_target(bench_run):
     markdown = (out / "results.md").read_text()
     assert markdown == report.to_markdown(results)
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
-    for name in CONTENDERS:
+    for name in _expected_contenders(results):
         assert sum(line.startswith(f"| {name} |") for line in rows) == 1, name
     for target in results["targets"]:
         assert sum(line.startswith(f"| {target['target']} |") for line in rows) == 1, target["target"]
@@ -146,7 +166,12 @@ def test_targets_list_one_computed_ratio_per_target(bench_run):
     targets = results["targets"]
     # int8 throughput, int8 latency, fp32 vs LiteRT and vs Keras per batch size, fp32 latency,
     # end to end speed, end to end accuracy, cold start.
-    assert len(targets) == 2 + 2 * len(BATCHES) + 1 + 3
+    # With OpenVINO: int8 and fp32 against LiteRT, bf16 against our fp32 (unless refused), auto against the
+    # CPU provider per batch size, end to end against pandas + LiteRT and pandas + Keras.
+    openvino = 0
+    if _has_openvino():
+        openvino = 2 + ("ours-bf16-openvino" in results["timings"]) + len(BATCHES) + 2
+    assert len(targets) == 2 + 2 * len(BATCHES) + 1 + 3 + openvino
     assert len({t["target"] for t in targets}) == len(targets)
     for t in targets:
         assert isinstance(t["value"], float) and math.isfinite(t["value"]), t

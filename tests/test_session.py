@@ -23,7 +23,8 @@ def test_provider_names():
 
 @pytest.mark.parametrize("request_, message", [
     (["NoSuchExecutionProvider"], "execution provider NoSuchExecutionProvider is not available"),
-    ("gpu", "expected providers 'auto', 'cpu', 'cuda' or a list of onnxruntime provider names, got 'gpu'"),
+    ("gpu", "expected providers 'auto', 'cpu', 'cuda', 'openvino' or a list of onnxruntime provider names, "
+            "got 'gpu'"),
     ([], "expected at least one execution provider, got an empty list"),
 ])
 def test_provider_errors_list_what_is_available(request_, message):

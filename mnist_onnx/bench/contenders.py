@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def default_threads() -> int:
     return physical_cores()
 
 
-def ours(model: str | Path, precision: Precision, *, threads: int | None = None, providers: str = "cpu") -> Contender:
+def ours(model: str | Path, precision: Precision | Literal["bf16"], *, threads: int | None = None, providers: str = "cpu") -> Contender:
     """Our runtime: one reusable :class:`~mnist_onnx.runtime.predictor.DigitClassifier`, as a service holds it."""
     from ..runtime.predictor import DigitClassifier
 

@@ -19,6 +19,7 @@ from ..errors import MnistOnnxError
 from ..runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from . import contenders as cs
 from .machine import cpu_info, gpu_info, versions
+from .openvino_contenders import bf16_features, openvino_contenders, openvino_end_to_end, openvino_targets
 from .report import targets, write_all
 from .runner import FLOP_PER_IMAGE, BenchConfig, accuracy_of, cold_start, end_to_end, predictions_of, time_contenders
 
@@ -173,6 +174,7 @@ def _build_lineup(inputs: _Inputs, keras: Any, onnx_model: str | os.PathLike[str
         cs.litert(tflite["fp32"], "fp32", threads=litert_threads),
         cs.litert(tflite["int8"], "int8", threads=litert_threads),
     ]
+    contenders += openvino_contenders(onnx_path, int8_path, threads, notes)
     on_gpu = _gpu_contender(onnx_path, threads, gpu, has_cuda, notes)
     if on_gpu is not None:
         contenders.append(on_gpu)
@@ -209,6 +211,8 @@ def _end_to_end(lineup: _Lineup, inputs: _Inputs, threads: int | None, repeats: 
     return end_to_end(inputs.test_path, {
         "ours-fp32": ours_e2e(lineup.onnx_model),
         "ours-int8": ours_e2e(lineup.int8_model),
+        **openvino_end_to_end(lineup.onnx_model, lineup.int8_model,
+                              next(c for c in lineup.contenders if c.name == "litert-int8").predict, threads),
         "pandas+keras-predict": pandas_keras,
     }, repeats=repeats, labels=inputs.labels)
 
@@ -357,7 +361,8 @@ def run_benchmark(
         "cold_start": cold,
         "notes": notes,
     }
-    results["targets"] = targets(results)
+    results["machine"]["cpu"]["bf16_features"] = bf16_features()
+    results["targets"] = targets(results) + openvino_targets(results)
     paths = write_all(results, inputs.out)
     emit(f"wrote {paths['json']}, {paths['markdown']}, {paths['chart']}")
     return results

@@ -29,6 +29,10 @@ DEFAULT_BATCH_SIZE = 16
 #: ``benchmarks/gpu_check.py``): fp32 46,030 img/s at batch 16, 216,794 at 256,
 #: 255,183 at 1,024 and 125,374 at 8,192; int8 30,482 / 360,065 / 472,911 / 263,464.
 DEFAULT_CUDA_BATCH_SIZE = 1024
+#: Images per onnxruntime call on OpenVINO, which parallelizes one call over the
+#: cores by itself.  Measured on a 2-core Xeon with AMX (bundled int8 model,
+#: quiet): 22.0k images/s at 512 against 17.7k at 16; see benchmarks/openvino.md.
+DEFAULT_OPENVINO_BATCH_SIZE = 512
 #: Intra-op threads when ``threads=None``; 0 lets onnxruntime use one thread per physical core.
 DEFAULT_THREADS = 0
 #: Large inputs on the CPU are split into this many images per worker at least

@@ -13,7 +13,7 @@ import gzip
 import io
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,10 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .._fileio import atomic_path
+from ..errors import CsvFormatError
 from ._types import PathLike
 from .contract import label_values
+from .contract_check import count_bright_borders
+from .kaggle_csv import DigitBatch, KaggleCsvInfo
 
-__all__ = ["Evaluation", "LabelScorer", "RunInfo", "prediction_frame", "CsvSink", "csv_sink", "write_csv"]
+__all__ = ["Evaluation", "LabelScorer", "RunInfo", "prediction_frame", "CsvSink", "csv_sink", "write_csv",
+           "CsvTotals", "Scored", "collect_scored"]
 
 #: How probabilities are written: 6 significant digits, enough to tell 0.999999 from 1.
 FLOAT_FORMAT = "%.6g"
@@ -215,3 +219,55 @@ def write_csv(frame: pd.DataFrame, destination: PathLike) -> None:
     """Write a whole prediction frame to ``destination`` atomically (see :func:`csv_sink`)."""
     with csv_sink(destination) as sink:
         sink.write(frame)
+
+
+#: (a parsed batch, its probabilities float32 (n, classes)), in file order.
+Scored = tuple[DigitBatch, np.ndarray]
+
+
+@dataclass
+class CsvTotals:
+    """What streaming a CSV through the model gathered."""
+
+    rows: int
+    predicted: np.ndarray  # int32 (rows,), output-column indices
+    probabilities: np.ndarray | None  # float32 (rows, classes) when asked for
+    evaluation: Evaluation | None
+    bright_borders: int  # images whose frame is bright (dark-on-light digits)
+
+
+def collect_scored(scored: Iterator[Scored], info: KaggleCsvInfo, class_labels: tuple[Any, ...], *,
+                   output: PathLike | None, proba: bool, progress: Callable[[int], None] | None) -> CsvTotals:
+    """Score scored batches against the file's labels, write ``output`` as they come, gather the predictions.
+
+    Raises:
+        CsvFormatError: If the file has a header but no data rows.
+        MnistOnnxError: If ``output`` cannot be written (nothing is left there).
+    """
+    scorer = LabelScorer(class_labels)
+    predicted_parts: list[np.ndarray] = []
+    proba_parts: list[np.ndarray] = []
+    rows = bright = 0
+    with contextlib.ExitStack() as stack:
+        # Closed on the way out, so no reader thread or block task outlives this call, even on an error.
+        stack.callback(getattr(scored, "close", lambda: None))
+        sink: CsvSink | None = stack.enter_context(csv_sink(output)) if output is not None else None
+        for batch, probabilities in scored:
+            if not len(batch):
+                continue  # a block of blank lines
+            predicted = probabilities.argmax(axis=1)
+            predicted_parts.append(predicted.astype(np.int32))
+            if proba:
+                proba_parts.append(probabilities)
+            scorer.add(batch.labels, predicted)
+            bright += count_bright_borders(batch.images)
+            if sink is not None:
+                sink.write(prediction_frame(rows, predicted, probabilities if proba else None, class_labels))
+            rows += len(batch)
+            if progress is not None:
+                progress(rows)
+        if rows == 0:
+            raise CsvFormatError(str(info.path), None, None, "has a header but no data rows")
+    return CsvTotals(rows=rows, predicted=np.concatenate(predicted_parts),
+                     probabilities=np.concatenate(proba_parts) if proba else None,
+                     evaluation=scorer.evaluation(), bright_borders=bright)

@@ -47,10 +47,12 @@ from ..errors import MnistOnnxError, ModelError, ProviderError, ProviderFallback
 from ._types import ModelInput, Precision, Providers, ProviderSpec
 from .defaults import DEFAULT_SPINNING, DEFAULT_THREADS
 from .model_source import ModelSource, describe_bad_model, first_line, load_model
+from .openvino import OPENVINO, OpenVINOConfig, create_openvino_session, openvino_device
 
 __all__ = [
     "CPU",
     "CUDA",
+    "OPENVINO",
     "CUDA_DEFAULT_OPTIONS",
     "ProviderError",
     "ProviderFallbackWarning",
@@ -76,7 +78,7 @@ _OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_SHORT_NAMES: dict[str, list[ProviderSpec]] = {"cpu": [CPU], "cuda": [CUDA, CPU]}
+_SHORT_NAMES: dict[str, list[ProviderSpec]] = {"cpu": [CPU], "cuda": [CUDA, CPU], "openvino": [OPENVINO, CPU]}
 _SWITCH_TO_GPU = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'"
 
 
@@ -127,7 +129,8 @@ def _requested(providers: Providers, available: list[str]) -> list[ProviderSpec]
     if providers.endswith("ExecutionProvider"):
         return [providers]
     raise ProviderError(
-        f"expected providers 'auto', 'cpu', 'cuda' or a list of onnxruntime provider names, got {providers!r}"
+        f"expected providers 'auto', 'cpu', 'cuda', 'openvino' or a list of onnxruntime provider names, "
+        f"got {providers!r}"
     )
 
 
@@ -136,8 +139,11 @@ def resolve_providers(providers: Providers = "auto") -> list[ProviderSpec]:
 
     Args:
         providers: ``"auto"`` (CUDA when this onnxruntime build offers it, else
-            the CPU), ``"cpu"``, ``"cuda"``, or a sequence of onnxruntime
-            provider names or ``(name, options)`` pairs, in order of preference.
+            the CPU; :class:`~.predictor.DigitClassifier` picks between the CPU
+            provider and OpenVINO by measurement), ``"cpu"``, ``"cuda"``,
+            ``"openvino"`` (the plugin of the ``openvino`` extra, registered
+            here on first use), or a sequence of onnxruntime provider names or
+            ``(name, options)`` pairs, in order of preference.
 
     Returns:
         The provider list to pass to :class:`onnxruntime.InferenceSession`; the
@@ -146,10 +152,14 @@ def resolve_providers(providers: Providers = "auto") -> list[ProviderSpec]:
     Raises:
         ProviderError: If a requested provider is not available; the message
             lists ``onnxruntime.get_available_providers()``.
+        MissingExtraError: If OpenVINO is requested without its plugin installed.
 
     >>> resolve_providers("cpu")
     ['CPUExecutionProvider']
     """
+    if isinstance(providers, str) and providers.strip().lower() == "openvino" or (
+            not isinstance(providers, str) and any(provider_name(p) == OPENVINO for p in providers)):
+        openvino_device()  # registers the plugin, so onnxruntime lists it; raises naming the fix
     available = ort.get_available_providers()
     requested = _requested(providers, available)
     names = []
@@ -207,6 +217,7 @@ def create_session(
     optimization: str = "all",
     precision: Precision | None = None,
     cuda_device: int = 0,
+    openvino: OpenVINOConfig | None = None,
 ) -> ort.InferenceSession:
     """Create an onnxruntime session with the package's checked defaults.
 
@@ -221,12 +232,16 @@ def create_session(
             ``extended`` or ``all``.
         precision: Which bundled model when ``model`` is None (None: fp32).
         cuda_device: The GPU to use with the CUDA provider.
+        openvino: OpenVINO's properties when ``providers`` names it (None: f32
+            inference precision, for parity with the CPU provider).
 
     Returns:
         The session. Its ``get_providers()`` are the providers really in use.
 
     Raises:
-        ProviderError: If a requested provider is not available.
+        ProviderError: If a requested provider is not available (OpenVINO:
+            :class:`~.openvino.OpenVINOUnavailableError`, naming the fix).
+        MissingExtraError: If OpenVINO is requested without the ``openvino`` extra.
         ModelError: If the model cannot be read or onnxruntime rejects it; the
             message says whether the file is empty, truncated or not ONNX.
 
@@ -238,6 +253,8 @@ def create_session(
     resolved = _with_default_options(resolve_providers(providers), cuda_device)
     wants_cuda = any(provider_name(p) == CUDA for p in resolved)
     options = _session_options(threads, DEFAULT_SPINNING if spinning is None else spinning, optimization)
+    if any(provider_name(p) == OPENVINO for p in resolved):
+        return _openvino_session(source, options, openvino)
     fallback_reason = None
     try:
         # enable_fallback=0: onnxruntime's own fallback prints to stdout; we warn instead.
@@ -254,6 +271,16 @@ def create_session(
     if wants_cuda and CUDA not in session.get_providers():
         _warn_cuda_fallback(source, session, fallback_reason)
     return session
+
+
+def _openvino_session(source: ModelSource, options: ort.SessionOptions,
+                      config: OpenVINOConfig | None) -> ort.InferenceSession:
+    try:
+        return create_openvino_session(source.data, options, config)
+    except (ProviderError, MnistOnnxError):
+        raise
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ModelError(describe_bad_model(source, exc)) from None
 
 
 def _warn_cuda_fallback(source: ModelSource, session: ort.InferenceSession, reason: str | None) -> None:

@@ -1,0 +1,441 @@
+"""Measured choices, cached per machine: the fastest provider for a model and batch size, and the bf16 gate.
+
+``providers="auto"`` picks between onnxruntime's CPU provider and OpenVINO by
+a short trial the first time a (CPU, library versions, model sha256, batch
+size) is seen: both run the same real digits, interleaved, and OpenVINO is
+taken only when it is at least :data:`MIN_SPEEDUP` times as fast, so ``auto``
+is never slower than the CPU provider alone by more than the trial's noise.
+The answer is cached as JSON in the user's cache directory (see
+:func:`cache_dir`); ``mnist-onnx tune`` measures again.
+
+The bf16 gate (fp32 model, bf16 compute in OpenVINO) compares bf16 with fp32
+on labelled held-out digits: it passes when the labels agree on at least
+:data:`BF16_MIN_AGREEMENT` of them and accuracy drops by at most
+:data:`BF16_MAX_ACCURACY_DROP_PP` points; its verdict is cached under the
+same kind of key, without the batch size.
+
+Everything here takes plain callables (uint8 images in, probabilities out), so
+it measures exactly the path the classifier will run and imports nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import GateError, MnistOnnxError
+
+__all__ = [
+    "CACHE_ENV",
+    "MIN_SPEEDUP",
+    "BF16_MIN_AGREEMENT",
+    "BF16_MAX_ACCURACY_DROP_PP",
+    "Predict",
+    "cache_dir",
+    "machine_id",
+    "TrialKey",
+    "TuneCache",
+    "ProviderChoice",
+    "measure",
+    "choose_provider",
+    "Bf16Report",
+    "evaluate_bf16",
+    "bf16_gate",
+]
+
+#: Environment variable naming the cache directory (overrides ``$XDG_CACHE_HOME/mnist-onnx``).
+CACHE_ENV = "MNIST_ONNX_CACHE_DIR"
+_CACHE_FILE = "measured-choices.json"
+_FORMAT = 1
+#: OpenVINO must be at least this much faster than the CPU provider in the trial to be chosen.
+MIN_SPEEDUP = 1.05
+#: The bf16 gate, as for int8 quantization: label agreement with fp32 and accuracy drop (points).
+BF16_MIN_AGREEMENT = 0.998
+BF16_MAX_ACCURACY_DROP_PP = 0.1
+
+#: uint8 images (N, 28, 28) -> probabilities (N, 10) float32.
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def cache_dir() -> Path:
+    """Where measured choices are kept: ``$MNIST_ONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnist-onnx``,
+    else ``~/.cache/mnist-onnx``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mnist-onnx"
+
+
+_INT8_BF16_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def machine_id() -> str:
+    """The CPU model, its int8/bf16 features and usable physical cores, e.g.
+    ``Intel(R) Xeon(R) Processor; amx_bf16 amx_int8 ...; 2 cores``."""
+    from .defaults import physical_cores
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    features = " ".join(sorted(f for f in _INT8_BF16_FLAGS if f in flags)) or "no listed int8/bf16 features"
+    return f"{name}; {features}; {physical_cores()} cores"
+
+
+def _library_versions() -> dict[str, str]:
+    import onnxruntime as ort
+
+    from .openvino import plugin_version
+
+    return {"mnist-onnx": __version__, "onnxruntime": ort.__version__,
+            "onnxruntime-ep-openvino": plugin_version() or "not installed"}
+
+
+@dataclass(frozen=True)
+class TrialKey:
+    """What a measured choice depends on.
+
+    Attributes:
+        purpose: ``"provider"`` (the fastest provider) or ``"bf16-gate"``.
+        model_sha256: sha256 of the serialized model.
+        batch_size: Images per call (0 where it does not matter).
+        machine: :func:`machine_id`.
+        versions: mnist-onnx, onnxruntime and plugin versions.
+        extra: Anything else the answer depends on (thresholds, thread count).
+    """
+
+    purpose: str
+    model_sha256: str
+    batch_size: int = 0
+    machine: str = field(default_factory=machine_id)
+    versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(sorted(_library_versions().items())))
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        """The key as one stable string (the cache file's dictionary key)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class TuneCache:
+    """A JSON file of measured choices, safe to share between threads and processes.
+
+    Reads tolerate a missing or damaged file (it counts as empty); writes go to
+    a temporary file in the same directory, then replace the old one, so a
+    reader never sees half a file.  Each write re-reads the file first, so
+    entries written meanwhile by another process are kept.
+
+    Args:
+        directory: The cache directory; None is :func:`cache_dir` at call time.
+    """
+
+    _locks: dict[Path, threading.Lock] = {}
+    _locks_guard = threading.Lock()
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None):
+        self._directory = Path(directory) if directory is not None else None
+
+    @property
+    def path(self) -> Path:
+        """The JSON file."""
+        return (self._directory if self._directory is not None else cache_dir()) / _CACHE_FILE
+
+    def _lock(self) -> threading.Lock:
+        with TuneCache._locks_guard:
+            return TuneCache._locks.setdefault(self.path.resolve(), threading.Lock())
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("entries"), dict):
+            return {}
+        return data["entries"]
+
+    def get(self, key: TrialKey) -> dict[str, Any] | None:
+        """The entry stored under ``key``, or None."""
+        with self._lock():
+            entry = self._read().get(key.text())
+        return entry if isinstance(entry, dict) else None
+
+    def put(self, key: TrialKey, entry: dict[str, Any]) -> None:
+        """Store ``entry`` under ``key`` (atomically).  A cache that cannot be written is skipped silently:
+        the choice is then measured again next time, which costs time but never correctness."""
+        with self._lock():
+            entries = self._read()
+            entries[key.text()] = entry
+            path = self.path
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        json.dump({"format": _FORMAT, "entries": entries}, fh, indent=1, sort_keys=True)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            except OSError:
+                return
+
+    def clear(self, purpose: str | None = None) -> int:
+        """Forget entries (all, or those of one ``purpose``); returns how many were removed."""
+        with self._lock():
+            entries = self._read()
+        removed = [k for k in entries if purpose is None or json.loads(k).get("purpose") == purpose]
+        if not removed:
+            return 0
+        with self._lock():
+            entries = {k: v for k, v in self._read().items() if k not in removed}
+            path = self.path
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"format": _FORMAT, "entries": entries}, fh, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        return len(removed)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def measure(candidates: Mapping[str, Predict], images: np.ndarray, batch_size: int, *, rounds: int = 3,
+            block_seconds: float = 0.05) -> dict[str, float]:
+    """Images per second of each candidate at ``batch_size``, interleaved, median of ``rounds``.
+
+    Each round runs every candidate once (in turn, the order rotating), for
+    at least ``block_seconds`` and at least two calls, after one untimed call.
+
+    Args:
+        candidates: name -> predict function.
+        images: uint8 digits (N, 28, 28); batches cycle through them.
+        batch_size: Images per call.
+        rounds: Rounds; the median round counts.
+        block_seconds: Shortest timed block per candidate and round.
+
+    Returns:
+        name -> images per second.
+    """
+    if batch_size < 1 or len(images) == 0:
+        raise MnistOnnxError(f"expected a positive batch size and some images, got {batch_size} and {len(images)}")
+    if len(images) >= batch_size:
+        batches = [images[i:i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)]
+    else:
+        batches = [np.resize(images, (batch_size, *images.shape[1:]))]
+    names = list(candidates)
+    for name in names:
+        candidates[name](batches[0])  # warm-up: OpenVINO compiles for a new shape on its first call
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            predict = candidates[name]
+            predict(batches[-1])
+            done, calls, started = 0, 0, time.perf_counter()
+            while True:
+                batch = batches[calls % len(batches)]
+                predict(batch)
+                done += len(batch)
+                calls += 1
+                elapsed = time.perf_counter() - started
+                if calls >= 2 and elapsed >= block_seconds:
+                    break
+            speeds[name].append(done / elapsed)
+    return {name: float(np.median(v)) for name, v in speeds.items()}
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """The outcome of a provider trial.
+
+    Attributes:
+        provider: ``"cpu"`` or ``"openvino"``.
+        images_per_second: Trial figure of each candidate.
+        measured_at: When the trial ran (UTC, ISO 8601).
+        from_cache: True when this came from the cache, False when just measured.
+    """
+
+    provider: str
+    images_per_second: dict[str, float]
+    measured_at: str
+    from_cache: bool
+
+
+def choose_provider(
+    key: TrialKey,
+    candidates: Mapping[str, Callable[[], Predict]],
+    images: np.ndarray,
+    *,
+    cache: TuneCache | None = None,
+    remeasure: bool = False,
+    min_speedup: float = MIN_SPEEDUP,
+    chunk: int | None = None,
+) -> ProviderChoice:
+    """The fastest of ``candidates`` for ``key``, from the cache or by a trial.
+
+    Args:
+        key: What the answer depends on (its ``batch_size`` is the trial's).
+        candidates: name -> factory of a predict function; must include ``"cpu"``,
+            the default any other must beat by ``min_speedup``.  Factories are
+            only called when a trial runs.
+        images: Real uint8 digits (N, 28, 28) for the trial.
+        cache: Where answers are kept; None is :class:`TuneCache` ().
+        remeasure: Ignore a cached answer and measure again.
+        min_speedup: How much faster than ``cpu`` another candidate must be.
+        chunk: Images per predict call in the trial (None: ``key.batch_size``);
+            larger when the predict functions batch by themselves.
+
+    Returns:
+        The :class:`ProviderChoice`.
+    """
+    if "cpu" not in candidates:
+        raise MnistOnnxError(f"expected a 'cpu' candidate, got {', '.join(candidates)}")
+    cache = cache if cache is not None else TuneCache()
+    if not remeasure:
+        entry = cache.get(key)
+        if entry is not None and entry.get("provider") in candidates:
+            return ProviderChoice(entry["provider"], dict(entry.get("images_per_second", {})),
+                                  str(entry.get("measured_at", "")), True)
+    if len(candidates) == 1:
+        return ProviderChoice("cpu", {}, _now(), False)
+    speeds = measure({name: make() for name, make in candidates.items()}, images, chunk or key.batch_size)
+    best = max(speeds, key=lambda name: speeds[name])
+    provider = best if best == "cpu" or speeds[best] >= min_speedup * speeds["cpu"] else "cpu"
+    entry = {"provider": provider, "images_per_second": speeds, "measured_at": _now(), "min_speedup": min_speedup,
+             "trial_images": int(len(images)), "key": asdict(key)}
+    cache.put(key, entry)
+    return ProviderChoice(provider, speeds, entry["measured_at"], False)
+
+
+@dataclass(frozen=True)
+class Bf16Report:
+    """bf16 against fp32 on labelled held-out digits.
+
+    Attributes:
+        evaluation: What the digits were (name and sha256 or row count).
+        rows: Digits compared.
+        agreement: Share of digits where bf16 and fp32 give the same label.
+        disagreements: Their number.
+        fp32_accuracy, bf16_accuracy: Shares of digits labelled right.
+        accuracy_drop_pp: (fp32 - bf16) accuracy in percentage points.
+        max_abs_diff: Largest |p_bf16 - p_fp32| over all probabilities.
+        min_agreement, max_accuracy_drop_pp: The thresholds applied.
+        passed: Whether both thresholds are met.
+    """
+
+    evaluation: str
+    rows: int
+    agreement: float
+    disagreements: int
+    fp32_accuracy: float
+    bf16_accuracy: float
+    accuracy_drop_pp: float
+    max_abs_diff: float
+    min_agreement: float
+    max_accuracy_drop_pp: float
+    passed: bool
+
+    def summary(self) -> str:
+        """One line with the figures and thresholds."""
+        return (f"bf16 vs fp32 on {self.rows:,} held-out digits ({self.evaluation}): agreement "
+                f"{self.agreement:.3%} ({self.disagreements} differ; needed >= {self.min_agreement:.1%}), accuracy "
+                f"{self.fp32_accuracy:.3%} -> {self.bf16_accuracy:.3%} (drop {self.accuracy_drop_pp:.3f} points; "
+                f"allowed <= {self.max_accuracy_drop_pp:g}), max |p diff| {self.max_abs_diff:.1e}")
+
+
+def evaluate_bf16(fp32: np.ndarray, bf16: np.ndarray, labels: np.ndarray, *, evaluation: str,
+                  min_agreement: float = BF16_MIN_AGREEMENT,
+                  max_accuracy_drop_pp: float = BF16_MAX_ACCURACY_DROP_PP) -> Bf16Report:
+    """Compare bf16 probabilities with fp32 ones (both (N, 10)) against ``labels`` (N,).
+
+    >>> p = np.eye(10, dtype=np.float32)[[1, 2, 3]]
+    >>> evaluate_bf16(p, p, np.array([1, 2, 4]), evaluation="toy").passed
+    True
+    """
+    if fp32.shape != bf16.shape or fp32.ndim != 2 or len(labels) != len(fp32) or len(fp32) == 0:
+        raise MnistOnnxError(f"expected two (N, 10) probability arrays and N labels, got {fp32.shape}, "
+                             f"{bf16.shape} and {len(labels)} labels")
+    a, b = fp32.argmax(axis=1), bf16.argmax(axis=1)
+    fp32_acc, bf16_acc = float((a == labels).mean()), float((b == labels).mean())
+    agreement = float((a == b).mean())
+    drop = (fp32_acc - bf16_acc) * 100
+    return Bf16Report(evaluation, int(len(labels)), agreement, int((a != b).sum()), fp32_acc, bf16_acc, drop,
+                      float(np.abs(fp32 - bf16).max()), min_agreement, max_accuracy_drop_pp,
+                      agreement >= min_agreement and drop <= max_accuracy_drop_pp + 1e-9)
+
+
+def bf16_gate(
+    key: TrialKey,
+    fp32: Callable[[], Predict],
+    bf16: Callable[[], Predict],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    evaluation: str,
+    cache: TuneCache | None = None,
+    remeasure: bool = False,
+    min_agreement: float = BF16_MIN_AGREEMENT,
+    max_accuracy_drop_pp: float = BF16_MAX_ACCURACY_DROP_PP,
+) -> Bf16Report:
+    """Pass or refuse bf16 compute for a model, from the cache or by evaluating it.
+
+    Args:
+        key: What the verdict depends on (``purpose="bf16-gate"``); the
+            thresholds are added to it, so forced thresholds never reuse a
+            verdict reached under others.
+        fp32, bf16: Factories of the two predict functions (called only when evaluating).
+        images, labels: Labelled held-out uint8 digits (N, 28, 28) and labels (N,).
+        evaluation: Their name for the report (file and sha256).
+        cache: Where verdicts are kept; None is :class:`TuneCache` ().
+        remeasure: Evaluate again even when a verdict is cached.
+        min_agreement, max_accuracy_drop_pp: The thresholds.
+
+    Returns:
+        The passing :class:`Bf16Report`.
+
+    Raises:
+        GateError: If bf16 fails a threshold (now or in the cached verdict);
+            the message holds the figures.
+    """
+    cache = cache if cache is not None else TuneCache()
+    key = TrialKey(key.purpose, key.model_sha256, key.batch_size, key.machine, key.versions,
+                   tuple(sorted({**dict(key.extra), "evaluation": evaluation, "min_agreement": repr(min_agreement),
+                                 "max_accuracy_drop_pp": repr(max_accuracy_drop_pp)}.items())))
+    entry = None if remeasure else cache.get(key)
+    if entry is not None:
+        try:
+            report = Bf16Report(**entry["report"])
+        except (KeyError, TypeError):
+            report = None
+    else:
+        report = None
+    if report is None:
+        probs = {}
+        for name, make in (("fp32", fp32), ("bf16", bf16)):
+            predict = make()
+            probs[name] = np.concatenate([predict(images[i:i + 256]) for i in range(0, len(images), 256)])
+        report = evaluate_bf16(probs["fp32"], probs["bf16"], labels, evaluation=evaluation,
+                               min_agreement=min_agreement, max_accuracy_drop_pp=max_accuracy_drop_pp)
+        cache.put(key, {"report": asdict(report), "measured_at": _now(), "key": asdict(key)})
+    if not report.passed:
+        raise GateError(f"bf16 refused for this model: {report.summary()}; use precision fp32 (or the int8 model)")
+    return report

@@ -1,0 +1,206 @@
+"""Measured choices: the cache (keying, invalidation, atomic and thread-safe writes), the provider decision
+rule, and the bf16 gate's arithmetic and caching.  No test reads the clock: trial speeds are given."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_onnx.errors import GateError, MnistOnnxError
+from mnist_onnx.runtime import tuning
+from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
+from mnist_onnx.runtime.tuning import TrialKey, TuneCache
+
+HOLDOUT = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TuneCache:
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    return TuneCache()
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    batch = read_kaggle_csv(HOLDOUT)
+    assert batch.labels is not None
+    return batch.images[:64, :, :, 0], batch.labels[:64].astype(np.int64)
+
+
+def _key(**changes: object) -> TrialKey:
+    fields = {"purpose": "provider", "model_sha256": "a" * 64, "batch_size": 64, "machine": "cpu X; amx_int8; 2 cores",
+              "versions": (("onnxruntime", "1.32.0"),)}
+    fields.update(changes)
+    return TrialKey(**fields)  # type: ignore[arg-type]
+
+
+def test_cache_dir_follows_env_then_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(tuning.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tuning.cache_dir() == tmp_path / "xdg" / "mnist-onnx"
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "mine"))
+    assert tuning.cache_dir() == tmp_path / "mine"
+
+
+def test_machine_id_names_cpu_features_and_cores() -> None:
+    text = tuning.machine_id()
+    assert text.endswith("cores")
+    assert text.count(";") == 2
+
+
+def test_cache_round_trip_leaves_no_temporary_files(cache: TuneCache) -> None:
+    assert cache.get(_key()) is None
+    cache.put(_key(), {"provider": "openvino"})
+    assert cache.get(_key()) == {"provider": "openvino"}
+    assert [p.name for p in cache.path.parent.iterdir()] == [cache.path.name]
+    assert json.loads(cache.path.read_text())["format"] == 1
+
+
+@pytest.mark.parametrize("change", [{"batch_size": 512}, {"model_sha256": "b" * 64}, {"machine": "another CPU"},
+                                    {"versions": (("onnxruntime", "1.33.0"),)}, {"purpose": "bf16-gate"}])
+def test_every_key_part_invalidates(cache: TuneCache, change: dict[str, object]) -> None:
+    cache.put(_key(), {"provider": "openvino"})
+    assert cache.get(_key(**change)) is None
+    assert cache.get(_key()) == {"provider": "openvino"}
+
+
+def test_damaged_cache_counts_as_empty_and_is_rewritten(cache: TuneCache) -> None:
+    cache.path.parent.mkdir(parents=True)
+    cache.path.write_text('{"format": 1, "entries": {"x": tru')
+    assert cache.get(_key()) is None
+    cache.put(_key(), {"provider": "cpu"})
+    assert cache.get(_key()) == {"provider": "cpu"}
+
+
+def test_unwritable_cache_is_skipped(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = TuneCache(blocker / "sub")
+    cache.put(_key(), {"provider": "cpu"})  # no exception: measured again next time
+    assert cache.get(_key()) is None
+
+
+def test_concurrent_writers_keep_every_entry(cache: TuneCache) -> None:
+    def write(i: int) -> None:
+        for j in range(5):
+            cache.put(_key(batch_size=i * 100 + j), {"provider": "cpu", "i": i, "j": j})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        for j in range(5):
+            assert cache.get(_key(batch_size=i * 100 + j)) == {"provider": "cpu", "i": i, "j": j}
+
+
+def test_clear_by_purpose(cache: TuneCache) -> None:
+    cache.put(_key(), {"provider": "cpu"})
+    cache.put(_key(purpose="bf16-gate"), {"report": {}})
+    assert cache.clear("provider") == 1
+    assert cache.get(_key()) is None
+    assert cache.get(_key(purpose="bf16-gate")) == {"report": {}}
+
+
+class _Factory:
+    """A candidate factory that counts how often a trial built it; its predict is a real (trivial) function."""
+
+    def __init__(self) -> None:
+        self.built = 0
+
+    def __call__(self) -> tuning.Predict:
+        self.built += 1
+        return lambda images: np.full((len(images), 10), 0.1, np.float32)
+
+
+@pytest.mark.parametrize(("cpu", "openvino", "expected"), [(1000.0, 2000.0, "openvino"), (1000.0, 1040.0, "cpu"),
+                                                           (1000.0, 900.0, "cpu")])
+def test_openvino_must_beat_cpu_by_the_margin(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
+                                              digits: tuple[np.ndarray, np.ndarray], cpu: float, openvino: float,
+                                              expected: str) -> None:
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: {"cpu": cpu, "openvino": openvino})
+    choice = tuning.choose_provider(_key(), {"cpu": _Factory(), "openvino": _Factory()}, digits[0], cache=cache)
+    assert (choice.provider, choice.from_cache) == (expected, False)
+    assert choice.images_per_second == {"cpu": cpu, "openvino": openvino}
+
+
+def test_cached_choice_skips_the_trial_until_remeasured(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
+                                                        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    speeds = {"cpu": 1000.0, "openvino": 3000.0}
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: dict(speeds))
+    cpu, openvino = _Factory(), _Factory()
+    first = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
+    speeds["openvino"] = 500.0
+    second = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
+    assert (first.provider, second.provider, second.from_cache) == ("openvino", "openvino", True)
+    assert (cpu.built, openvino.built) == (1, 1)
+    third = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache,
+                                   remeasure=True)
+    assert (third.provider, third.from_cache, openvino.built) == ("cpu", False, 2)
+    # Another batch size is another trial.
+    tuning.choose_provider(_key(batch_size=16), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
+    assert openvino.built == 3
+
+
+def test_cached_choice_of_a_provider_not_offered_now_is_remeasured(cache: TuneCache,
+                                                                  digits: tuple[np.ndarray, np.ndarray]) -> None:
+    cache.put(_key(), {"provider": "openvino", "images_per_second": {}})
+    cpu = _Factory()
+    choice = tuning.choose_provider(_key(), {"cpu": cpu}, digits[0], cache=cache)
+    assert choice.provider == "cpu"
+
+
+def test_measure_runs_real_predict_functions(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    calls: list[int] = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return np.zeros((len(images), 10), np.float32)
+
+    speeds = tuning.measure({"cpu": predict}, digits[0], 16, rounds=2, block_seconds=0.0)
+    assert set(speeds) == {"cpu"} and speeds["cpu"] > 0
+    assert set(calls) == {16}
+    with pytest.raises(MnistOnnxError, match="positive batch size"):
+        tuning.measure({"cpu": predict}, digits[0], 0)
+
+
+def test_evaluate_bf16_counts_disagreements_and_accuracy_drop() -> None:
+    labels = np.arange(1000) % 10
+    fp32 = np.eye(10, dtype=np.float32)[labels]
+    bf16 = fp32.copy()
+    bf16[:3] = np.eye(10, dtype=np.float32)[(labels[:3] + 1) % 10]  # 3 of 1,000 now wrong
+    report = tuning.evaluate_bf16(fp32, bf16, labels, evaluation="toy")
+    assert (report.disagreements, report.agreement) == (3, 0.997)
+    assert report.accuracy_drop_pp == pytest.approx(0.3)
+    assert not report.passed
+    assert "3 differ" in report.summary()
+    assert tuning.evaluate_bf16(fp32, fp32, labels, evaluation="toy").passed
+
+
+def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache,
+                                                      digits: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = digits
+    one_hot = np.eye(10, dtype=np.float32)
+
+    def exact() -> tuning.Predict:
+        return lambda x: one_hot[labels[:len(x)]] if len(x) == len(labels) else one_hot[np.zeros(len(x), int)]
+
+    wrong_builds: list[int] = []
+
+    def wrong() -> tuning.Predict:
+        wrong_builds.append(1)
+        return lambda x: one_hot[np.full(len(x), 7)]
+
+    key = _key(purpose="bf16-gate", batch_size=0)
+    with pytest.raises(GateError, match=r"bf16 refused .*agreement .*accuracy"):
+        tuning.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
+    with pytest.raises(GateError, match="bf16 refused"):
+        tuning.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
+    assert len(wrong_builds) == 1  # the second verdict came from the cache
+    passed = tuning.bf16_gate(key, exact, exact, images, labels, evaluation="sample", cache=cache, remeasure=True)
+    assert passed.passed and passed.agreement == 1.0
