@@ -185,10 +185,6 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected, strict=False), start=1):
         if got != want:
-            separator = _other_separator(text) if index == 1 else None
-            if separator is not None:
-                raise CsvFormatError(str(p), 1, None, f"the columns are separated by {separator}; "
-                                     "a Kaggle CSV separates them by commas")
             raise CsvFormatError(str(p), 1, f"{index} ({_shown(got)})",
                                  f"expected header column {want!r}, got {_shown(got)}")
     if len(names) != len(expected):
@@ -198,18 +194,6 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
                              f"expected {len(expected)} header columns for a {kind} file, "
                              f"got {len(names)}{extra}")
     return KaggleCsvInfo(p, has_labels, compressed)
-
-
-_SEPARATORS = {";": "semicolons (';')", "\t": "tabs", "|": "vertical bars ('|')", " ": "spaces"}
-
-
-def _other_separator(header: str) -> str | None:
-    """Name the separator a header uses when it is a Kaggle header split by something other than commas."""
-    for separator, name in _SEPARATORS.items():
-        fields = [field.strip().strip('"') for field in header.split(separator)]
-        if len(fields) > 1 and fields[0] in (LABEL_COLUMN, PIXEL_COLUMNS[0]) and fields[-1] == PIXEL_COLUMNS[-1]:
-            return name
-    return None
 
 
 def _shown(text: str) -> str:
