@@ -20,8 +20,9 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -197,7 +198,8 @@ class _Server:
         else:
             raise UnsupportedType(f"content-type: expected image/png, image/jpeg (or another image type), "
                                   f"multipart/form-data or text/csv, got {kind or 'none'!r}")
-        digits, notes = [], []
+        digits: list[np.ndarray] = []
+        notes: list[str] = []
         for data, what in uploads:
             digit, warnings = prepare_image(data, what=what, max_pixels=self.config.max_image_pixels)
             digits.append(digit)
@@ -252,7 +254,8 @@ class _Server:
                 block = first if i == 0 else await future
                 ids = np.arange(image_id, image_id + len(block))
                 image_id += len(block)
-                lines = "".join(f"{n},{label}\n" for n, label in zip(ids.tolist(), labels[block.argmax(axis=1)]))
+                predicted = labels[block.argmax(axis=1)].tolist()
+                lines = "".join(f"{n},{label}\n" for n, label in zip(ids.tolist(), predicted, strict=True))
                 yield (("ImageId,Label\n" if i == 0 else "") + lines).encode()
 
         return StreamingResponse(rows(), media_type="text/csv",

@@ -7,11 +7,19 @@ import copy
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .._argtypes import positive_int
-from .config import (CONFIG_ENV, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_QUEUE,
-                     DEFAULT_MIN_SAMPLE_ACCURACY, DEFAULT_TIMEOUT_MS, ServeConfig)
+from .config import (
+    CONFIG_ENV,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MIN_SAMPLE_ACCURACY,
+    DEFAULT_TIMEOUT_MS,
+    ServeConfig,
+)
 
 EXTRA = "serve"
 # import name -> the distribution the extra installs
@@ -127,30 +135,56 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     for module in _NEEDED:
         require(module, EXTRA)
+    from ..errors import MnistOnnxError
+
+    if not 0 <= args.port <= 65535:
+        raise MnistOnnxError(f"--port: expected 0-65535, got {args.port}")
+    run_server(_config(args), host=args.host, port=args.port, workers=args.workers, http=args.http,
+               loop=args.loop, access_log=args.access_log)
+    print("mnist-onnx serve: stopped; every request in flight was answered", file=sys.stderr)
+    return 0
+
+
+def run_server(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               http: str = "auto", loop: str = "auto", access_log: bool = False,
+               classifier_factory: Callable[[ServeConfig], Any] | None = None) -> None:
+    """Run the server until SIGINT or SIGTERM; both drain the requests in flight, then return.
+
+    Args:
+        config: The app's settings.
+        host: Address to bind.
+        port: Port to bind (0: any free port).
+        workers: Processes sharing the port (each loads the model itself).
+        http: uvicorn's HTTP parser.
+        loop: uvicorn's event loop.
+        access_log: Log every request.
+        classifier_factory: Builds the classifier (one worker only); see
+            :func:`mnist_onnx.serve.app.create_app`.
+
+    Raises:
+        ModelError: If the model file cannot be read or fails its sha256 check.
+        MnistOnnxError: If ``classifier_factory`` is given with more than one worker.
+    """
     import uvicorn
 
     from ..errors import MnistOnnxError
     from .model import check_model_file
 
-    if not 0 <= args.port <= 65535:
-        raise MnistOnnxError(f"--port: expected 0-65535, got {args.port}")
-    config = _config(args)
-    check_model_file(config)  # a wrong path or sha256 fails here, with exit 1, not in every worker
-    options: dict[str, Any] = dict(host=args.host, port=args.port, http=args.http, loop=args.loop,
-                                   access_log=args.access_log, log_config=_log_config(uvicorn),
-                                   timeout_graceful_shutdown=None)
+    if classifier_factory is not None and workers > 1:
+        raise MnistOnnxError("a classifier factory cannot be handed to --workers processes")
+    check_model_file(config)  # a wrong path or sha256 fails here, once, not in every worker
+    options: dict[str, Any] = dict(host=host, port=port, http=http, loop=loop, access_log=access_log,
+                                   log_config=_log_config(uvicorn), timeout_graceful_shutdown=None)
     # uvicorn drains in-flight requests on SIGTERM, then raises the signal again once its own handler is
     # gone; with this no-op in place that second delivery is ignored and the command exits 0.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        if args.workers == 1:
+        if workers == 1:
             from .app import create_app
 
-            uvicorn.run(create_app(config), **options)
+            uvicorn.run(create_app(config, classifier_factory=classifier_factory), **options)
         else:
             os.environ[CONFIG_ENV] = config.to_env()
-            uvicorn.run("mnist_onnx.serve.app:app_from_env", factory=True, workers=args.workers, **options)
+            uvicorn.run("mnist_onnx.serve.app:app_from_env", factory=True, workers=workers, **options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print("mnist-onnx serve: stopped; every request in flight was answered", file=sys.stderr)
-    return 0

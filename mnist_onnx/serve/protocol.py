@@ -32,8 +32,9 @@ __all__ = ["BadRequest", "InferRequest", "parse_infer_request", "encode_infer_re
 
 INPUT_NAME = "image"
 #: Output name -> (datatype, numpy dtype).
-OUTPUTS = {"probabilities": ("FP32", np.dtype("<f4")), "label": ("INT64", np.dtype("<i8"))}
-_INPUT_DTYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+OUTPUTS: dict[str, tuple[str, np.dtype[Any]]] = {"probabilities": ("FP32", np.dtype("<f4")),
+                                                 "label": ("INT64", np.dtype("<i8"))}
+_INPUT_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 _SHAPES = "[N,28,28], [N,784], [N,28,28,1] or [N,1,28,28]"
 
 
@@ -151,40 +152,21 @@ def _timeout(request: dict[str, Any]) -> float | None:
     return float(value) / 1e6
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Parse an inference request body (JSON, or JSON followed by binary tensor data).
-
-    Args:
-        body: The whole request body.
-        header_length: The ``Inference-Header-Content-Length`` header, or None
-            when the body is JSON only.
-
-    Returns:
-        The request, its images shaped (N, 28, 28).
-
-    Raises:
-        BadRequest: On any malformed part, with a one-line message naming the field.
-    """
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
-        json_part, binary = body, b""
-    else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= len(body):
-            raise BadRequest(f"Inference-Header-Content-Length: expected a byte count from 0 to {len(body)}, "
-                             f"got {header_length[:40]!r}")
-        json_part, binary = body[:length], body[length:]
+        return body, b""
     try:
-        request = _object(json.loads(json_part), "request")
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0][:80]})") from None
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
-        raise BadRequest(f"inputs: expected a list with one tensor named {INPUT_NAME!r}, got {got}")
-    tensor = _object(inputs[0], "inputs[0]")
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length: expected a byte count from 0 to {len(body)}, "
+                         f"got {header_length[:40]!r}")
+    return body[:length], body[length:]
+
+
+def _input_images(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
+    """The one input tensor as (N, 28, 28) uint8 or float32, from JSON data or the binary part."""
     if tensor.get("name") != INPUT_NAME:
         raise BadRequest(f"inputs[0].name: expected {INPUT_NAME!r}, got {json.dumps(tensor.get('name'))[:40]}")
     datatype = tensor.get("datatype")
@@ -215,10 +197,37 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if dtype.kind == "f":
         flat = flat.astype(np.float32)  # native byte order
         _check_floats(flat)
+    return flat.reshape(shape[0], 28, 28)
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an inference request body (JSON, or JSON followed by binary tensor data).
+
+    Args:
+        body: The whole request body.
+        header_length: The ``Inference-Header-Content-Length`` header, or None
+            when the body is JSON only.
+
+    Returns:
+        The request, its images shaped (N, 28, 28).
+
+    Raises:
+        BadRequest: On any malformed part, with a one-line message naming the field.
+    """
+    json_part, binary = _split_body(body, header_length)
+    try:
+        request = _object(json.loads(json_part), "request")
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0][:80]})") from None
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
+        raise BadRequest(f"inputs: expected a list with one tensor named {INPUT_NAME!r}, got {got}")
+    images = _input_images(_object(inputs[0], "inputs[0]"), binary)
     request_id = request.get("id", "")
     if not isinstance(request_id, str):
         raise BadRequest(f"id: expected a string, got {json.dumps(request_id)[:40]}")
-    return InferRequest(id=request_id, images=flat.reshape(shape[0], 28, 28), outputs=_requested_outputs(request),
+    return InferRequest(id=request_id, images=images, outputs=_requested_outputs(request),
                         timeout_s=_timeout(request))
 
 

@@ -27,7 +27,8 @@ __all__ = ["prepare_image", "read_csv_body", "DEFAULT_MAX_IMAGE_PIXELS"]
 DEFAULT_MAX_IMAGE_PIXELS = 6000 * 4000
 
 
-def prepare_image(data: bytes, *, what: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, list[str]]:
+def prepare_image(data: bytes, *, what: str,
+                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, list[str]]:
     """Decode one uploaded image and prepare it as an MNIST digit.
 
     Args:
