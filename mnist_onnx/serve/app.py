@@ -223,7 +223,7 @@ class _Server:
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
-            form = await Request(request.scope, replay).form(max_files=self.config.max_images, max_fields=0)
+            form = await Request(request.scope, replay).form(max_files=self.config.max_images, max_fields=16)
         except (MultiPartException, HTTPException) as exc:
             detail = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
             raise BadRequest(f"multipart body: {detail}") from None
