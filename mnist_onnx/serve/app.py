@@ -137,11 +137,8 @@ class _Server:
             raise NotReady(f"model {self.config.name!r} is not ready: {self.model.problem}")
         return self.model.batcher
 
-    def _deadline(self, own_timeout_s: float | None = None) -> float:
-        timeout = self.config.timeout_ms / 1000.0
-        if own_timeout_s is not None:
-            timeout = min(timeout, own_timeout_s)
-        return time.monotonic() + timeout
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.timeout_ms / 1000.0
 
     # -- health and metadata -------------------------------------------------
 
@@ -178,7 +175,8 @@ class _Server:
         arrived = time.monotonic()
         body = await read_body(request, self.config.max_body_bytes)
         parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"))
-        deadline = arrived + min(self.config.timeout_ms / 1000.0, parsed.timeout_s or float("inf"))
+        # A request's own `timeout` parameter (microseconds, as Triton's clients send it) replaces the default.
+        deadline = arrived + (parsed.timeout_s if parsed.timeout_s is not None else self.config.timeout_ms / 1000.0)
         probabilities = await batcher.predict(parsed.images, deadline)
         labels = self.model.labels[probabilities.argmax(axis=1)]
         payload, headers = encode_infer_response(self.config.name, parsed, probabilities, labels)

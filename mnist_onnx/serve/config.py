@@ -40,7 +40,8 @@ class ServeConfig:
         max_batch_size: Most images in one batch; larger requests are split.
         max_queue_delay_ms: How long a batch may wait for more requests (0: never).
         max_queue: Requests allowed to wait; more get 503 with Retry-After.
-        timeout_ms: A request not in a batch after this long gets 504 and is never computed.
+        timeout_ms: A request not in a batch after this long gets 504 and is never computed (an
+            inference request's own ``timeout`` parameter, in microseconds, replaces it).
         max_body_mb: Largest request body, in MiB; larger gets 413.
         max_image_pixels: Largest uploaded image, width x height.
         max_images: Most images in one multipart upload.
