@@ -44,6 +44,8 @@ from .uploads import prepare_image, read_csv_body
 __all__ = ["create_app", "app_from_env"]
 
 _log = logging.getLogger("mnist_onnx.serve")
+#: Below this top probability, /v1/predict adds a warning for the person who sent the image.
+LOW_CONFIDENCE = 0.5
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -204,11 +206,15 @@ class _Server:
             notes.extend(f"{what}: {w}" if len(uploads) > 1 else w for w in warnings)
         images = np.stack(digits)
         probabilities = await batcher.predict(images, deadline)
+        confidence = probabilities.max(axis=1)
+        for i in np.flatnonzero(confidence < LOW_CONFIDENCE).tolist():
+            notes.append(f"{uploads[i][1]}: low confidence ({confidence[i]:.0%}): the digit may be unclear, "
+                         f"cut off, or not a digit")
         return JSONResponse({
             "model_name": self.config.name,
             "labels": self.model.labels[probabilities.argmax(axis=1)].tolist(),
             "probabilities": probabilities.tolist(),
-            "confidence": probabilities.max(axis=1).tolist(),
+            "confidence": confidence.tolist(),
             "prepared": images.tolist(),
             "warnings": notes,
         })

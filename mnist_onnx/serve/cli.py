@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     batching.add_argument("--max-body-mb", type=_positive_float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
                           help=f"largest request body in MiB, else 413 (default: {DEFAULT_MAX_BODY_MB:g})")
     batching.add_argument("--max-image-pixels", type=positive_int, default=ServeConfig.max_image_pixels,
-                          metavar="N", help="largest uploaded image, width x height (default: 24,000,000)")
+                          metavar="N", help="largest uploaded image, width x height, checked before decoding "
+                               "(default: 64,000,000)")
     batching.add_argument("--max-images", type=positive_int, default=ServeConfig.max_images, metavar="N",
                           help="most images in one multipart upload (default: 1,024)")
     serve.set_defaults(handler=_run_serve)

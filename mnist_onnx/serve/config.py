@@ -63,7 +63,7 @@ class ServeConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     timeout_ms: float = DEFAULT_TIMEOUT_MS
     max_body_mb: float = DEFAULT_MAX_BODY_MB
-    max_image_pixels: int = 6000 * 4000
+    max_image_pixels: int = 64_000_000  # the runtime's MAX_IMAGE_PIXELS (a 50-megapixel photo fits)
     max_images: int = 1024
     sha256: str | None = None
     min_sample_accuracy: float | None = None
