@@ -60,7 +60,8 @@ _settings = settings(max_examples=60, deadline=None, suppress_health_check=[Heal
 
 
 @_settings
-@given(request=_requests, tail=st.binary(max_size=64), header=st.none() | st.text(alphabet="0123456789ab -+", max_size=6))
+@given(request=_requests, tail=st.binary(max_size=64),
+       header=st.none() | st.text(alphabet="0123456789ab -+", max_size=6))
 def test_generated_infer_requests(client, request, tail, header):
     body = json.dumps(request).encode()
     headers = {}
