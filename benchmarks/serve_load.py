@@ -200,7 +200,10 @@ def start_servers(args: argparse.Namespace, model_path: str) -> dict[str, tuple[
     commands["mnist-onnx"] = ours
     if not args.skip_h11:
         commands["mnist-onnx h11"] = [*ours, "--http", "h11", "--loop", "asyncio"]
-    if args.kserve_python:
+    for variant in args.variant:
+        name, _, flags = variant.partition("=")
+        commands[f"mnist-onnx {name}"] = [*ours, *flags.split()]
+    if args.kserve_python and not args.skip_kserve:
         commands["kserve"] = [args.kserve_python, str(HERE / "serve_kserve_model.py"), model_path]
     commands["naive"] = [sys.executable, str(HERE / "serve_naive.py"), "--precision", args.precision]
     servers = {}
@@ -290,6 +293,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds a cell (default: 0.5)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-h11", action="store_true", help="leave out the h11/asyncio variant")
+    parser.add_argument("--skip-kserve", action="store_true", help="leave out KServe even with --kserve-python")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="another mnist-onnx serve contender with these flags, e.g. 'spin-off=--spinning off'")
     parser.add_argument("--out-dir", type=Path, help="write serve_load.json, .md and .png here")
     args = parser.parse_args()
     # SIGTERM (a timeout, a job scheduler) unwinds like Ctrl-C, so the servers started below are stopped.

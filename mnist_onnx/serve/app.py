@@ -291,13 +291,16 @@ class _Metered:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self._labels: dict[tuple[str, str], str] = {}
 
     def _endpoint(self, scope: Scope) -> str:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                return route.path
-        return "other"
+        key = (scope["method"], scope["path"])
+        label = self._labels.get(key)
+        if label is None:
+            label = next((route.path for route in self.routes if route.matches(scope)[0] is not Match.NONE), "other")
+            if len(self._labels) < 4096:  # bounded: paths with arbitrary model names are matched each time
+                self._labels[key] = label
+        return label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
