@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -201,7 +202,9 @@ class _Server:
         digits: list[np.ndarray] = []
         notes: list[str] = []
         for data, what in uploads:
-            digit, warnings = prepare_image(data, what=what, max_pixels=self.config.max_image_pixels)
+            # Decoding and preparing a phone photo takes tens of milliseconds: off the event loop.
+            digit, warnings = await run_in_threadpool(prepare_image, data, what=what,
+                                                      max_pixels=self.config.max_image_pixels)
             digits.append(digit)
             notes.extend(f"{what}: {w}" if len(uploads) > 1 else w for w in warnings)
         images = np.stack(digits)
@@ -244,8 +247,6 @@ class _Server:
         return uploads
 
     async def _predict_csv(self, request: Request, batcher: Any, deadline: float) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         body = await read_body(request, self.config.max_body_bytes)
         images = await run_in_threadpool(read_csv_body, body)
         futures = batcher.submit(images, deadline)
