@@ -1,9 +1,9 @@
 """How fast the Kaggle CSV reader parses, against pandas' C parser, in one run.
 
 Usage:
-    python benchmarks/csv_parse_speed.py [CSV ...] [--rounds 5]
+    python benchmarks/csv_parse_speed.py CSV [CSV ...] [--rounds 5]
 
-For each file (default /work/data/test.csv and train.csv): ``read_kaggle_csv``
+For each file (e.g. the test.csv and train.csv of ``mnist-onnx data``): ``read_kaggle_csv``
 (numpy on blocks of lines), ``iter_kaggle_csv`` in 4,096-row chunks, and pandas'
 C parser straight to uint8 on the whole file and in 4,096-row chunks (what the
 reader used before).  Contenders run interleaved, round by round; the table
@@ -38,7 +38,7 @@ def _values(batch) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", nargs="*", default=["/work/data/test.csv", "/work/data/train.csv"])
+    parser.add_argument("csv", nargs="+", help="Kaggle CSVs to parse (e.g. DATA_DIR/test.csv DATA_DIR/train.csv)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     for path in args.csv:

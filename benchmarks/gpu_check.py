@@ -107,7 +107,7 @@ def main() -> None:
         for batch in (1, 16, 64, 256, 1024, 8192):
             row = {}
             for name, clf in (("cuda_iobinding", gpu), ("cuda_tf32", tf32), ("cuda_plain_run", plain), ("cpu", cpu)):
-                row[name] = _rate(lambda x, c=clf: c.predict_proba(x, batch_size=batch), sample.images, batch,
+                row[name] = _rate(lambda x, c=clf, b=batch: c.predict_proba(x, batch_size=b), sample.images, batch,
                                   args.seconds)
             result["throughput"][f"{precision} batch {batch}"] = row
             print(precision, batch, row, flush=True)
@@ -131,8 +131,8 @@ def main() -> None:
     lines = ["| precision, batch | CUDA, IOBinding img/s | same, TF32 on | CUDA, plain run | CPU img/s |",
              "|---|---:|---:|---:|---:|"]
     for key, row in result["throughput"].items():
-        lines.append(f"| {key} | {row['cuda_iobinding']['images_per_s']:,.0f} | {row['cuda_tf32']['images_per_s']:,.0f} | "
-                     f"{row['cuda_plain_run']['images_per_s']:,.0f} | {row['cpu']['images_per_s']:,.0f} |")
+        rates = [row[name]["images_per_s"] for name in ("cuda_iobinding", "cuda_tf32", "cuda_plain_run", "cpu")]
+        lines.append(f"| {key} | " + " | ".join(f"{rate:,.0f}" for rate in rates) + " |")
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,7 +1,7 @@
 """Speed and accuracy of onnxruntime's static int8 quantization options for the digit CNN.
 
 Usage:
-    python benchmarks/quantize_options.py MODEL.onnx --train /work/data/train.csv \
+    python benchmarks/quantize_options.py MODEL.onnx --train TRAIN_CSV \
         [--calibration-rows 1000] [--out benchmarks/quantize_options.md]
 
 MODEL.onnx is an fp32 model written by ``mnist-onnx export``.  Every
@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from mnist_onnx._platform import cpu_int8_features, library_versions
 from mnist_onnx.export.parity import to_model_input
-from mnist_onnx.export.quantize import QuantOptions, _input_contract, cpu_int8_features, quantize_model
+from mnist_onnx.export.quantize import QuantOptions, _input_contract, quantize_model
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.session import create_session
-from mnist_onnx.train.recipes import RECIPES, library_versions, split_validation
+from mnist_onnx.train.recipes import RECIPES, split_validation
 
 
 def _predict(session, x: np.ndarray, batch: int = 512) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Ray's overhead against single-process predict_csv: 10 copies of test.csv as 10 files.
 
-    python benchmarks/ray_overhead.py /work/data/test.csv [--copies 10] [--rounds 1]
+    python benchmarks/ray_overhead.py TEST_CSV [--copies 10] [--rounds 1]
         [--workers 1 --workers 2] [--precision fp32]
 
 Builds COPIES files (each a copy of the given test.csv) in a temporary folder,

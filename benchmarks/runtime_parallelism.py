@@ -67,7 +67,7 @@ def pool(model: str, x_all: np.ndarray, batch: int, workers: int, shared: bool =
             session.run(None, {name: x[i:min(i + batch, hi)]})
 
     def run() -> float:
-        threads = [threading.Thread(target=work, args=(s, p)) for s, p in zip(sessions, parts)]
+        threads = [threading.Thread(target=work, args=(s, p)) for s, p in zip(sessions, parts, strict=True)]
         start = time.perf_counter()
         for t in threads:
             t.start()

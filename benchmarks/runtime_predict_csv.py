@@ -2,9 +2,9 @@
 
 Usage:
     # wall time of read + infer + write, interleaved over configurations:
-    python benchmarks/runtime_predict_csv.py speed MODEL.onnx [--csv /work/data/test.csv] [--rounds 3]
+    python benchmarks/runtime_predict_csv.py speed MODEL.onnx --csv TEST_CSV [--rounds 3]
     # peak resident memory for test.csv and for a file N times as long (written to --big):
-    python benchmarks/runtime_predict_csv.py memory MODEL.onnx [--csv /work/data/test.csv] [--times 10]
+    python benchmarks/runtime_predict_csv.py memory MODEL.onnx --csv TEST_CSV [--times 10]
 
 Each memory figure comes from a fresh subprocess (``resource.getrusage``'s
 ``ru_maxrss``), so one run's allocations cannot hide another's.  Nothing is
@@ -76,7 +76,8 @@ def speed(args: argparse.Namespace) -> None:
         for _batch in iter_kaggle_csv(args.csv):
             pass
         read_times.append(time.perf_counter() - start)
-    print(f"{'reading alone (iter_kaggle_csv)':40s} {min(read_times):7.2f} {'':9s} {statistics.median(read_times):9.2f}")
+    median = statistics.median(read_times)
+    print(f"{'reading alone (iter_kaggle_csv)':40s} {min(read_times):7.2f} {'':9s} {median:9.2f}")
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -108,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("speed", "memory"))
     parser.add_argument("model")
-    parser.add_argument("--csv", default="/work/data/test.csv")
+    parser.add_argument("--csv", required=True, help="Kaggle test.csv to predict")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", action="append", choices=list(CONFIGS), help="speed: run only this configuration "
                         "(repeatable)")

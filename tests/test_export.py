@@ -16,7 +16,7 @@ from mnist_onnx.runtime import metadata as meta
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 
 onnx = pytest.importorskip("onnx", reason="needs the 'export' extra")
-ort = pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime", reason="needs the base install (onnxruntime)")
 from onnx import helper, numpy_helper  # noqa: E402
 
 from mnist_onnx.cli import EXIT_ERROR, EXIT_GATE, main  # noqa: E402

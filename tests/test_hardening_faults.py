@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import NEEDS_TRAIN, small_model
+from test_data import _numpy1_pickle, _wheel
 
 from mnist_onnx import _fileio
 from mnist_onnx.cli import main
 from mnist_onnx.errors import MnistOnnxError, ModelError
-from mnist_onnx.runtime import session as session_module
+from mnist_onnx.runtime import model_source
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.predictor import DigitClassifier
-from test_data import _numpy1_pickle, _wheel
-from test_runtime import linear_model
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
@@ -268,28 +268,15 @@ def test_quantize_interrupted_mid_write_keeps_the_previous_model(quantizable_onn
 # -- models that are not what they claim ------------------------------------------------
 
 
-def _retyped(data: bytes, *, input_type: int | None = None, output_type: int | None = None,
-             classes: str | None = None) -> bytes:
-    onnx = pytest.importorskip("onnx", reason="needs the 'export' extra to build test models")
-    model = onnx.load_from_string(data)
-    if input_type is not None:
-        model.graph.input[0].type.tensor_type.elem_type = input_type
-    if output_type is not None:
-        model.graph.output[0].type.tensor_type.elem_type = output_type
-    if classes is not None:
-        model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = classes
-    return model.SerializeToString()
-
-
 def test_models_whose_signature_lies_are_refused():
-    onnx = pytest.importorskip("onnx", reason="needs the 'export' extra to build test models")
+    # Signatures edited after the graph was built (tools/make_test_models.py, "retype").
     # 12 classes behind a symbolic output dimension (onnxruntime may infer it back from the weights).
     with pytest.raises(ModelError, match=r"got 12 in output 'y'|expected output shape \(2, 10\) for 2 images, got \(2, 12\)"):
-        DigitClassifier(_retyped(linear_model(classes=12), classes="C"), providers="cpu")
+        DigitClassifier(small_model("twelve_classes_symbolic"), providers="cpu")
     with pytest.raises(ModelError, match="expected a float32 image input, got tensor.float16.|cannot load this model: .*float16"):
-        DigitClassifier(_retyped(linear_model(), input_type=onnx.TensorProto.FLOAT16), providers="cpu")
+        DigitClassifier(small_model("float16_input_declared"), providers="cpu")
     with pytest.raises(ModelError, match="cannot load this model|fails on a 2-image batch"):
-        DigitClassifier(_retyped(linear_model(), output_type=onnx.TensorProto.INT64), providers="cpu")
+        DigitClassifier(small_model("int64_output_declared"), providers="cpu")
 
 
 # -- the bundled models, tampered with --------------------------------------------------
@@ -299,8 +286,8 @@ def test_models_whose_signature_lies_are_refused():
 def bundle_copy(tmp_path, monkeypatch) -> Path:
     """A copy of the real bundled folder, used in place of the installed one (which is never touched)."""
     copy = tmp_path / "bundled"
-    shutil.copytree(session_module._bundled_dir(), copy)
-    monkeypatch.setattr(session_module, "_bundled_dir", lambda: copy)
+    shutil.copytree(model_source.bundled_dir(), copy)
+    monkeypatch.setattr(model_source, "bundled_dir", lambda: copy)
     return copy
 
 
@@ -381,7 +368,7 @@ def test_one_classifier_shared_by_threads_answers_as_one_thread(tmp_path):
 
 
 def test_interrupted_training_resumes_and_keeps_the_previous_model(tmp_path, train_sample):
-    pytest.importorskip("tensorflow", reason="needs the 'train' extra")
+    pytest.importorskip("tensorflow", reason=NEEDS_TRAIN)
     from mnist_onnx.train import train
 
     out = tmp_path / "run"

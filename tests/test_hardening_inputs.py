@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis", reason="needs the 'dev' extra")
+hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: pip install 'mnist-onnx[test]'")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
@@ -172,13 +172,13 @@ def test_cli_bad_argument_is_one_line(case, workdir, capsys) -> None:
 
 @pytest.mark.parametrize("case", [name for name in CLI_CASES if name not in NO_TENSORFLOW_CASES])
 def test_cli_bad_export_argument_is_one_line(case, workdir, capsys) -> None:
-    pytest.importorskip("onnx", reason="needs the 'export' extra")
+    pytest.importorskip("onnx", reason="needs the 'export' extra: pip install 'mnist-onnx[export]'")
     argv, message = CLI_CASES[case]
     _expect_one_line_error(argv, message, workdir, capsys)
 
 
 def test_cli_bad_train_arguments_are_one_line(workdir, train_sample, capsys) -> None:
-    pytest.importorskip("tensorflow", reason="needs the 'train' extra")
+    pytest.importorskip("tensorflow", reason="needs the 'train' extra: pip install 'mnist-onnx[train]'")
     test_csv = workdir / "test.csv"
     test_csv.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
     _expect_one_line_error(["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory",

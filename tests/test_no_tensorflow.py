@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,24 +17,9 @@ HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx")
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (untrained) ONNX digit classifier: Flatten -> MatMul -> Softmax, built with onnx.helper."""
-    onnx = pytest.importorskip("onnx", reason="needs the 'export' extra to build the test model")
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(0).normal(0, 0.05, (784, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["scores"]),
-         helper.make_node("Softmax", ["scores"], ["probabilities"])],
-        "linear",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 28, 28, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weights, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    path = tmp_path_factory.mktemp("no-tf") / "linear.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+def small_model() -> Path:
+    """A real (untrained) committed ONNX digit classifier: Flatten -> MatMul -> Softmax (tools/make_test_models.py)."""
+    return Path(__file__).parent / "data" / "models" / "nhwc.onnx"
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:

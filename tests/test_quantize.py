@@ -14,13 +14,19 @@ from mnist_onnx.runtime import metadata as meta
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 
 onnx = pytest.importorskip("onnx", reason="needs the 'export' extra")
-ort = pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime", reason="needs the base install (onnxruntime)")
 from onnx import numpy_helper  # noqa: E402
 
 from mnist_onnx.cli import EXIT_ERROR, EXIT_GATE, main  # noqa: E402
 from mnist_onnx.export import quantize  # noqa: E402
 from mnist_onnx.export.quantize import (  # noqa: E402
-    MAX_ACCURACY_DROP, MIN_AGREEMENT, QuantOptions, gate_failures, quantize_int8)
+    MAX_ACCURACY_DROP,
+    MIN_AGREEMENT,
+    Int8Comparison,
+    QuantOptions,
+    gate_failures,
+    quantize_int8,
+)
 
 
 def _shift_output_bias(model, amount: float):
@@ -106,10 +112,9 @@ def test_gate_refuses_a_sabotaged_model_and_writes_nothing(quantizable_onnx_mode
     (0, 2, False),   # 0.2 pp lost
 ])
 def test_gate_limits_are_counted_in_images(disagreements, errors_added, passes):
-    figures = {"rows": 1000, "fp32_correct": 950, "int8_correct": 950 - errors_added,
-               "disagreements": disagreements, "agreement": 1 - disagreements / 1000, "fp32_accuracy": 0.95,
-               "int8_accuracy": (950 - errors_added) / 1000, "accuracy_drop_pp": errors_added / 10}
-    failures = gate_failures(figures, np.arange(disagreements), MIN_AGREEMENT, MAX_ACCURACY_DROP)
+    comparison = Int8Comparison(rows=1000, fp32_correct=950, int8_correct=950 - errors_added,
+                                changed_rows=np.arange(disagreements))
+    failures = gate_failures(comparison, MIN_AGREEMENT, MAX_ACCURACY_DROP)
     assert (failures == []) is passes, failures
 
 
@@ -166,8 +171,9 @@ def _first_conv_is_float_and_input_type(path):
         node = consumers[node.output[0]]
     conv_input_producer = next((n for n in model.graph.node if node.input[0] in n.output), None)
     weight_producer = next((n for n in model.graph.node if node.input[1] in n.output), None)
-    float_conv = (node.op_type == "Conv" and (conv_input_producer is None or conv_input_producer.op_type != "DequantizeLinear")
-                  and weight_producer is None)  # float weights come straight from an initializer
+    input_is_float = conv_input_producer is None or conv_input_producer.op_type != "DequantizeLinear"
+    # Float weights come straight from an initializer.
+    float_conv = node.op_type == "Conv" and input_is_float and weight_producer is None
     return float_conv, graph_input.type.tensor_type.elem_type
 
 

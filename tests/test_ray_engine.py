@@ -23,7 +23,7 @@ from mnist_onnx.cli import EXIT_ERROR, EXIT_MISSING_EXTRA, main
 from mnist_onnx.errors import MissingExtraError, MnistOnnxError
 from mnist_onnx.runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from mnist_onnx.runtime.predictor import DigitClassifier, predict_csv
-from mnist_onnx.runtime.session import ProviderError
+from mnist_onnx.errors import ProviderError
 from mnist_onnx.runtime.ray_engine import (
     CsvFilesError,
     DigitBatchPredictor,
@@ -247,14 +247,49 @@ def test_rows_in_any_order_come_back_in_input_order(predictor, holdout_sample, t
     columns = {name: np.concatenate([part[name] for part in scored]) for name in scored[0]}
     shuffle = np.random.default_rng(0).permutation(1000)
 
-    errors, per_file, truth = _split_by_file(files, {name: values[shuffle] for name, values in columns.items()})
+    results = _split_by_file(files, {name: values[shuffle] for name, values in columns.items()})
+    per_file, truth = results.per_file, results.truth
 
-    assert errors == []
+    assert results.errors == []
     expected = DigitClassifier(providers="cpu").predict(batch.images)
     np.testing.assert_array_equal(per_file[files[0]]["Label"], expected[:600])
     np.testing.assert_array_equal(per_file[files[1]]["Label"], expected[600:])
     np.testing.assert_array_equal(per_file[files[1]]["ImageId"], np.arange(1, 401))
     np.testing.assert_array_equal(truth, batch.labels)
+
+
+def test_workers_get_the_default_batch_of_their_provider():
+    """No batch size given: each worker's classifier picks its provider's (1,024 on CUDA), never a fixed 16."""
+    import inspect
+
+    from mnist_onnx.runtime.defaults import DEFAULT_BATCH_SIZE
+
+    assert inspect.signature(predict_csv_files).parameters["batch_size"].default is None
+    assert inspect.signature(DigitBatchPredictor).parameters["batch_size"].default is None
+    assert DigitBatchPredictor(providers="cpu").classifier.batch_size == DEFAULT_BATCH_SIZE
+    assert DigitBatchPredictor(providers="cpu", batch_size=7).classifier.batch_size == 7
+
+
+def test_evaluation_uses_the_model_labels_not_ten_digits(holdout_sample):
+    """The driver scores Ray's labels as DigitClassifier.predict_csv does, for any class labels with the digits."""
+    from mnist_onnx.runtime.ray_engine import _evaluation
+
+    truth = read_kaggle_csv(holdout_sample).labels.astype(np.int16)
+    predicted = truth.astype(np.int64).copy()
+    predicted[:7] = (predicted[:7] + 1) % 10
+    digits = _evaluation(truth, predicted, tuple(range(10)))
+    assert digits is not None and digits.correct == len(truth) - 7 and digits.confusion.shape == (10, 10)
+    # Eleven classes (the digits and a "not a digit" class): a 11x11 matrix, the same count.
+    eleven = _evaluation(truth, predicted, (*range(10), "other"))
+    assert eleven is not None and eleven.correct == digits.correct and eleven.confusion.shape == (11, 11)
+    # Labels in another order: each digit is scored against its own column.
+    reversed_labels = tuple(range(9, -1, -1))
+    shuffled = _evaluation(truth, predicted, reversed_labels)
+    assert shuffled is not None and shuffled.correct == digits.correct
+    assert shuffled.confusion_frame().loc[3, 3] == digits.confusion_frame().loc[3, 3]
+    # A file without labels, or labels that lack a digit: no evaluation.
+    assert _evaluation(np.full(5, -1, np.int16), predicted[:5], tuple(range(10))) is None
+    assert _evaluation(truth, predicted % 2, (0, 1)) is None
 
 
 # -- planning and arguments (no Ray needed) ------------------------------------------

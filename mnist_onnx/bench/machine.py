@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 from typing import Any
 
-from ..export.quantize import cpu_int8_features
+from .._platform import cpu_int8_features, library_versions
 
 __all__ = ["cpu_info", "versions", "gpu_info"]
+
+#: Benchmark contenders beyond the libraries every result records.
+_CONTENDER_LIBRARIES = ("ai-edge-litert",)
 
 
 def cpu_info() -> dict[str, Any]:
@@ -58,11 +60,4 @@ def gpu_info() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """Versions of Python and of every library a contender uses (those installed)."""
-    out = {"python": platform.python_version()}
-    for dist in ("mnist-onnx", "numpy", "pandas", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorflow", "keras",
-                 "tf2onnx", "ai-edge-litert"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return library_versions(_CONTENDER_LIBRARIES)

@@ -24,7 +24,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets as ratios measured in this run, each with its threshold and verdict.
+    """The speed targets as ratios measured in this run, each with its threshold and verdict.
 
     ``met`` is None when a figure is missing (a contender or measurement was
     skipped), so a missing figure never reads as a pass.
@@ -137,7 +137,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in results["timings"]:
         cells = [_cell(results, name, b) for b in batches]
-        xs = [b for b, c in zip(batches, cells) if c]
+        xs = [b for b, c in zip(batches, cells, strict=True) if c]
         style = "-" if name.startswith("ours") else "--"
         ax_tp.plot(xs, [c["throughput_ips"] for c in cells if c], style, marker="o", label=name)
         ax_lat.plot(xs, [c["p50_ms"] for c in cells if c], style, marker="o", label=name)

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ print(json.dumps({"cold_start_s": first, "peak_rss_mib": peak_rss_mib()}))
 
 
 def cold_start(kind: str, model: str | Path, *, threads: int | None = None, batches: int = 5,
-               repeats: int = 3) -> dict[str, float]:
+               repeats: int = 3) -> dict[str, Any]:
     """Fresh interpreter: imports + model load + first prediction, then peak RSS after ``batches`` of 512.
 
     ``kind`` is ``ours`` (an ONNX model), ``keras`` (a ``.keras`` model, TensorFlow

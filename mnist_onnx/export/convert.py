@@ -9,8 +9,8 @@ Graph cleanup (:mod:`mnist_onnx.export.graph`): the model takes N×1×28×28
 (NCHW) input, the NCHW→NHWC transpose before the first Dense layer is folded
 into that layer's weights, and the run-time reshape chain becomes one
 ``Flatten`` (20 nodes → 12).  Measured with ``python
-benchmarks/export_graph_cleanup.py /work/runs/augmented/model.keras`` on the
-2-core development machine (AMD EPYC, onnxruntime 1.32 CPU, default session
+benchmarks/experiments/export_graph_cleanup.py MODEL.keras`` (the ``augmented``
+recipe's model) on the 2-core development machine (AMD EPYC, onnxruntime 1.32 CPU, default session
 options) while a training run kept both cores busy, so the end-to-end figures
 are noisy (best of 7 interleaved rounds; two runs shown as run 1 / run 2):
 
@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
+from .._platform import library_versions
 from ..errors import MnistOnnxError, ModelError
 from ..runtime import metadata as meta
 from . import graph as g
@@ -181,7 +183,8 @@ def convert_keras(
             inputs_as_nchw=[f"{INPUT_NAME}:0"] if layout == "NCHW" else None,
         )
     except Exception as exc:  # tf2onnx raises anything from KeyError to RuntimeError
-        raise ModelError(f"tf2onnx {tf2onnx.__version__} cannot convert the model: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"tf2onnx {tf2onnx.__version__} cannot convert the model: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
         raise ModelError(f"expected the converted graph to have 1 input and 1 output, got "
                          f"{len(model.graph.input)} and {len(model.graph.output)}")
@@ -262,8 +265,6 @@ def export_onnx(
         MnistOnnxError: On bad options or an unwritable destination.
         MissingExtraError: If TensorFlow, tf2onnx or onnx is missing.
     """
-    from ..train.recipes import library_versions
-
     emit = progress or (lambda _msg: None)
     out = Path(out_path)
     if out.suffix != ".onnx":

@@ -1,7 +1,7 @@
 """Rewrites of the graph tf2onnx produces for the tutorial CNN, and metadata helpers.
 
 tf2onnx converts the Keras network node by node, and two things it leaves
-behind cost time without computing anything (``benchmarks/export_graph_cleanup.py``
+behind cost time without computing anything (``benchmarks/experiments/export_graph_cleanup.py``
 measures them, figures in :mod:`mnist_onnx.export.convert`):
 
 * ``Flatten`` in Keras flattens NHWC feature maps, so before the first Dense
@@ -57,13 +57,6 @@ def _consumers(graph: Any, value: str) -> list[Any]:
     return [node for node in graph.node if value in node.input]
 
 
-def _producer(graph: Any, value: str) -> Any | None:
-    for node in graph.node:
-        if value in node.output:
-            return node
-    return None
-
-
 def _is_graph_output(graph: Any, value: str) -> bool:
     return any(out.name == value for out in graph.output)
 
@@ -111,9 +104,11 @@ def fold_flatten_transpose(model: Any) -> bool:
         if weight_name not in inits or len(_consumers(graph, weight_name)) != 1:
             continue
         shape = _static_shape(model, nchw)
-        if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
+        if shape is None or len(shape) != 4:
             continue
         _, channels, height, width = shape
+        if channels is None or height is None or width is None:
+            continue
         weight = onnx.numpy_helper.to_array(inits[weight_name])
         if weight.ndim != 2 or weight.shape[0] != channels * height * width:
             continue

@@ -20,9 +20,10 @@ images.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,14 +82,17 @@ class ParityImages:
 
 
 def describe_path(path: Path) -> str:
-    """How reports name a data file: the bundled sample by its place in the package, others as given.
+    """How reports name a data file: the bundled sample by its place in the package, others by file name.
+
+    The sha256 recorded beside the name identifies the content; a full path would only name the folders of the
+    machine that built the report.
 
     >>> describe_path(BUNDLED_SAMPLE)
     'mnist_onnx/runtime/bundled/sample.csv.gz (bundled)'
     """
     if path.resolve() == BUNDLED_SAMPLE:
         return "mnist_onnx/runtime/bundled/sample.csv.gz (bundled)"
-    return str(path)
+    return path.name
 
 
 def edge_images(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -175,49 +179,67 @@ def run_onnxruntime(model_bytes: bytes, x: np.ndarray, batch_size: int) -> np.nd
     return np.concatenate(outputs)
 
 
-def _compare(reference: np.ndarray, candidate: np.ndarray, atol: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Comparison:
+    """Reference and candidate probabilities of the same images, compared image by image.
+
+    Attributes:
+        diff: Largest absolute probability difference of each image (float64, N).
+        mean_abs_diff: Mean absolute difference over every probability.
+        ref_arg, cand_arg: Predicted digit of each image (N).
+        near_tie: Images whose two best reference classes are within the tolerance (bool, N).
+    """
+
+    diff: np.ndarray
+    mean_abs_diff: float
+    ref_arg: np.ndarray
+    cand_arg: np.ndarray
+    near_tie: np.ndarray
+
+    @property
+    def bad_argmax(self) -> np.ndarray:
+        """Images whose digit changed although they are no near-tie (int64 indices)."""
+        return np.flatnonzero((self.ref_arg != self.cand_arg) & ~self.near_tie)
+
+    def figures(self) -> dict[str, Any]:
+        """The figures the parity report records (JSON types only)."""
+        changed = self.ref_arg != self.cand_arg
+        return {
+            "images": int(len(self.diff)),
+            "max_abs_diff": float(self.diff.max()),
+            "mean_abs_diff": self.mean_abs_diff,
+            "argmax_agreement": float(1.0 - changed.mean()),
+            "argmax_changed_on_near_ties": int((changed & self.near_tie).sum()),
+        }
+
+    def failure(self, what: str, names: Sequence[str], atol: float) -> str | None:
+        """One sentence on what exceeds the tolerance or changed digit, naming the worst images; None if nothing."""
+        diff, bad_arg = self.diff, self.bad_argmax
+        over = np.flatnonzero(diff > atol)
+        if not len(over) and not len(bad_arg):
+            return None
+        parts = []
+        if len(over):
+            worst = over[np.argsort(-diff[over])][:5]
+            shown = ", ".join(f"{names[i]} ({diff[i]:.3g})" for i in worst)
+            parts.append(f"max |Keras - ONNX| probability difference {diff.max():.3g} > {atol:g} "
+                         f"on {len(over):,} of {len(diff):,} images, worst: {shown}")
+        if len(bad_arg):
+            shown = ", ".join(f"{names[i]} (Keras {self.ref_arg[i]}, ONNX {self.cand_arg[i]})" for i in bad_arg[:5])
+            parts.append(f"predicted digit differs on {len(bad_arg):,} images: {shown}")
+        return f"{what}: " + "; ".join(parts)
+
+
+def _compare(reference: np.ndarray, candidate: np.ndarray, atol: float) -> _Comparison:
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max(axis=1)
-    ref_arg, cand_arg = reference.argmax(axis=1), candidate.argmax(axis=1)
     top2 = np.sort(reference, axis=1)[:, -2:]
     # A near-tie (Keras' two best classes within atol of each other) can swap
     # places under any rounding difference the tolerance allows, so a changed
     # argmax there is not evidence of a conversion error; such images are
     # counted and reported, every other image must keep its digit.
     near_tie = (top2[:, 1] - top2[:, 0]) <= atol
-    changed = ref_arg != cand_arg
-    return {
-        "images": int(len(reference)),
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(np.abs(reference - candidate).mean()),
-        "argmax_agreement": float(1.0 - changed.mean()),
-        "argmax_changed_on_near_ties": int((changed & near_tie).sum()),
-        "_diff": diff,
-        "_bad_argmax": np.flatnonzero(changed & ~near_tie),
-        "_ref_arg": ref_arg,
-        "_cand_arg": cand_arg,
-    }
-
-
-def _public(figures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in figures.items() if not k.startswith("_")}
-
-
-def _describe_failure(what: str, figures: dict[str, Any], names: Sequence[str], atol: float) -> str | None:
-    diff, bad_arg = figures["_diff"], figures["_bad_argmax"]
-    over = np.flatnonzero(diff > atol)
-    if not len(over) and not len(bad_arg):
-        return None
-    parts = []
-    if len(over):
-        worst = over[np.argsort(-diff[over])][:5]
-        shown = ", ".join(f"{names[i]} ({diff[i]:.3g})" for i in worst)
-        parts.append(f"max |Keras - ONNX| probability difference {diff.max():.3g} > {atol:g} "
-                     f"on {len(over):,} of {len(diff):,} images, worst: {shown}")
-    if len(bad_arg):
-        shown = ", ".join(f"{names[i]} (Keras {figures['_ref_arg'][i]}, ONNX {figures['_cand_arg'][i]})"
-                          for i in bad_arg[:5])
-        parts.append(f"predicted digit differs on {len(bad_arg):,} images: {shown}")
-    return f"{what}: " + "; ".join(parts)
+    return _Comparison(diff=diff, mean_abs_diff=float(np.abs(reference - candidate).mean()),
+                       ref_arg=reference.argmax(axis=1), cand_arg=candidate.argmax(axis=1), near_tie=near_tie)
 
 
 def check_parity(
@@ -279,9 +301,9 @@ def check_parity(
         if probs.shape != reference.shape:
             raise GateError(f"{model_name}: expected onnxruntime output shape {reference.shape} at batch size "
                             f"{batch_size}, got {probs.shape}")
-        figures = _compare(reference, probs, atol)
-        report["onnxruntime"][f"batch_{batch_size}"] = _public(figures)
-        problem = _describe_failure(f"onnxruntime at batch size {batch_size}", figures, data.names, atol)
+        comparison = _compare(reference, probs, atol)
+        report["onnxruntime"][f"batch_{batch_size}"] = comparison.figures()
+        problem = comparison.failure(f"onnxruntime at batch size {batch_size}", data.names, atol)
         if problem:
             failures.append(problem)
         ort_probs = probs
@@ -289,11 +311,13 @@ def check_parity(
     small = np.r_[0:min(_REFERENCE_IMAGES - 3, data.real_rows), data.real_rows:data.real_rows + 3]
     evaluator = ReferenceEvaluator(model)
     input_name = model.graph.input[0].name
-    ref_probs = np.asarray(evaluator.run(None, {input_name: x[small]})[0], dtype=np.float32)
-    figures = _compare(reference[small], ref_probs, atol)
-    report["reference_evaluator"] = _public(figures)
-    problem = _describe_failure("onnx.reference.ReferenceEvaluator", figures,
-                                [data.names[i] for i in small], atol)
+    ref_outputs = evaluator.run(None, {input_name: x[small]})
+    if isinstance(ref_outputs, dict):  # only with intermediate=True, which this call does not ask for
+        ref_outputs = list(ref_outputs.values())
+    ref_probs = np.asarray(ref_outputs[0], dtype=np.float32)
+    comparison = _compare(reference[small], ref_probs, atol)
+    report["reference_evaluator"] = comparison.figures()
+    problem = comparison.failure("onnx.reference.ReferenceEvaluator", [data.names[i] for i in small], atol)
     if problem:
         failures.append(problem)
 

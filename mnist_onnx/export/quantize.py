@@ -22,22 +22,24 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
+from .._platform import cpu_int8_features
 from ..errors import GateError, MnistOnnxError, ModelError
 from ..runtime import metadata as meta
 from ..runtime.kaggle_csv import iter_kaggle_csv, read_kaggle_csv
 from . import graph as g
-from .parity import BUNDLED_SAMPLE, describe_path, run_onnxruntime, to_model_input
+from .int8_check import MAX_ACCURACY_DROP, MIN_AGREEMENT, Int8Comparison, compare_int8, gate_failures, latency
+from .parity import BUNDLED_SAMPLE, describe_path, to_model_input
 
 __all__ = [
     "QuantOptions",
@@ -47,20 +49,15 @@ __all__ = [
     "MAX_ACCURACY_DROP",
     "read_calibration_images",
     "quantize_model",
+    "Int8Comparison",
     "compare_int8",
     "gate_failures",
-    "cpu_int8_features",
     "quantize_int8",
     "quantization_report_path",
 ]
 
 DEFAULT_CALIBRATION_ROWS = 1000
-#: Share of held-out digits on which int8 must predict the same digit as fp32.
-MIN_AGREEMENT = 0.998
-#: Largest allowed accuracy loss of int8 against fp32 (0.1 percentage points).
-MAX_ACCURACY_DROP = 0.001
 _CALIBRATION_BATCH = 64
-_EVAL_BATCH = 512
 _TYPES = {"u8": "QUInt8", "s8": "QInt8"}
 _FORMATS = ("QDQ", "QOperator")
 _METHODS = ("MinMax", "Entropy", "Percentile")
@@ -152,24 +149,6 @@ def quantization_report_path(onnx_path: str | os.PathLike[str]) -> Path:
     return Path(str(onnx_path) + ".quantization.json")
 
 
-def cpu_int8_features() -> dict[str, Any]:
-    """The CPU model and the int8 instruction-set features onnxruntime's kernels use (Linux)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    names = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-    return {"model": model, "cpus": os.cpu_count(), **{n: n in flags for n in names}}
-
-
 def read_calibration_images(csv: str | os.PathLike[str], rows: int) -> np.ndarray:
     """The first ``rows`` images of a Kaggle train-format CSV (uint8, N×28×28×1).
 
@@ -225,10 +204,12 @@ def _input_contract(model: Any, name: str) -> tuple[str, str, float]:
     if len(model.graph.input) != 1:
         raise ModelError(f"{name}: expected a model with 1 input, got {len(model.graph.input)}")
     graph_input = model.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
+                              for d in graph_input.type.tensor_type.shape.dim]
     layout = info.input_layout
     if layout is None:
-        layout = {(28, 28, 1): "NHWC", (1, 28, 28): "NCHW"}.get(tuple(dims[1:]))
+        known: dict[tuple[int | None, ...], str] = {(28, 28, 1): "NHWC", (1, 28, 28): "NCHW"}
+        layout = known.get(tuple(dims[1:]))
         if layout is None:
             raise ModelError(f"{name}: expected input shape N×28×28×1 or N×1×28×28, got {dims}")
     return graph_input.name, layout, info.pixel_scale or 1.0 / 255.0
@@ -298,87 +279,97 @@ def quantize_model(model: Any, calibration_x: np.ndarray, options: QuantOptions,
     return int8_model
 
 
-def compare_int8(
-    fp32_bytes: bytes, int8_bytes: bytes, x: np.ndarray, labels: np.ndarray, batch_size: int = _EVAL_BATCH,
-    *, int8_x: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Accuracy of both models and their agreement on inputs ``x`` (model layout and scale).
-
-    ``int8_x`` is the int8 model's input when it differs from ``x`` (the raw
-    uint8 pixels of a model made with ``uint8_input``).
-    """
-    fp32 = run_onnxruntime(fp32_bytes, x, batch_size).argmax(axis=1)
-    int8 = run_onnxruntime(int8_bytes, x if int8_x is None else int8_x, batch_size).argmax(axis=1)
-    n = len(labels)
-    fp32_correct, int8_correct = int((fp32 == labels).sum()), int((int8 == labels).sum())
-    agree = int((fp32 == int8).sum())
-    return {
-        "rows": n,
-        "fp32_accuracy": fp32_correct / n,
-        "int8_accuracy": int8_correct / n,
-        "accuracy_drop_pp": (fp32_correct - int8_correct) / n * 100,
-        "agreement": agree / n,
-        "disagreements": n - agree,
-        "fp32_correct": fp32_correct,
-        "int8_correct": int8_correct,
-        "_changed_rows": np.flatnonzero(fp32 != int8),
-    }
-
-
-def gate_failures(
-    figures: dict[str, Any], changed_rows: np.ndarray, min_agreement: float, max_accuracy_drop: float
-) -> list[str]:
-    """The accuracy gate's verdict on :func:`compare_int8` figures: one sentence per failed condition.
-
-    Counted in images, so on 1,000 digits 99.8% agreement allows 2 changed
-    predictions and a 0.1 pp drop allows 1 more error.
-
-    >>> figures = {"rows": 1000, "fp32_correct": 990, "int8_correct": 989, "disagreements": 2,
-    ...            "agreement": 0.998, "fp32_accuracy": 0.99, "int8_accuracy": 0.989, "accuracy_drop_pp": 0.1}
-    >>> gate_failures(figures, np.array([5, 9]), 0.998, 0.001)
-    []
-    >>> len(gate_failures(figures, np.array([5, 9]), 0.999, 0.0))
-    2
-    """
-    n = figures["rows"]
-    failures = []
-    if n - figures["disagreements"] < min_agreement * n - 1e-9:
-        rows = ", ".join(str(r) for r in changed_rows[:10])
-        failures.append(f"int8 and fp32 agree on {figures['agreement']:.2%} of {n:,} digits "
-                        f"({figures['disagreements']} differ, rows {rows}{', ...' if len(changed_rows) > 10 else ''}), "
-                        f"expected at least {min_agreement:.2%}")
-    if figures["fp32_correct"] - figures["int8_correct"] > max_accuracy_drop * n + 1e-9:
-        failures.append(f"accuracy drops {figures['accuracy_drop_pp']:.2f} pp "
-                        f"({figures['fp32_accuracy']:.2%} → {figures['int8_accuracy']:.2%}), "
-                        f"expected at most {max_accuracy_drop * 100:.2f} pp")
-    return failures
-
-
-def _latency(model_bytes: bytes, x: np.ndarray) -> dict[str, float]:
-    """Best-of-3 onnxruntime latency at batch 1 (ms) and per image at batch 512 (µs)."""
-    from ..runtime.session import create_session
-
-    session = create_session(model_bytes, providers="cpu")
-    name = session.get_inputs()[0].name
-    one, big = x[:1], np.resize(x, (512, *x.shape[1:]))
-    session.run(None, {name: big})
-    best1 = best512 = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(20):
-            session.run(None, {name: one})
-        best1 = min(best1, (time.perf_counter() - start) / 20)
-        start = time.perf_counter()
-        session.run(None, {name: big})
-        best512 = min(best512, time.perf_counter() - start)
-    return {"batch_1_ms": round(best1 * 1e3, 3), "batch_512_per_image_us": round(best512 / 512 * 1e6, 1)}
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.samefile(b) or sha256_file(a) == sha256_file(b)
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class _Fp32Source:
+    """The fp32 model to quantize and the input contract its metadata (or signature) gives."""
+
+    path: Path
+    model: Any
+    layout: str
+    pixel_scale: float
+
+
+@dataclass(frozen=True)
+class _GateData:
+    """Calibration images (uint8 N×28×28×1) and the labelled held-out digits the gate runs on."""
+
+    calibration: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def _load_fp32(source: Path, out: Path, min_agreement: float, max_accuracy_drop: float) -> _Fp32Source:
+    """Check the destination and thresholds, then load the fp32 model and read its input contract."""
+    onnx = require("onnx", "export")
+    if out.suffix != ".onnx":
+        raise MnistOnnxError(f"{out}: expected an output path ending in .onnx, got {out.suffix or 'no suffix'!r}")
+    if not out.parent.is_dir():
+        raise MnistOnnxError(f"{out}: cannot write, directory {out.parent} does not exist")
+    if not 0 <= min_agreement <= 1 or max_accuracy_drop < 0:
+        raise MnistOnnxError(f"expected 0 <= min_agreement <= 1 and max_accuracy_drop >= 0, "
+                             f"got {min_agreement} and {max_accuracy_drop}")
+    if not source.is_file():
+        raise ModelError(f"{source}: no such file, expected an fp32 ONNX model")
+    try:
+        model = onnx.load(source)
+    except Exception as exc:  # protobuf's DecodeError and friends share no useful base class
+        raise ModelError(f"{source}: cannot read as an ONNX model ({type(exc).__name__}: {exc})") from None
+    if meta.parse_metadata(g.get_metadata(model)).precision == "int8":
+        raise ModelError(f"{source}: expected an fp32 model, got one whose metadata says int8")
+    _, layout, pixel_scale = _input_contract(model, str(source))
+    return _Fp32Source(source, model, layout, pixel_scale)
+
+
+def _read_gate_data(calibration: Path, evaluation: Path, rows: int, emit: Callable[[str], None]) -> _GateData:
+    """Read the calibration rows and the held-out rows, refusing any image the two share."""
+    if calibration.exists() and evaluation.exists() and _same_file(calibration, evaluation):
+        raise MnistOnnxError(f"calibration file {calibration} and evaluation file {evaluation} are the same; "
+                             f"evaluate on held-out rows the calibration never saw")
+    emit(f"reading {rows:,} calibration rows from {calibration}")
+    calib_images = read_calibration_images(calibration, rows)
+    held_out = read_kaggle_csv(evaluation, require_labels=True)
+    calib_keys = {img.tobytes() for img in calib_images}
+    shared = sum(img.tobytes() in calib_keys for img in held_out.images)
+    if shared:
+        raise MnistOnnxError(f"{shared:,} of the {len(held_out):,} evaluation images in {evaluation} are also "
+                             f"among the calibration images of {calibration}; evaluate on held-out rows")
+    if held_out.labels is None:  # unreachable: require_labels=True already checked the header
+        raise MnistOnnxError(f"{evaluation}: has no label column")
+    return _GateData(calib_images, held_out.images, held_out.labels.astype(np.int64))
+
+
+def _quantize_checked(source: _Fp32Source, data: _GateData, options: QuantOptions) -> tuple[Any, float]:
+    """Quantize, then run onnx.checker's full check; returns the int8 model and the seconds it took."""
+    onnx = require("onnx", "export")
+    started = time.perf_counter()
+    calibration_x = to_model_input(data.calibration, source.layout, source.pixel_scale)
+    int8_model = quantize_model(source.model, calibration_x, options, source.pixel_scale)
+    seconds = time.perf_counter() - started
+    try:
+        onnx.checker.check_model(int8_model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise GateError(f"the int8 model of {source.path} fails onnx.checker (full check): {exc}") from None
+    return int8_model, seconds
+
+
+def _write_int8(int8_model: Any, fp32_model: Any, out: Path, report: dict[str, Any]) -> tuple[Path, dict[str, str]]:
+    """Write the int8 model (fp32 metadata + precision + report) and its report; returns the report path."""
+    entries = g.get_metadata(fp32_model)
+    entries.update({meta.KEY_PRECISION: "int8", meta.KEY_QUANTIZATION: json.dumps(report, sort_keys=True)})
+    del int8_model.metadata_props[:]
+    g.set_metadata(int8_model, entries)
+    with atomic_path(out, suffix=".onnx") as tmp:
+        tmp.write_bytes(int8_model.SerializeToString())
+    report_path = quantization_report_path(out)
+    write_json_atomic(report_path, report)
+    return report_path, g.get_metadata(int8_model)
 
 
 def quantize_int8(
@@ -422,93 +413,46 @@ def quantize_int8(
         MnistOnnxError: On bad options, overlapping calibration and evaluation
             data, or an unwritable destination.
     """
-    onnx = require("onnx", "export")
     options = options or QuantOptions()
     options.validate()
     emit = progress or (lambda _msg: None)
-    source, out = Path(onnx_path), Path(out_path)
+    out, calibration = Path(out_path), Path(calibration_csv)
     evaluation = Path(evaluation_csv) if evaluation_csv is not None else BUNDLED_SAMPLE
-    calibration = Path(calibration_csv)
-    if out.suffix != ".onnx":
-        raise MnistOnnxError(f"{out}: expected an output path ending in .onnx, got {out.suffix or 'no suffix'!r}")
-    if not out.parent.is_dir():
-        raise MnistOnnxError(f"{out}: cannot write, directory {out.parent} does not exist")
-    if not 0 <= min_agreement <= 1 or max_accuracy_drop < 0:
-        raise MnistOnnxError(f"expected 0 <= min_agreement <= 1 and max_accuracy_drop >= 0, "
-                             f"got {min_agreement} and {max_accuracy_drop}")
-    if not source.is_file():
-        raise ModelError(f"{source}: no such file, expected an fp32 ONNX model")
-    try:
-        model = onnx.load(source)
-    except Exception as exc:  # protobuf's DecodeError and friends share no useful base class
-        raise ModelError(f"{source}: cannot read as an ONNX model ({type(exc).__name__}: {exc})") from None
-    if meta.parse_metadata(g.get_metadata(model)).precision == "int8":
-        raise ModelError(f"{source}: expected an fp32 model, got one whose metadata says int8")
-    input_name, layout, pixel_scale = _input_contract(model, str(source))
-    if calibration.exists() and evaluation.exists() and _same_file(calibration, evaluation):
-        raise MnistOnnxError(f"calibration file {calibration} and evaluation file {evaluation} are the same; "
-                             f"evaluate on held-out rows the calibration never saw")
-
-    emit(f"reading {calibration_rows:,} calibration rows from {calibration}")
-    calib_images = read_calibration_images(calibration, calibration_rows)
-    held_out = read_kaggle_csv(evaluation, require_labels=True)
-    calib_keys = {img.tobytes() for img in calib_images}
-    shared = sum(img.tobytes() in calib_keys for img in held_out.images)
-    if shared:
-        raise MnistOnnxError(f"{shared:,} of the {len(held_out):,} evaluation images in {evaluation} are also "
-                             f"among the calibration images of {calibration}; evaluate on held-out rows")
+    source = _load_fp32(Path(onnx_path), out, min_agreement, max_accuracy_drop)
+    data = _read_gate_data(calibration, evaluation, calibration_rows, emit)
 
     emit(f"quantizing ({options.label()})")
-    started = time.perf_counter()
-    int8_model = quantize_model(model, to_model_input(calib_images, layout, pixel_scale), options, pixel_scale)
-    quantize_s = time.perf_counter() - started
-    try:
-        onnx.checker.check_model(int8_model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise GateError(f"the int8 model of {source} fails onnx.checker (full check): {exc}") from None
+    int8_model, quantize_s = _quantize_checked(source, data, options)
 
-    emit(f"accuracy gate on {len(held_out):,} held-out digits from {describe_path(evaluation)}")
-    fp32_bytes = model.SerializeToString()
-    x_eval = to_model_input(held_out.images, layout, pixel_scale)
-    labels = held_out.labels.astype(np.int64)  # type: ignore[union-attr]  # require_labels=True
-    x_int8 = to_model_input(held_out.images, layout, None) if options.uint8_input else x_eval
-    figures = compare_int8(fp32_bytes, int8_model.SerializeToString(), x_eval, labels, int8_x=x_int8)
-    changed = figures.pop("_changed_rows")
-    failures = gate_failures(figures, changed, min_agreement, max_accuracy_drop)
+    emit(f"accuracy gate on {len(data.images):,} held-out digits from {describe_path(evaluation)}")
+    fp32_bytes, int8_bytes = source.model.SerializeToString(), int8_model.SerializeToString()
+    x_eval = to_model_input(data.images, source.layout, source.pixel_scale)
+    x_int8 = to_model_input(data.images, source.layout, None) if options.uint8_input else x_eval
+    comparison = compare_int8(fp32_bytes, int8_bytes, x_eval, data.labels, int8_x=x_int8)
+    failures = gate_failures(comparison, min_agreement, max_accuracy_drop)
     if failures:
-        raise GateError(f"the int8 model of {source} ({options.label()}) fails the accuracy gate on "
+        raise GateError(f"the int8 model of {source.path} ({options.label()}) fails the accuracy gate on "
                         f"{describe_path(evaluation)}: " + "; ".join(failures))
-    n = figures["rows"]
 
     report: dict[str, Any] = {
         "passed": True,
         "options": asdict(options),
-        "source_onnx": str(source),
-        "source_onnx_sha256": sha256_file(source),
-        "calibration": {"csv": str(calibration), "sha256": sha256_file(calibration), "rows": int(len(calib_images)),
-                        "which_rows": f"the first {len(calib_images):,} data rows"},
-        "evaluation": {"csv": describe_path(evaluation), "sha256": sha256_file(evaluation), **figures},
+        "source_onnx": str(source.path),
+        "source_onnx_sha256": sha256_file(source.path),
+        "calibration": {"csv": describe_path(calibration), "sha256": sha256_file(calibration),
+                        "rows": int(len(data.calibration)),
+                        "which_rows": f"the first {len(data.calibration):,} data rows"},
+        "evaluation": {"csv": describe_path(evaluation), "sha256": sha256_file(evaluation), **comparison.figures()},
         "thresholds": {"min_agreement": min_agreement, "max_accuracy_drop_pp": max_accuracy_drop * 100},
         "quantize_seconds": round(quantize_s, 1),
         "ops": g.op_counts(int8_model),
         "cpu": cpu_int8_features(),
     }
-    int8_bytes_for_timing = int8_model.SerializeToString()
     if measure_speed:
         emit("timing fp32 and int8 with onnxruntime")
-        report["latency"] = {"fp32": _latency(fp32_bytes, x_eval), "int8": _latency(int8_bytes_for_timing, x_int8)}
+        report["latency"] = {"fp32": latency(fp32_bytes, x_eval), "int8": latency(int8_bytes, x_int8)}
 
-    entries = g.get_metadata(model)
-    entries.update({
-        meta.KEY_PRECISION: "int8",
-        meta.KEY_QUANTIZATION: json.dumps(report, sort_keys=True),
-    })
-    del int8_model.metadata_props[:]
-    g.set_metadata(int8_model, entries)
-    with atomic_path(out, suffix=".onnx") as tmp:
-        tmp.write_bytes(int8_model.SerializeToString())
-    report_path = quantization_report_path(out)
-    write_json_atomic(report_path, report)
-    emit(f"wrote {out}: accuracy {figures['int8_accuracy']:.2%} (fp32 {figures['fp32_accuracy']:.2%}), "
-         f"agreement {figures['agreement']:.2%} on {n:,} held-out digits; report {report_path}")
-    return QuantizeResult(out, report_path, report, g.get_metadata(int8_model))
+    report_path, metadata = _write_int8(int8_model, source.model, out, report)
+    emit(f"wrote {out}: accuracy {comparison.int8_accuracy:.2%} (fp32 {comparison.fp32_accuracy:.2%}), "
+         f"agreement {comparison.agreement:.2%} on {comparison.rows:,} held-out digits; report {report_path}")
+    return QuantizeResult(out, report_path, report, metadata)

@@ -1,8 +1,14 @@
 """The onnxruntime-only runtime: no TensorFlow, tf2onnx or onnx imports here.
 
 ``predict_csv`` and ``DigitClassifier`` (in :mod:`.predictor`) are the public
-face; :mod:`.session` is the one place that creates onnxruntime sessions;
-:mod:`.kaggle_csv` is the CSV reader shared with training.
+face.  One job per module: :mod:`.model_source` (where a model's bytes come
+from, the bundled models), :mod:`.session` (the one place that creates
+onnxruntime sessions), :mod:`.contract` (what a model takes and gives; image
+checks and conversion), :mod:`._pipeline` (prefetching, ordered parallel map),
+:mod:`.results` (evaluation, prediction frames, the one CSV writer),
+:mod:`.kaggle_csv` (the CSV reader shared with training), :mod:`.ray_engine`
+and :mod:`.ray_plan` (the Ray Data engine), :mod:`.cli` (``mnist-onnx predict``).
+Shared types are in :mod:`._types`.
 """
 
 from __future__ import annotations
@@ -11,9 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..errors import ProviderError, ProviderFallbackWarning
+    from ._pipeline import batch_slices
+    from .contract import ModelContract
     from .kaggle_csv import DigitBatch, iter_kaggle_csv, read_kaggle_csv
-    from .predictor import DigitClassifier, Evaluation, ModelContract, batch_slices, predict_csv
-    from .session import ProviderError, ProviderFallbackWarning, create_session, load_model, resolve_providers
+    from .model_source import load_model
+    from .predictor import DigitClassifier, predict_csv
+    from .results import Evaluation
+    from .session import create_session, resolve_providers
 
 __all__ = [
     "predict_csv",
@@ -34,10 +45,19 @@ __all__ = [
 # PEP 562: training imports `mnist_onnx.runtime.kaggle_csv` and the CLI imports
 # `mnist_onnx.runtime.cli`; neither should pay for importing onnxruntime.
 _HOME = {
-    **dict.fromkeys(("predict_csv", "DigitClassifier", "Evaluation", "ModelContract", "batch_slices"), ".predictor"),
-    **dict.fromkeys(("create_session", "load_model", "resolve_providers", "ProviderError",
-                     "ProviderFallbackWarning"), ".session"),
-    **dict.fromkeys(("DigitBatch", "iter_kaggle_csv", "read_kaggle_csv"), ".kaggle_csv"),
+    "predict_csv": ".predictor",
+    "DigitClassifier": ".predictor",
+    "Evaluation": ".results",
+    "ModelContract": ".contract",
+    "batch_slices": "._pipeline",
+    "create_session": ".session",
+    "resolve_providers": ".session",
+    "load_model": ".model_source",
+    "ProviderError": "..errors",
+    "ProviderFallbackWarning": "..errors",
+    "DigitBatch": ".kaggle_csv",
+    "iter_kaggle_csv": ".kaggle_csv",
+    "read_kaggle_csv": ".kaggle_csv",
 }
 
 
@@ -48,4 +68,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(__all__)

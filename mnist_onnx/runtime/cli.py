@@ -1,22 +1,36 @@
-"""Options of ``mnist-onnx predict`` (standard library imports only, so ``--help`` stays fast)."""
+"""``mnist-onnx predict``: its options, and its two engines (this process, or a Ray Data pipeline).
+
+Standard library imports only at the top, so ``--help`` stays fast; the local
+engine imports onnxruntime and the Ray engine imports Ray when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .._progress import status_printer
 from .._argtypes import positive_int as _positive_int
+from .._progress import status_printer
+from ..errors import MnistOnnxError
+from ._types import PRECISIONS
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
+from .model_source import bundled_sample_path
 
-SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .results import Evaluation
+
+SAMPLE = bundled_sample_path()
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the ``mnist-onnx`` parser."""
     predict = sub.add_parser(
         "predict",
@@ -43,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                               "(default: auto)")
     predict.add_argument("--threads", type=_positive_int, metavar="N",
                          help="onnxruntime intra-op threads (default: one per physical core)")
-    predict.add_argument("--precision", choices=("fp32", "int8"),
+    predict.add_argument("--precision", choices=PRECISIONS,
                          help="which bundled model (default: fp32); with --model, checked against its metadata")
     predict.add_argument("--proba", action="store_true",
                          help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
@@ -61,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                      help="GPUs each Ray actor asks for (0.5 shares a GPU between two; default: 0, CPU inference)")
     ray.add_argument("--out-dir", metavar="DIR",
                      help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)")
-    predict.set_defaults(handler=_run_predict)
+    predict.set_defaults(handler=run_predict)
 
 
 def _positive_float(text: str) -> float:
@@ -74,27 +88,30 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _run_predict(args: argparse.Namespace) -> int:
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``mnist-onnx predict`` with the engine ``args.engine`` asks for."""
+    if args.engine == "ray":
+        return _run_on_ray(args)
+    return _run_locally(args)
+
+
+def _run_locally(args: argparse.Namespace) -> int:
+    """Score one CSV (default: the bundled sample) with :class:`~.predictor.DigitClassifier`; print a summary."""
     import onnxruntime as ort
 
-    from ..errors import MnistOnnxError
     from .predictor import DigitClassifier
 
-    if args.engine == "ray":
-        from .ray_cli import run_predict
-
-        return run_predict(args)
     ray_only = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
                                           ("--gpus-per-worker", args.gpus_per_worker), ("--out-dir", args.out_dir))
                 if value]
     if ray_only or len(args.csv) > 1:
         what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
         raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
-    args.csv = args.csv[0] if args.csv else None
+    csv_arg = args.csv[0] if args.csv else None
     if args.proba and not args.out:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     emit = status_printer(args.quiet, stream=sys.stdout)
-    csv_path = Path(args.csv) if args.csv is not None else SAMPLE  # "" is a path error, not "no CSV"
+    csv_path = Path(csv_arg) if csv_arg is not None else SAMPLE  # "" is a path error, not "no CSV"
     # onnxruntime-gpu 1.31 logs "No registered plugin EP device found for 'CUDAExecutionProvider'"
     # through its default logger on every CUDA session (seen on an H100) while CUDA works; the
     # providers really in use are checked and reported below instead.
@@ -108,18 +125,55 @@ def _run_predict(args: argparse.Namespace) -> int:
             print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
     progress = None if args.quiet else terminal_progress(sys.stderr)
     try:
-        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba,
-                                       progress=progress)
+        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba, progress=progress)
     finally:
         if progress is not None:
             progress.close()
     if emit:
-        for line in summary_lines(frame, csv_path, args.out, sample=args.csv is None):
+        for line in summary_lines(frame, csv_path, args.out, sample=csv_arg is None):
             emit(line)
     return 0
 
 
-def summary_lines(frame: Any, csv_path: Path, out: str | None, *, sample: bool) -> list[str]:
+def _run_on_ray(args: argparse.Namespace) -> int:
+    """Score ``args.csv`` (paths and globs) with :func:`~.ray_engine.predict_csv_files`; print a summary."""
+    from .ray_engine import predict_csv_files
+
+    if args.proba and not (args.out or args.out_dir):
+        raise MnistOnnxError("--proba adds columns to the output files: give --out PATH or --out-dir DIR too")
+    quiet = args.quiet
+    _configure_ray_data(quiet=quiet)
+    inputs = args.csv or [str(SAMPLE)]
+    frame = predict_csv_files(
+        inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
+        providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
+        workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
+        ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING, "log_to_driver": not quiet},
+    )
+    emit = status_printer(quiet, stream=sys.stdout)
+    if emit:
+        files = frame.attrs["files"]
+        source = Path(files[0][0]) if len(files) == 1 else Path(f"{len(files)} files")
+        for line in summary_lines(frame, source, args.out, sample=not args.csv):
+            emit(line)
+        if args.out_dir:
+            emit(f"wrote {len(files)} per-file outputs to {args.out_dir} (NAME.predictions.csv)")
+    return 0
+
+
+def _configure_ray_data(*, quiet: bool) -> None:
+    from .._extras import require
+
+    require("ray.data", "ray")  # configures its loggers on import, so set the level after
+    from ray.data import DataContext
+
+    # Ray Data logs every stage at INFO; the summary says what happened.  Its
+    # progress bars stay on a terminal (off a terminal they are INFO lines).
+    logging.getLogger("ray.data").setLevel(logging.ERROR if quiet else logging.WARNING)
+    DataContext.get_current().enable_progress_bars = not quiet
+
+
+def summary_lines(frame: pd.DataFrame, csv_path: Path, out: str | None, *, sample: bool) -> list[str]:
     """What ``mnist-onnx predict`` says after a run: rows, model, provider, throughput, accuracy."""
     attrs = frame.attrs
     source = "the bundled sample" if sample else str(csv_path)
@@ -141,7 +195,7 @@ def summary_lines(frame: Any, csv_path: Path, out: str | None, *, sample: bool) 
     return lines
 
 
-def _top_confusions(evaluation: Any, most: int = 3) -> str:
+def _top_confusions(evaluation: Evaluation, most: int = 3) -> str:
     pairs = []
     for t, row in enumerate(evaluation.confusion):
         for p, count in enumerate(row):
@@ -157,7 +211,8 @@ class terminal_progress:  # noqa: N801 - used like a function
     Silent for the first second, so short runs print no progress at all.
     """
 
-    def __init__(self, stream: TextIO, *, delay_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, stream: TextIO, *, delay_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
         self._enabled = bool(getattr(stream, "isatty", lambda: False)())
         self._clock = clock

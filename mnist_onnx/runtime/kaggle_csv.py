@@ -30,9 +30,10 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,7 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     names = [n.strip() for n in next(csv.reader([text]), [])]
     has_labels = bool(names) and names[0] == LABEL_COLUMN
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
-    for index, (got, want) in enumerate(zip(names, expected), start=1):
+    for index, (got, want) in enumerate(zip(names, expected, strict=False), start=1):
         if got != want:
             raise CsvFormatError(str(p), 1, f"{index} ({got!r})",
                                  f"expected header column {want!r}, got {got!r}")
@@ -217,7 +218,7 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
                 fields = next(csv.reader([text]), [])
             except csv.Error as exc:
                 return CsvFormatError(path, line_no, None, f"cannot split into fields ({exc})")
-            for col, (name, value) in enumerate(zip(names, fields)):
+            for col, (name, value) in enumerate(zip(names, fields, strict=False)):
                 problem = _check_cell(value, is_label=info.has_labels and col == 0)
                 if problem:
                     return CsvFormatError(path, line_no, name, problem)

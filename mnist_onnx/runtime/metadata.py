@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, get_args
 
 from ..errors import ModelError
+from ._types import PRECISIONS, Precision, check_precision
 
 __all__ = [
     "PREFIX",
@@ -63,9 +65,10 @@ KEY_VERSIONS = PREFIX + "versions"
 KEY_QUANTIZATION = PREFIX + "quantization"
 
 LAYOUTS = ("NCHW", "NHWC")
-# The exporter writes "probabilities"; "logits" is accepted for hand-made models.
-OUTPUT_KINDS = ("probabilities", "logits")
-PRECISIONS = ("fp32", "int8")
+#: What a model's metadata may say its output holds.  The exporter writes
+#: "probabilities"; "logits" is accepted for hand-made models.
+DeclaredOutputKind = Literal["probabilities", "logits"]
+OUTPUT_KINDS: tuple[DeclaredOutputKind, ...] = get_args(DeclaredOutputKind)
 
 _JSON_OBJECT_KEYS = {
     "training": KEY_TRAINING,
@@ -93,8 +96,8 @@ class ModelMetadata:
     input_layout: str | None = None
     pixel_scale: float | None = None
     class_labels: tuple[Any, ...] | None = None
-    output_kind: str | None = None
-    precision: str | None = None
+    output_kind: DeclaredOutputKind | None = None
+    precision: Precision | None = None
     source_sha256: str | None = None
     training: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
@@ -129,8 +132,10 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
     ('NCHW', 0.5, ('0', '1'), None)
     """
     layout = _choice(meta, KEY_INPUT_LAYOUT, LAYOUTS)
-    output_kind = _choice(meta, KEY_OUTPUT_KIND, OUTPUT_KINDS)
-    precision = _choice(meta, KEY_PRECISION, PRECISIONS)
+    output_kind: DeclaredOutputKind | None = None
+    if _choice(meta, KEY_OUTPUT_KIND, OUTPUT_KINDS) is not None:
+        output_kind = "logits" if meta[KEY_OUTPUT_KIND] == "logits" else "probabilities"
+    precision = check_precision(_choice(meta, KEY_PRECISION, PRECISIONS))
 
     pixel_scale = None
     scale_text = meta.get(KEY_PIXEL_SCALE)

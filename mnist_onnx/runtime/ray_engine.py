@@ -32,29 +32,28 @@ the combined submission, which would be incomplete, is not written.
 
 from __future__ import annotations
 
-import glob
 import json
-import math
-import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._extras import require
-from .._fileio import atomic_path
-from ..errors import CsvFormatError, MnistOnnxError
-from .defaults import DEFAULT_BATCH_SIZE
+from ..errors import CsvFilesError, CsvFormatError, MnistOnnxError
+from ._types import ModelInput, PathLike, Precision, Providers, check_precision
 from .kaggle_csv import DEFAULT_CHUNK_ROWS, PIXEL_COLUMNS, iter_kaggle_csv
-from .predictor import DigitClassifier, Evaluation
-from .session import Providers, load_model
+from .model_source import load_model
+from .predictor import DigitClassifier
+from .ray_plan import ResourcePlan, checked_destinations, expand_csv_paths, per_file_output, plan_resources
+from .results import NO_LABEL, Evaluation, LabelScorer, RunInfo, probability_columns, write_csv
 
 __all__ = [
     "DigitBatchPredictor",
-    "CsvFilesError",
+    "CsvFilesError",  # defined in mnist_onnx.errors; importable from here as before
     "ResourcePlan",
     "plan_resources",
     "expand_csv_paths",
@@ -64,28 +63,6 @@ __all__ = [
 _PIXELS = frozenset(PIXEL_COLUMNS)
 # Columns the reader adds beside the pixels; they pass through the predictor.
 _FILE, _ROW, _TRUTH, _ERROR = "file_index", "row", "label", "error"
-_NO_LABEL = -1
-
-
-class CsvFilesError(MnistOnnxError):
-    """Some of the input files are malformed; the others were scored.
-
-    Attributes:
-        errors: One :class:`CsvFormatError` per bad file, in input order.
-        written: The per-file outputs that were written (the good files').
-        scored: How many files were scored.
-    """
-
-    def __init__(self, errors: Sequence[CsvFormatError], written: Sequence[Path], scored: int):
-        self.errors = tuple(errors)
-        self.written = tuple(written)
-        self.scored = scored
-        total = scored + len(self.errors)
-        bad = "; ".join(str(e) for e in self.errors)
-        kept = (f"the other {scored} files' predictions were written to their per-file outputs"
-                if self.written else f"the other {scored} files were scored (no per-file outputs asked for)")
-        super().__init__(f"{len(self.errors)} of {total} input files could not be read: {bad}; "
-                         f"{kept}; no combined submission was written")
 
 
 class DigitBatchPredictor:
@@ -104,7 +81,8 @@ class DigitBatchPredictor:
         providers: ``"auto"``, ``"cpu"``, ``"cuda"`` or onnxruntime provider names.
         threads: onnxruntime intra-op threads per actor.
         precision: ``"fp32"`` or ``"int8"``.
-        batch_size: Images per onnxruntime call (a Ray batch may hold many).
+        batch_size: Images per onnxruntime call (a Ray batch may hold many);
+            None uses the default of the provider in use (16 on the CPU, 1,024 on CUDA).
         proba: Also add ``p<label>`` for each class and ``confidence``.
 
     Raises:
@@ -114,12 +92,12 @@ class DigitBatchPredictor:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | bytes | None = None,
+        model: ModelInput = None,
         *,
         providers: Providers = "auto",
         threads: int | None = None,
-        precision: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: Precision | None = None,
+        batch_size: int | None = None,
         proba: bool = False,
     ) -> None:
         self.classifier = DigitClassifier(model, providers=providers, threads=threads,
@@ -151,9 +129,7 @@ class DigitBatchPredictor:
         out = {name: values for name, values in columns.items() if name not in _PIXELS}
         out["Label"] = self._labels[probabilities.argmax(axis=1)]
         if self.proba:
-            for j, label in enumerate(self.classifier.class_labels):
-                out[f"p{label}"] = probabilities[:, j]
-            out["confidence"] = probabilities.max(axis=1)
+            out.update(probability_columns(probabilities, self.classifier.class_labels))
         return out
 
 
@@ -180,127 +156,6 @@ def _pixel_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
     return pixels
 
 
-# -- planning -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResourcePlan:
-    """What each Ray task and actor asks the scheduler for.
-
-    Attributes:
-        workers: Actors in the pool, one onnxruntime session each.
-        actor_cpus: CPUs each actor asks for (fractional on small machines).
-        read_cpus: CPUs each CSV read task asks for.
-        gpus_per_worker: GPUs each actor asks for.
-        threads: onnxruntime intra-op threads per actor.
-    """
-
-    workers: int
-    actor_cpus: float
-    read_cpus: float
-    gpus_per_worker: float
-    threads: int
-
-
-def plan_resources(cluster_cpus: float, cluster_gpus: float = 0.0, *, workers: int | None = None,
-                   gpus_per_worker: float = 0.0, threads: int | None = None) -> ResourcePlan:
-    """Size the actors' and read tasks' resource requests so the pipeline always makes progress.
-
-    With every actor asking for a whole CPU, two actors on a 2-CPU Ray never
-    both start while a read task holds a CPU, and Ray Data waits forever (seen
-    with Ray 2.60 and ``ray.init(num_cpus=2)``).  So one read task and all the
-    actors together ask for at most the cluster's CPUs: an actor asks for a
-    whole CPU where there are enough, a share of what is left where not.
-    Actors ask for more than read tasks, so the two stages stay separate.
-
-    >>> plan_resources(2, workers=2)
-    ResourcePlan(workers=2, actor_cpus=0.8, read_cpus=0.4, gpus_per_worker=0.0, threads=1)
-    >>> plan_resources(64).workers, plan_resources(64).actor_cpus
-    (63, 1.0)
-
-    Args:
-        cluster_cpus: CPUs the Ray cluster reports.
-        cluster_gpus: GPUs the Ray cluster reports.
-        workers: Actors wanted; default one per GPU share with ``gpus_per_worker``,
-            else one per CPU but one (which is left for reading).
-        gpus_per_worker: GPUs per actor (0 for CPU inference; 0.5 shares a GPU between two).
-        threads: onnxruntime threads per actor; default the actor's whole CPUs, at least 1.
-
-    Raises:
-        MnistOnnxError: If the cluster has no CPU, or fewer GPUs than the actors ask for.
-    """
-    if cluster_cpus < 1:
-        raise MnistOnnxError(f"the Ray cluster reports {cluster_cpus:g} CPUs, expected at least 1")
-    if gpus_per_worker < 0 or (workers is not None and workers < 1):
-        raise MnistOnnxError(f"expected workers >= 1 and gpus_per_worker >= 0, "
-                             f"got {workers} and {gpus_per_worker:g}")
-    if workers is None:
-        if gpus_per_worker > 0:
-            workers = max(1, math.floor(cluster_gpus / gpus_per_worker + 1e-9))
-        else:
-            workers = max(1, math.floor(cluster_cpus) - 1)
-    if gpus_per_worker > 0 and workers * gpus_per_worker > cluster_gpus + 1e-9:
-        raise MnistOnnxError(f"{workers} workers × {gpus_per_worker:g} GPUs need "
-                             f"{workers * gpus_per_worker:g} GPUs, the Ray cluster reports {cluster_gpus:g}")
-    # A read task parses (about 0.2 s of CPU per 28,000 rows) a tenth of what
-    # an actor spends on inference, so it asks for less: half a CPU, or less
-    # on a small machine, and always less than an actor.  That difference also
-    # keeps Ray Data from fusing reading into the actors (it fuses stages only
-    # when their resource requests match); fused, the actor that read a file
-    # would score all of it, and one large file would keep the others idle.
-    read_cpus = min(0.5, cluster_cpus / (2 * workers + 1))
-    actor_cpus = min(1.0, (cluster_cpus - read_cpus) / workers)
-    # Ray counts fractional resources in units of 1/10,000; round down so the sum never exceeds the cluster.
-    read_cpus, actor_cpus = math.floor(read_cpus * 1e4) / 1e4, math.floor(actor_cpus * 1e4) / 1e4
-    return ResourcePlan(workers=workers, actor_cpus=actor_cpus, read_cpus=read_cpus,
-                        gpus_per_worker=float(gpus_per_worker),
-                        threads=threads if threads is not None else max(1, math.floor(actor_cpus)))
-
-
-def expand_csv_paths(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Turn paths and glob patterns into the list of files, in the order they are scored.
-
-    Patterns expand in sorted order; the inputs keep the order given.
-
-    Raises:
-        MnistOnnxError: If there is no input, a pattern matches nothing, or a
-            file comes up twice.
-    """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items:
-        raise MnistOnnxError("expected at least one CSV path or glob pattern, got none")
-    files: list[Path] = []
-    for item in items:
-        text = os.fspath(item)
-        if glob.has_magic(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise MnistOnnxError(f"{text}: no file matches this pattern")
-            files.extend(Path(m) for m in matches)
-        else:
-            files.append(Path(text))
-    seen: dict[Path, Path] = {}
-    for path in files:
-        key = Path(os.path.abspath(path))
-        if key in seen:
-            raise MnistOnnxError(f"{path}: given twice (as {seen[key]} too); each file is scored once")
-        seen[key] = path
-    return files
-
-
-def per_file_output(path: Path, output_dir: Path) -> Path:
-    """Where the predictions for ``path`` go: ``output_dir/<name>.predictions.csv``.
-
-    >>> per_file_output(Path("data/part-3.csv.gz"), Path("out")).as_posix()
-    'out/part-3.predictions.csv'
-    """
-    name = path.name
-    for suffix in (".gz", ".csv"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return output_dir / f"{name}.predictions.csv"
-
-
 # -- the Ray pipeline ----------------------------------------------------------
 
 
@@ -310,7 +165,7 @@ def _read_files(batch: dict[str, np.ndarray], *, chunk_rows: int) -> Iterator[di
     A malformed file ends with one marker row whose ``error`` column holds the
     :class:`CsvFormatError` as JSON; rows read before the error are dropped by the driver.
     """
-    for file_index, path in zip(batch[_FILE], batch["path"]):
+    for file_index, path in zip(batch[_FILE], batch["path"], strict=True):
         try:
             for chunk in iter_kaggle_csv(path, chunk_rows=chunk_rows):
                 yield _block(int(file_index), chunk.first_row, chunk.images.reshape(len(chunk), -1),
@@ -328,7 +183,7 @@ def _block(file_index: int, first_row: int, pixels: np.ndarray, labels: np.ndarr
     block: dict[str, np.ndarray] = {
         _FILE: np.full(rows, file_index, dtype=np.int32),
         _ROW: np.arange(first_row, first_row + rows, dtype=np.int64),
-        _TRUTH: (np.full(rows, _NO_LABEL, dtype=np.int16) if labels is None else labels.astype(np.int16)),
+        _TRUTH: (np.full(rows, NO_LABEL, dtype=np.int16) if labels is None else labels.astype(np.int16)),
         _ERROR: np.full(rows, error, dtype=object),
     }
     block.update({name: by_column[:, j] for j, name in enumerate(PIXEL_COLUMNS)})
@@ -336,16 +191,16 @@ def _block(file_index: int, first_row: int, pixels: np.ndarray, labels: np.ndarr
 
 
 def predict_csv_files(
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    model: str | os.PathLike[str] | bytes | None = None,
+    inputs: PathLike | Sequence[PathLike],
+    model: ModelInput = None,
     *,
-    output: str | os.PathLike[str] | None = None,
-    output_dir: str | os.PathLike[str] | None = None,
+    output: PathLike | None = None,
+    output_dir: PathLike | None = None,
     proba: bool = False,
     providers: Providers = "auto",
     threads: int | None = None,
-    precision: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: Precision | None = None,
+    batch_size: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
@@ -375,7 +230,8 @@ def predict_csv_files(
         providers: onnxruntime providers on the workers (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
         threads: onnxruntime threads per worker (default: its whole CPUs, at least 1).
         precision: ``"fp32"`` or ``"int8"``: which bundled model.
-        batch_size: Images per onnxruntime call.
+        batch_size: Images per onnxruntime call; None uses the default of the
+            workers' provider (16 on the CPU, 1,024 on CUDA).
         chunk_rows: Rows per Ray block (a file is read in blocks of this many rows).
         workers: Actors in the pool (default: see :func:`plan_resources`).
         gpus_per_worker: GPUs each actor asks Ray for.
@@ -399,11 +255,53 @@ def predict_csv_files(
     """
     started_at = time.perf_counter()
     files = expand_csv_paths(inputs)
-    out_dir = _checked_destinations(files, output, output_dir)
+    out_dir = checked_destinations(files, output, output_dir)
+    precision = check_precision(precision)
     # The workers get the model's bytes, so they need not see the same file system.
-    source = load_model(model, precision=precision or "fp32")
-    model_payload = None if model is None else source.data
+    source = load_model(model, precision=precision)
+    settings = {"providers": providers, "threads": threads, "precision": precision, "batch_size": batch_size}
+    pool = _score_on_ray(files, None if model is None else source.data, settings, chunk_rows=chunk_rows,
+                         proba=proba, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
+                         ray_init_options=ray_init_options)
+    results = _split_by_file(files, pool.columns)
+    written = _write_per_file(results, out_dir)
+    if results.errors:
+        raise CsvFilesError(results.errors, written, scored=len(results.per_file))
 
+    combined = pd.concat(list(results.per_file.values()), ignore_index=True)
+    combined["ImageId"] = np.arange(1, len(combined) + 1, dtype=np.int64)
+    if output is not None:
+        write_csv(combined, output)
+    run = RunInfo(model=source.name, providers=pool.providers, rows=len(combined),
+                  seconds=time.perf_counter() - started_at,
+                  evaluation=_evaluation(results.truth, combined["Label"].to_numpy(), pool.class_labels))
+    combined.attrs.update(run.as_attrs())
+    combined.attrs.update({"files": [(path, len(frame)) for path, frame in results.per_file.items()],
+                           "plan": pool.plan})
+    return combined
+
+
+@dataclass(frozen=True)
+class _PoolRun:
+    """What the Ray pipeline gave back.
+
+    Attributes:
+        columns: Every column but the pixels, in the order Ray returned the blocks.
+        class_labels: The model's class labels, as the workers read them.
+        providers: The workers' providers, the first one described with the pool's size.
+        plan: The resources asked for.
+    """
+
+    columns: dict[str, np.ndarray]
+    class_labels: tuple[Any, ...]
+    providers: list[str]
+    plan: ResourcePlan
+
+
+def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, Any], *, chunk_rows: int,
+                  proba: bool, workers: int | None, gpus_per_worker: float, address: str | None,
+                  ray_init_options: dict[str, Any] | None) -> _PoolRun:
+    """Start or join Ray, check the model on a worker, run the pipeline; shut down what was started."""
     ray = require("ray", "ray")
     require("ray.data", "ray")
     owned = not ray.is_initialized()
@@ -413,17 +311,16 @@ def predict_csv_files(
     try:
         resources = ray.cluster_resources()
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), workers=workers,
-                              gpus_per_worker=gpus_per_worker, threads=threads)
-        settings = {"providers": providers, "threads": plan.threads, "precision": precision,
-                    "batch_size": batch_size}
+                              gpus_per_worker=gpus_per_worker, threads=settings["threads"])
+        settings = {**settings, "threads": plan.threads}
         # One task, placed like an actor, builds the classifier first, so a bad
         # model or a provider the workers lack fails before the pipeline starts
         # (Ray keeps only the text of an error raised in an actor's constructor).
         check = ray.remote(num_cpus=plan.actor_cpus, num_gpus=plan.gpus_per_worker)(_describe_classifier)
         try:
-            class_labels, used_providers = ray.get(check.remote(model_payload, **settings))
-            columns = _collect(_build_dataset(ray, files, plan, model_payload, chunk_rows=chunk_rows,
-                                              proba=proba, **settings))
+            class_labels, used_providers = ray.get(check.remote(model, **settings))
+            columns = _collect(_build_dataset(ray, files, plan, model, chunk_rows=chunk_rows, proba=proba,
+                                              **settings))
         except Exception as exc:
             # Our own errors reach us wrapped in Ray's exceptions: raise the original.
             ours = _our_error(exc)
@@ -433,56 +330,21 @@ def predict_csv_files(
     finally:
         if owned:
             ray.shutdown()
-
-    errors, per_file, truth = _split_by_file(files, columns)
-    written: list[Path] = []
-    if out_dir is not None:
-        for path, frame in per_file.items():
-            destination = per_file_output(path, out_dir)
-            _write_csv(frame, destination)
-            written.append(destination)
-    if errors:
-        raise CsvFilesError(errors, written, scored=len(per_file))
-
-    combined = pd.concat(list(per_file.values()), ignore_index=True)
-    combined["ImageId"] = np.arange(1, len(combined) + 1, dtype=np.int64)
-    if output is not None:
-        _write_csv(combined, Path(output))
-    seconds = time.perf_counter() - started_at
     pool = (f"{plan.workers} Ray workers × {plan.gpus_per_worker:g} GPU" if plan.gpus_per_worker
             else f"{plan.workers} Ray workers × {plan.actor_cpus:g} CPU")
-    combined.attrs.update({
-        "model": source.name,
-        "providers": [f"{used_providers[0]} ({pool})", *used_providers[1:]],
-        "rows": len(combined),
-        "seconds": seconds,
-        "images_per_second": len(combined) / seconds if seconds > 0 else math.inf,
-        "evaluation": _evaluation(truth, combined["Label"].to_numpy(), class_labels),
-        "files": [(path, len(frame)) for path, frame in per_file.items()],
-        "plan": plan,
-    })
-    return combined
+    return _PoolRun(columns=columns, class_labels=class_labels,
+                    providers=[f"{used_providers[0]} ({pool})", *used_providers[1:]], plan=plan)
 
 
-def _checked_destinations(files: list[Path], output: Any, output_dir: Any) -> Path | None:
-    """Fail before any work when an output cannot be written or two files would share an output."""
-    if output is not None:
-        parent = Path(output).parent
-        if Path(output).is_dir() or not parent.is_dir():
-            raise MnistOnnxError(f"{output}: cannot write, expected a file path in an existing directory")
-    if output_dir is None:
-        return None
-    out_dir = Path(output_dir)
-    if not out_dir.is_dir():
-        raise MnistOnnxError(f"{out_dir}: expected an existing directory for the per-file outputs")
-    owners: dict[Path, Path] = {}
-    for path in files:
-        destination = per_file_output(path, out_dir)
-        if destination in owners:
-            raise MnistOnnxError(f"{owners[destination]} and {path} would both write {destination}; "
-                                 f"rename one, or score them in separate runs")
-        owners[destination] = path
-    return out_dir
+def _write_per_file(results: _FileResults, out_dir: Path | None) -> list[Path]:
+    """Write each good file's predictions to ``out_dir`` (when given); return what was written."""
+    written: list[Path] = []
+    if out_dir is not None:
+        for path, frame in results.per_file.items():
+            destination = per_file_output(path, out_dir)
+            write_csv(frame, destination)
+            written.append(destination)
+    return written
 
 
 def _build_dataset(ray: Any, files: list[Path], plan: ResourcePlan, model: bytes | None, *, chunk_rows: int,
@@ -536,15 +398,23 @@ def _our_error(exc: BaseException) -> MnistOnnxError | None:
     return None
 
 
-def _split_by_file(files: list[Path], columns: dict[str, np.ndarray]
-                   ) -> tuple[list[CsvFormatError], dict[Path, pd.DataFrame], np.ndarray]:
-    """Put Ray's rows back in input order and split them by file.
+@dataclass(frozen=True)
+class _FileResults:
+    """Ray's rows put back in input order and split by file.
 
-    Returns:
-        The error of each bad file; the predictions of each good file in row
-        order (``ImageId`` 1-based); the label column of the good files' rows
-        in input order (-1 where a file has none).
+    Attributes:
+        errors: The error of each bad file, in input order.
+        per_file: The predictions of each good file in row order (``ImageId`` 1-based).
+        truth: The label column of the good files' rows in input order (:data:`NO_LABEL` where a file has none).
     """
+
+    errors: list[CsvFormatError]
+    per_file: dict[Path, pd.DataFrame]
+    truth: np.ndarray
+
+
+def _split_by_file(files: list[Path], columns: dict[str, np.ndarray]) -> _FileResults:
+    """Put Ray's rows back in input order and split them by file."""
     # Ray returns blocks in whatever order the workers finish them.
     order = np.lexsort((columns[_ROW], columns[_FILE]))
     file_index = columns[_FILE][order]
@@ -566,27 +436,19 @@ def _split_by_file(files: list[Path], columns: dict[str, np.ndarray]
         per_file[path] = pd.DataFrame(frame)
         kept.append(rows)
     truth = columns[_TRUTH][np.concatenate(kept)] if kept else np.empty(0, np.int16)
-    return errors, per_file, truth
+    return _FileResults(errors=errors, per_file=per_file, truth=truth)
 
 
-def _evaluation(truth: np.ndarray, predicted: np.ndarray, labels: tuple[Any, ...]) -> Evaluation | None:
-    """Accuracy and confusion matrix when every row has a label and the model's labels are the digits."""
-    if len(truth) == 0 or (truth == _NO_LABEL).any() or labels != tuple(range(10)):
-        return None
-    confusion = np.bincount(truth.astype(np.int64) * 10 + predicted.astype(np.int64),
-                            minlength=100).reshape(10, 10)
-    correct = int(np.trace(confusion))
-    return Evaluation(rows=len(truth), correct=correct, accuracy=correct / len(truth), labels=labels,
-                      confusion=confusion)
+def _evaluation(truth: np.ndarray, predicted: np.ndarray, class_labels: tuple[Any, ...]) -> Evaluation | None:
+    """Accuracy and confusion matrix when every row has a label (as ``DigitClassifier.predict_csv`` scores).
 
-
-def _write_csv(frame: pd.DataFrame, destination: Path) -> None:
-    """Write as :meth:`DigitClassifier.predict_csv` does (same format), atomically."""
-    with atomic_path(destination) as tmp:
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="") as handle:
-                frame.to_csv(handle, index=False, lineterminator="\n", float_format="%.6g")
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise MnistOnnxError(f"{destination}: cannot write ({exc.strerror or exc})") from None
+    Args:
+        truth: The files' labels (int16, :data:`NO_LABEL` where none).
+        predicted: The predicted labels (values of ``class_labels``).
+        class_labels: The model's class labels.
+    """
+    column = {label: j for j, label in enumerate(class_labels)}
+    indices = np.fromiter((column[label] for label in predicted.tolist()), dtype=np.int64, count=len(predicted))
+    scorer = LabelScorer(class_labels)
+    scorer.add(truth, indices)
+    return scorer.evaluation()

@@ -1,8 +1,12 @@
-"""The one place that creates onnxruntime sessions.
+"""The one place that creates onnxruntime sessions: execution providers and session options.
 
 Everything that runs a model (the classifier, and through it the CLI) gets its
 :class:`onnxruntime.InferenceSession` from :func:`create_session`, so provider
 checks, thread settings and fallback reporting behave the same everywhere.
+Where the model's bytes come from is :mod:`.model_source`'s job.  A new
+execution provider gets its short name in :func:`resolve_providers`, its
+default options beside :data:`CUDA_DEFAULT_OPTIONS` (in
+:func:`_with_default_options`), and its install hint in :func:`_install_hint`.
 
 Default session options, measured on the 2-core development machine (AMD EPYC
 with AVX-512 and VNNI, 1 thread per core, onnxruntime 1.32 CPU) with the
@@ -35,75 +39,50 @@ graph): two spinning threads fight other jobs for the cores, so pass
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import warnings
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal, Sequence, Union
 
 import onnxruntime as ort
 
-from ..errors import ModelError, MnistOnnxError
+from ..errors import MnistOnnxError, ModelError, ProviderError, ProviderFallbackWarning
+from ._types import ModelInput, Precision, Providers, ProviderSpec
 from .defaults import DEFAULT_SPINNING, DEFAULT_THREADS
+from .model_source import ModelSource, describe_bad_model, first_line, load_model
 
 __all__ = [
+    "CPU",
+    "CUDA",
+    "CUDA_DEFAULT_OPTIONS",
     "ProviderError",
     "ProviderFallbackWarning",
-    "ModelSource",
-    "Providers",
-    "Precision",
-    "PRECISIONS",
     "resolve_providers",
-    "load_model",
+    "cuda_install_hint",
     "create_session",
+    "load_model",
 ]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
-#: ``"auto"``, ``"cpu"``, ``"cuda"``, or onnxruntime provider names (optionally
-#: ``(name, options)`` pairs) in order of preference.
-Providers = Union[str, Sequence[Union[str, tuple[str, dict[str, Any]]]]]
-Precision = Literal["fp32", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+#: CUDA provider options set unless the caller passes their own.  TF32 convolutions
+#: off: measured on one H100 (bundled models, sample of 1,000 real digits,
+#: ``benchmarks/gpu_check.py``), TF32 moved probabilities by up to 5.4e-4 (fp32)
+#: and 4.8e-3 (int8) from the CPU's; without it, by 8.3e-7 and 2.4e-7, within
+#: the exporter's 1e-5 parity limit.
+CUDA_DEFAULT_OPTIONS = {"use_tf32": "0"}
 
-_BUNDLED_CARD = "model_card.json"
 _OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-class ProviderError(MnistOnnxError):
-    """A requested execution provider is unknown or not available in this onnxruntime build."""
-
-
-class ProviderFallbackWarning(RuntimeWarning):
-    """CUDA was requested but the session runs on the CPU (onnxruntime falls back silently)."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """The bytes of a model and where they came from.
-
-    Attributes:
-        data: The serialized ONNX model.
-        name: A human-readable origin for messages (a path, ``<bytes>``, or
-            ``bundled fp32 model digit_cnn.onnx``).
-        bundled_precision: ``"fp32"``/``"int8"`` for a bundled model, else None.
-    """
-
-    data: bytes
-    name: str
-    bundled_precision: str | None = None
-
-
+_SHORT_NAMES: dict[str, list[ProviderSpec]] = {"cpu": [CPU], "cuda": [CUDA, CPU]}
 _SWITCH_TO_GPU = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'"
+
+
+def provider_name(provider: ProviderSpec) -> str:
+    """The name of a provider given as a name or a ``(name, options)`` pair."""
+    return provider[0] if isinstance(provider, tuple) else provider
 
 
 def cuda_install_hint() -> str:
@@ -130,7 +109,29 @@ def cuda_install_hint() -> str:
     return f"CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: {_SWITCH_TO_GPU}"
 
 
-def resolve_providers(providers: Providers = "auto") -> list[str | tuple[str, dict[str, Any]]]:
+def _install_hint(missing: list[str]) -> str:
+    return f" ({cuda_install_hint()})" if CUDA in missing else ""
+
+
+def _requested(providers: Providers, available: list[str]) -> list[ProviderSpec]:
+    if not isinstance(providers, str):
+        requested = list(providers)
+        if not requested:
+            raise ProviderError("expected at least one execution provider, got an empty list")
+        return requested
+    key = providers.strip().lower()
+    if key == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if key in _SHORT_NAMES:
+        return list(_SHORT_NAMES[key])
+    if providers.endswith("ExecutionProvider"):
+        return [providers]
+    raise ProviderError(
+        f"expected providers 'auto', 'cpu', 'cuda' or a list of onnxruntime provider names, got {providers!r}"
+    )
+
+
+def resolve_providers(providers: Providers = "auto") -> list[ProviderSpec]:
     """Turn a provider request into the list onnxruntime takes, checking availability.
 
     Args:
@@ -150,204 +151,33 @@ def resolve_providers(providers: Providers = "auto") -> list[str | tuple[str, di
     ['CPUExecutionProvider']
     """
     available = ort.get_available_providers()
-    if isinstance(providers, str):
-        key = providers.strip().lower()
-        if key == "auto":
-            return [CUDA, CPU] if CUDA in available else [CPU]
-        if key == "cpu":
-            requested: list[Any] = [CPU]
-        elif key == "cuda":
-            requested = [CUDA, CPU]
-        elif providers.endswith("ExecutionProvider"):
-            requested = [providers]
-        else:
-            raise ProviderError(
-                f"expected providers 'auto', 'cpu', 'cuda' or a list of onnxruntime provider names, "
-                f"got {providers!r}"
-            )
-    else:
-        requested = list(providers)
-        if not requested:
-            raise ProviderError("expected at least one execution provider, got an empty list")
+    requested = _requested(providers, available)
     names = []
     for item in requested:
-        name = item[0] if isinstance(item, tuple) else item
+        name = provider_name(item)
         if not isinstance(name, str):
             raise ProviderError(f"expected a provider name or a (name, options) pair, got {item!r}")
         names.append(name)
     missing = [name for name in names if name not in available]
     if missing:
-        hint = ""
-        if CUDA in missing:
-            hint = f" ({cuda_install_hint()})"
         raise ProviderError(
             f"execution provider {', '.join(missing)} is not available in this onnxruntime "
-            f"{ort.__version__}{hint}; available: {', '.join(available)}"
+            f"{ort.__version__}{_install_hint(missing)}; available: {', '.join(available)}"
         )
     if CPU not in names:
         requested.append(CPU)
     return requested
 
 
-def _bundled_dir() -> Path:
-    return Path(str(resources.files("mnist_onnx.runtime").joinpath("bundled")))
-
-
-def _bundled_model(precision: str) -> ModelSource:
-    if precision not in PRECISIONS:
-        raise ModelError(f"expected precision 'fp32' or 'int8', got {precision!r}")
-    folder = _bundled_dir()
-    card_path = folder / _BUNDLED_CARD
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(
-            f"this installation has no bundled model ({card_path} is missing); "
-            f"pass a model file instead (model=PATH, or --model PATH)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{card_path}: cannot read the bundled model card ({exc})") from None
-    files = card.get("files") if isinstance(card, dict) else None
-    entry = files.get(precision) if isinstance(files, dict) else None
-    if entry is None:
-        raise ModelError(f"{card_path}: the model card has no files.{precision} entry: this installation "
-                         f"ships no {precision} model")
-    if not isinstance(entry, dict) or not {"path", "sha256"} <= entry.keys():
-        raise ModelError(f"{card_path}: expected files.{precision}.path and .sha256, "
-                         f"got {json.dumps(entry)[:200]}")
-    path = folder / entry["path"]
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"bundled {precision} model {path}: cannot read ({exc.strerror or exc}); "
-                         f"reinstall mnist-onnx or pass model=PATH") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise ModelError(
-            f"bundled {precision} model {path}: expected sha256 {entry['sha256']} (model card), "
-            f"got {digest}; the installation is damaged, reinstall mnist-onnx"
-        )
-    return ModelSource(data, f"bundled {precision} model {entry['path']}", precision)
-
-
-def load_model(model: str | os.PathLike[str] | bytes | Any | None = None, *,
-               precision: str = "fp32") -> ModelSource:
-    """Read a model from a path, bytes, an ``onnx.ModelProto``, or the bundled default.
-
-    Args:
-        model: None for the bundled model of ``precision``; a path to a
-            ``.onnx`` file; the serialized bytes; or any object with
-            ``SerializeToString()`` (an ``onnx.ModelProto``; onnx itself is not
-            imported here).
-        precision: Which bundled model, ``"fp32"`` or ``"int8"``, when ``model`` is None.
-
-    Returns:
-        A :class:`ModelSource`. A bundled model's sha256 has been checked
-        against the model card.
-
-    Raises:
-        ModelError: If the file is missing, unreadable or empty, or a bundled
-            model is missing or does not match its recorded sha256.
-    """
-    if model is None:
-        return _bundled_model(precision)
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        data, name = bytes(model), f"<{len(model):,} bytes>"
-    elif isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        name = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"{name}: no such model file") from None
-        except IsADirectoryError:
-            hint = " (a SavedModel folder? export it to ONNX first)" if (path / "saved_model.pb").exists() else ""
-            raise ModelError(f"{name}: is a directory, expected an .onnx file{hint}") from None
-        except OSError as exc:
-            raise ModelError(f"{name}: cannot read the model ({exc.strerror or exc})") from None
-    elif hasattr(model, "SerializeToString"):
-        data, name = model.SerializeToString(), f"<{type(model).__name__}>"
-    else:
-        raise ModelError(f"expected a model path, bytes or None (the bundled model), got {type(model).__name__}")
-    if not data:
-        raise ModelError(f"{name}: is empty (0 bytes), expected an ONNX model")
-    return ModelSource(data, name)
-
-
-def _protobuf_problem(data: bytes) -> str | None:
-    """Say why ``data`` cannot be a protobuf message, or None if its top level parses.
-
-    Only the top level is walked (tag, wire type, length), which is enough to
-    tell a truncated ONNX file (a length that runs past the end) from a file
-    that is not protobuf at all, without importing onnx.
-    """
-    pos, end = 0, len(data)
-
-    def varint() -> int | None:
-        nonlocal pos
-        value, shift = 0, 0
-        while pos < end:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                return None
-        return None
-
-    while pos < end:
-        start = pos
-        tag = varint()
-        if tag is None:
-            return f"ends inside a field header at byte {start:,}"
-        field, wire = tag >> 3, tag & 7
-        if field == 0 or wire in (3, 4, 6, 7):
-            return f"not protobuf data (invalid field tag at byte {start:,})"
-        if wire == 0:
-            if varint() is None:
-                return f"ends inside a value at byte {start:,}"
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:  # wire == 2, length-delimited
-            length = varint()
-            if length is None:
-                return f"ends inside a length at byte {start:,}"
-            pos += length
-        if pos > end:
-            return f"field {field} at byte {start:,} runs {pos - end:,} bytes past the end of the data"
-    return None
-
-
-def _describe_bad_model(source: ModelSource, error: Exception) -> str:
-    data = source.data
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if data[:4] == b"PK\x03\x04":
-        return (f"{source.name}: is a zip archive (a .keras model?), expected an ONNX model; "
-                f"convert it with 'mnist-onnx export'")
-    if data[:8] == b"\x89HDF\r\n\x1a\n":
-        return f"{source.name}: is an HDF5 file (a Keras .h5 model?), expected an ONNX model"
-    head = data[:256]
-    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        return f"{source.name}: is a text file, expected a binary ONNX model (first line: {head.splitlines()[0][:60]!r})"
-    problem = _protobuf_problem(data)
-    if problem and ("past the end" in problem or problem.startswith("ends inside")):
-        return (f"{source.name}: truncated ONNX model ({len(data):,} bytes; {problem}); "
-                f"copy or export it again")
-    if problem:
-        return f"{source.name}: is not an ONNX model ({problem})"
-    return f"{source.name}: onnxruntime cannot load this model: {first_line}"
-
-
-#: CUDA provider options set unless the caller passes their own.  TF32 convolutions
-#: off: measured on one H100 (bundled models, sample of 1,000 real digits,
-#: ``benchmarks/gpu_check.py``), TF32 moved probabilities by up to 5.4e-4 (fp32)
-#: and 4.8e-3 (int8) from the CPU's; without it, by 8.3e-7 and 2.4e-7, within
-#: the exporter's 1e-5 parity limit.
-CUDA_DEFAULT_OPTIONS = {"use_tf32": "0"}
+def _with_default_options(providers: list[ProviderSpec], cuda_device: int) -> list[ProviderSpec]:
+    """Add the measured default options (and the device) to each provider that has them."""
+    resolved: list[ProviderSpec] = []
+    for provider in providers:
+        if provider_name(provider) == CUDA:
+            given = provider[1] if isinstance(provider, tuple) else {}
+            provider = (CUDA, {"device_id": cuda_device, **CUDA_DEFAULT_OPTIONS, **given})
+        resolved.append(provider)
+    return resolved
 
 
 def _session_options(threads: int | None, spinning: bool, optimization: str) -> ort.SessionOptions:
@@ -369,27 +199,27 @@ def _session_options(threads: int | None, spinning: bool, optimization: str) -> 
 
 
 def create_session(
-    model: str | os.PathLike[str] | bytes | ModelSource | Any | None = None,
+    model: ModelInput | ModelSource = None,
     *,
     providers: Providers = "auto",
     threads: int | None = None,
     spinning: bool | None = None,
     optimization: str = "all",
-    precision: str = "fp32",
+    precision: Precision | None = None,
     cuda_device: int = 0,
 ) -> ort.InferenceSession:
     """Create an onnxruntime session with the package's checked defaults.
 
     Args:
-        model: A :class:`ModelSource`, or anything :func:`load_model` takes
-            (None is the bundled model of ``precision``).
+        model: A :class:`~.model_source.ModelSource`, or anything
+            :func:`~.model_source.load_model` takes (None is the bundled model of ``precision``).
         providers: See :func:`resolve_providers`.
-        threads: Intra-op threads; None uses :data:`DEFAULT_THREADS`.
-        spinning: Whether idle worker threads spin; None uses :data:`DEFAULT_SPINNING`.
+        threads: Intra-op threads; None uses :data:`~.defaults.DEFAULT_THREADS`.
+        spinning: Whether idle worker threads spin; None uses :data:`~.defaults.DEFAULT_SPINNING`.
             Spinning lowers latency but burns CPU between calls.
         optimization: Graph optimization level: ``disable``, ``basic``,
             ``extended`` or ``all``.
-        precision: Which bundled model when ``model`` is None.
+        precision: Which bundled model when ``model`` is None (None: fp32).
         cuda_device: The GPU to use with the CUDA provider.
 
     Returns:
@@ -404,40 +234,37 @@ def create_session(
         ProviderFallbackWarning: If CUDA was requested but the session runs on
             the CPU (for example the CUDA libraries could not be loaded).
     """
-    source = model if isinstance(model, ModelSource) else load_model(model, precision=precision)
-    resolved = resolve_providers(providers)
-    resolved = [
-        (CUDA, {"device_id": cuda_device, **CUDA_DEFAULT_OPTIONS, **(p[1] if isinstance(p, tuple) else {})})
-        if (p[0] if isinstance(p, tuple) else p) == CUDA else p
-        for p in resolved
-    ]
-    wants_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA for p in resolved)
+    source = load_model(model, precision=precision)
+    resolved = _with_default_options(resolve_providers(providers), cuda_device)
+    wants_cuda = any(provider_name(p) == CUDA for p in resolved)
     options = _session_options(threads, DEFAULT_SPINNING if spinning is None else spinning, optimization)
     fallback_reason = None
     try:
         # enable_fallback=0: onnxruntime's own fallback prints to stdout; we warn instead.
         session = ort.InferenceSession(source.data, sess_options=options, providers=resolved, enable_fallback=0)
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
-        if wants_cuda and _is_provider_failure(exc):
-            fallback_reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            cpu_only = [p for p in resolved if (p[0] if isinstance(p, tuple) else p) != CUDA]
-            try:
-                session = ort.InferenceSession(source.data, sess_options=options, providers=cpu_only,
-                                               enable_fallback=0)
-            except Exception as cpu_exc:
-                raise ModelError(_describe_bad_model(source, cpu_exc)) from None
-        else:
-            raise ModelError(_describe_bad_model(source, exc)) from None
+        if not (wants_cuda and _is_provider_failure(exc)):
+            raise ModelError(describe_bad_model(source, exc)) from None
+        fallback_reason = first_line(exc)
+        cpu_only = [p for p in resolved if provider_name(p) != CUDA]
+        try:
+            session = ort.InferenceSession(source.data, sess_options=options, providers=cpu_only, enable_fallback=0)
+        except Exception as cpu_exc:
+            raise ModelError(describe_bad_model(source, cpu_exc)) from None
     if wants_cuda and CUDA not in session.get_providers():
-        reason = fallback_reason or "onnxruntime did not register the CUDA provider"
-        warnings.warn(
-            f"CUDA was requested but {source.name} runs on {', '.join(session.get_providers())}: {reason}. "
-            f"Check that a GPU is visible and that the CUDA and cuDNN libraries onnxruntime-gpu "
-            f"{ort.__version__} was built for are installed (pip install 'onnxruntime-gpu[cuda,cudnn]').",
-            ProviderFallbackWarning,
-            stacklevel=2,
-        )
+        _warn_cuda_fallback(source, session, fallback_reason)
     return session
+
+
+def _warn_cuda_fallback(source: ModelSource, session: ort.InferenceSession, reason: str | None) -> None:
+    reason = reason or "onnxruntime did not register the CUDA provider"
+    warnings.warn(
+        f"CUDA was requested but {source.name} runs on {', '.join(session.get_providers())}: {reason}. "
+        f"Check that a GPU is visible and that the CUDA and cuDNN libraries onnxruntime-gpu "
+        f"{ort.__version__} was built for are installed (pip install 'onnxruntime-gpu[cuda,cudnn]').",
+        ProviderFallbackWarning,
+        stacklevel=3,
+    )
 
 
 def _is_provider_failure(exc: Exception) -> bool:

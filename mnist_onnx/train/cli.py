@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "re-run with the same OUT."
         ),
     )
-    train.add_argument("train_csv", metavar="TRAIN_CSV", help="Kaggle train.csv (label,pixel0..pixel783), may be gzipped")
+    train.add_argument("train_csv", metavar="TRAIN_CSV",
+                       help="Kaggle train.csv (label,pixel0..pixel783), may be gzipped")
     train.add_argument("--out", required=True, metavar="DIR", help="directory for the model and reports")
     train.add_argument("--recipe", choices=("seed", "augmented"), default="seed",
                        help="'seed' = the tutorial (10 epochs, batch 32, 20%% validation, best epoch kept); "
@@ -79,7 +80,8 @@ def _run_train(args: argparse.Namespace) -> int:
     verbose = 0 if args.quiet else ("auto" if sys.stderr.isatty() else 2)
     result = train(
         args.train_csv, args.out, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, keep=args.keep, validation_fraction=args.validation, limit_rows=args.limit, test_csv=args.test, test_labels_csv=args.test_labels,
+        seed=args.seed, keep=args.keep, validation_fraction=args.validation, limit_rows=args.limit,
+        test_csv=args.test, test_labels_csv=args.test_labels,
         verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *args.argv]),
     )
     if emit:

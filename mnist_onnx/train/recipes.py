@@ -13,23 +13,24 @@ is the plain inference network.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .._extras import require
 from .._fileio import atomic_path, sha256_file, write_json_atomic
+from .._platform import library_versions
+from ..data import read_answers
 from ..errors import MnistOnnxError
 from ..runtime.kaggle_csv import read_kaggle_csv
+from .callbacks import EpochHistory, KeepBestWeights, LogToCallable, plot_curves, plot_samples
 from .model import NUM_CLASSES, build_model
 
 __all__ = ["Recipe", "RECIPES", "TrainResult", "train", "split_validation", "evaluate_keras"]
@@ -110,81 +111,6 @@ def _augmenter(keras: Any, recipe: Recipe, seed: int) -> Any:
     )
 
 
-class _LogToCallable:
-    """Keras callback that reports one line per epoch to a callable (used when not on a terminal)."""
-
-    def __new__(cls, keras: Any, emit: Callable[[str], None], epochs: int) -> Any:
-        class _Cb(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                logs = logs or {}
-                parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
-                emit(f"epoch {epoch + 1}/{epochs}: {parts}")
-
-        return _Cb()
-
-
-class _EpochHistory:
-    """Keras callback: the history of every finished epoch, kept across an interrupted run.
-
-    ``fit()`` resumed by BackupAndRestore reports only the epochs it ran itself,
-    so a resumed run's history, epoch count and best epoch would leave out the
-    epochs before the interruption.  This callback saves the per-epoch logs to
-    ``path`` (beside the backup) after each epoch and reloads them on resume;
-    entries from an epoch that is being run again are replaced.
-    """
-
-    def __new__(cls, keras: Any, path: Path) -> Any:
-        class _Cb(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.epochs: list[dict[str, float]] = []
-
-            def on_train_begin(self, logs: dict | None = None) -> None:
-                try:
-                    saved = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    saved = []
-                self.epochs = saved if isinstance(saved, list) else []
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                entry = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))}
-                self.epochs = self.epochs[:epoch] + [entry]
-                if path.parent.is_dir():
-                    write_json_atomic(path, self.epochs)
-
-            def history(self) -> dict[str, list[float]]:
-                keys = [k for k in self.epochs[-1]] if self.epochs else []
-                return {k: [float(e.get(k, math.nan)) for e in self.epochs] for k in keys}
-
-        return _Cb()
-
-
-class _KeepBestWeights:
-    """Keras callback: remember the weights of the best ``val_accuracy`` epoch and restore them at the end.
-
-    With a constant learning rate the last epoch's validation accuracy swings by
-    a few tenths of a point (the seed recipe on 42,000 rows: 99.20% at epoch 9,
-    98.98% at epoch 10), so saving the last epoch can throw the best model away.
-    """
-
-    def __new__(cls, keras: Any) -> Any:
-        class _Cb(keras.callbacks.Callback):
-            best = -1.0
-            best_epoch = 0
-            weights: list | None = None
-
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                acc = float((logs or {}).get("val_accuracy", -1.0))
-                if acc > self.best:
-                    self.best, self.best_epoch, self.weights = acc, epoch + 1, self.model.get_weights()
-
-            def on_train_end(self, logs: dict | None = None) -> None:
-                if self.weights is not None:
-                    self.model.set_weights(self.weights)
-
-        return _Cb()
-
-
 def evaluate_keras(model: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 512) -> float:
     """Return the accuracy of ``model`` on uint8 ``images`` with integer ``labels``."""
     probs = model.predict(_scale(images), batch_size=batch_size, verbose=0)
@@ -192,80 +118,158 @@ def evaluate_keras(model: Any, images: np.ndarray, labels: np.ndarray, batch_siz
 
 
 def _read_holdout(test_csv: Path, labels_csv: Path) -> tuple[np.ndarray, np.ndarray]:
-    import pandas as pd
-
     batch = read_kaggle_csv(test_csv)
+    return batch.images, read_answers(labels_csv, len(batch), of=test_csv)
+
+
+@dataclass(frozen=True)
+class _TrainingRows:
+    """The rows one training run uses: uint8 images N×28×28×1, int labels, the split, and held-out rows."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    holdout: tuple[np.ndarray, np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A trained model and what its training measured."""
+
+    model: Any
+    history: dict[str, list[float]]
+    wall_s: float
+    kept_epoch: int
+    kept_val_accuracy: float
+
+
+def _resolve_recipe(recipe: str | Recipe, limit_rows: int | None, **overrides: Any) -> Recipe:
+    """The recipe with the caller's overrides (None: keep the recipe's value), checked."""
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise MnistOnnxError(f"unknown recipe {recipe!r}, expected one of {', '.join(RECIPES)}")
+        recipe = RECIPES[recipe]
+    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if recipe.epochs < 1 or recipe.batch_size < 1:
+        raise MnistOnnxError(f"epochs and batch size must be positive, got {recipe.epochs} and {recipe.batch_size}")
+    if not 0.0 < recipe.validation_fraction <= 0.5:
+        raise MnistOnnxError(f"validation fraction must be in (0, 0.5], got {recipe.validation_fraction}")
+    if limit_rows is not None and limit_rows < 2:
+        raise MnistOnnxError(f"--limit must be at least 2 rows, got {limit_rows}")
+    if recipe.keep not in ("best", "last"):
+        raise MnistOnnxError(f"keep must be 'best' or 'last', got {recipe.keep!r}")
+    return recipe
+
+
+def _read_training_rows(
+    train_csv: str | os.PathLike[str], recipe: Recipe, limit_rows: int | None,
+    test_csv: str | os.PathLike[str] | None, test_labels_csv: str | os.PathLike[str] | None,
+) -> _TrainingRows:
+    data = read_kaggle_csv(train_csv, require_labels=True)
+    images, labels = data.images, data.labels
+    if labels is None:  # unreachable: require_labels=True already checked the header
+        raise MnistOnnxError(f"{train_csv}: has no label column")
+    if limit_rows is not None:
+        images, labels = images[:limit_rows], labels[:limit_rows]
+    train_idx, val_idx = split_validation(len(images), recipe.validation_fraction, recipe.seed)
+    holdout = _read_holdout(Path(test_csv), Path(test_labels_csv)) if test_csv and test_labels_csv else None
+    return _TrainingRows(images, labels, train_idx, val_idx, holdout)
+
+
+def _make_dir(out: Path) -> None:
     try:
-        answers = pd.read_csv(labels_csv)
-    except (OSError, ValueError) as exc:
-        raise MnistOnnxError(f"{labels_csv}: cannot read ({exc})") from exc
-    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != len(batch):
-        raise MnistOnnxError(
-            f"{labels_csv}: expected columns ImageId,Label and {len(batch)} rows, "
-            f"got {','.join(map(str, answers.columns))} and {len(answers)} rows"
-        )
-    return batch.images, answers["Label"].to_numpy(np.int64)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
 
 
-def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
+def _fit(keras: Any, tf: Any, recipe: Recipe, rows: _TrainingRows, backup_dir: Path, verbose: int | str,
+         progress: Callable[[str], None] | None) -> _Fitted:
+    """Compile and fit the tutorial CNN; resumes from ``backup_dir`` when an earlier run was interrupted."""
+    keras.utils.set_random_seed(recipe.seed)
+    x_train = _scale(rows.images[rows.train_idx])
+    y_train = keras.utils.to_categorical(rows.labels[rows.train_idx], NUM_CLASSES)
+    x_val = _scale(rows.images[rows.val_idx])
+    y_val = keras.utils.to_categorical(rows.labels[rows.val_idx], NUM_CLASSES)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    model = build_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=recipe.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    epoch_history = EpochHistory(keras, backup_dir / "mnist-onnx-history.json")
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", patience=recipe.lr_patience, factor=recipe.lr_factor,
+            min_lr=recipe.min_lr, verbose=1 if verbose else 0,
+        ),
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        epoch_history,
+    ]
+    if progress is not None:
+        callbacks.append(LogToCallable(keras, progress, recipe.epochs))
+    keeper = KeepBestWeights(keras) if recipe.keep == "best" else None
+    if keeper is not None:
+        callbacks.append(keeper)
 
-    fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
-    epochs = range(1, len(history["loss"]) + 1)
-    ax_loss.plot(epochs, history["loss"], label="training loss")
-    ax_loss.plot(epochs, history["val_loss"], label="validation loss")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_acc.plot(epochs, history["accuracy"], label="training accuracy")
-    ax_acc.plot(epochs, history["val_accuracy"], label="validation accuracy")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    train_ds = train_ds.shuffle(len(x_train), seed=recipe.seed, reshuffle_each_iteration=True)
+    train_ds = train_ds.batch(recipe.batch_size)
+    if recipe.augment:
+        augment = _augmenter(keras, recipe, recipe.seed)
+        train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
 
-
-def _plot_samples(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = min(36, len(images))
-    cols = 6
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6))
-    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ax.imshow(images[i, :, :, 0], cmap="gray_r")
-        ok = predicted[i] == labels[i]
-        ax.set_title(f"{predicted[i]}" + ("" if ok else f" (true {labels[i]})"),
-                     color="black" if ok else "red", fontsize=9)
-    fig.suptitle("validation digits: predicted label (red = wrong)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    started = time.perf_counter()
+    fit = model.fit(
+        train_ds, validation_data=(x_val, y_val), shuffle=False,  # train_ds shuffles itself
+        epochs=recipe.epochs, callbacks=callbacks, verbose=verbose,
+    )
+    wall = time.perf_counter() - started
+    # Every epoch, including those finished before an interruption that this call resumed from.
+    history = epoch_history.history() or {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    if keeper is not None:
+        return _Fitted(model, history, wall, keeper.best_epoch, keeper.best)
+    return _Fitted(model, history, wall, len(history["val_accuracy"]), history["val_accuracy"][-1])
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a training or export result."""
-    import importlib.metadata as md
+def _write_artifacts(fitted: _Fitted, rows: _TrainingRows, out: Path) -> Path:
+    """Write model.keras, history.json and the two pictures; returns the model's path."""
+    model_path = out / "model.keras"
+    with atomic_path(model_path, suffix=".keras") as tmp:
+        fitted.model.save(tmp)
+    write_json_atomic(out / "history.json", fitted.history)
+    plot_curves(fitted.history, out / "training-curves.png")
+    val_images, val_labels = rows.images[rows.val_idx][:36], rows.labels[rows.val_idx][:36]
+    val_pred = fitted.model.predict(_scale(val_images), verbose=0).argmax(axis=1)
+    plot_samples(val_images, val_labels, val_pred, out / "sample-predictions.png")
+    return model_path
 
-    out = {"python": platform.python_version(), "mnist-onnx": __version__}
-    for dist in ("numpy", "pandas", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+
+def _report(recipe: Recipe, rows: _TrainingRows, fitted: _Fitted, train_csv: str | os.PathLike[str],
+            model_path: Path, command_line: str | None) -> dict[str, Any]:
+    history = fitted.history
+    return {
+        "recipe": asdict(recipe),
+        "command_line": command_line,
+        "train_csv": str(train_csv),
+        "train_csv_sha256": sha256_file(train_csv),
+        "rows_used": int(len(rows.images)),
+        "train_rows": int(len(rows.train_idx)),
+        "validation_rows": int(len(rows.val_idx)),
+        "epochs_run": len(history.get("loss", [])),
+        "final_val_accuracy": history["val_accuracy"][-1],
+        "best_val_accuracy": max(history["val_accuracy"]),
+        "best_epoch": int(np.argmax(history["val_accuracy"]) + 1),
+        "kept_epoch": fitted.kept_epoch,
+        "kept_val_accuracy": fitted.kept_val_accuracy,
+        "wall_time_s": round(fitted.wall_s, 1),
+        "model_sha256": sha256_file(model_path),
+        "versions": library_versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
 
 
 def train(
@@ -320,117 +324,28 @@ def train(
     """
     keras = require("keras", "train")
     tf = require("tensorflow", "train")
-    if isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise MnistOnnxError(f"unknown recipe {recipe!r}, expected one of {', '.join(RECIPES)}")
-        recipe = RECIPES[recipe]
-    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("keep", keep),
-                                         ("validation_fraction", validation_fraction)) if v is not None}
-    recipe = replace(recipe, **overrides)
-    if recipe.epochs < 1 or recipe.batch_size < 1:
-        raise MnistOnnxError(f"epochs and batch size must be positive, got {recipe.epochs} and {recipe.batch_size}")
-    if not 0.0 < recipe.validation_fraction <= 0.5:
-        raise MnistOnnxError(f"validation fraction must be in (0, 0.5], got {recipe.validation_fraction}")
-    if limit_rows is not None and limit_rows < 2:
-        raise MnistOnnxError(f"--limit must be at least 2 rows, got {limit_rows}")
+    recipe = _resolve_recipe(recipe, limit_rows, epochs=epochs, batch_size=batch_size, seed=seed, keep=keep,
+                             validation_fraction=validation_fraction)
     emit = progress or (lambda _msg: None)
 
     emit(f"reading {train_csv}")
-    data = read_kaggle_csv(train_csv, require_labels=True)
-    images, labels = data.images, data.labels
-    if labels is None:  # unreachable: require_labels=True already checked the header
-        raise MnistOnnxError(f"{train_csv}: has no label column")
-    if limit_rows is not None:
-        images, labels = images[:limit_rows], labels[:limit_rows]
-    train_idx, val_idx = split_validation(len(images), recipe.validation_fraction, recipe.seed)
-    holdout = _read_holdout(Path(test_csv), Path(test_labels_csv)) if test_csv and test_labels_csv else None
-
+    rows = _read_training_rows(train_csv, recipe, limit_rows, test_csv, test_labels_csv)
     # Created only once the inputs have been read: a bad CSV leaves no empty folder behind.
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
+    _make_dir(out)
 
-    keras.utils.set_random_seed(recipe.seed)
-    x_train, y_train = _scale(images[train_idx]), keras.utils.to_categorical(labels[train_idx], NUM_CLASSES)
-    x_val, y_val = _scale(images[val_idx]), keras.utils.to_categorical(labels[val_idx], NUM_CLASSES)
-
-    model = build_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=recipe.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    backup_dir = out / ".backup"
-    callbacks = [
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", patience=recipe.lr_patience, factor=recipe.lr_factor,
-            min_lr=recipe.min_lr, verbose=1 if verbose else 0,
-        ),
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
-    ]
-    epoch_history = _EpochHistory(keras, backup_dir / "mnist-onnx-history.json")
-    callbacks.append(epoch_history)
-    if progress is not None:
-        callbacks.append(_LogToCallable(keras, emit, recipe.epochs))
-    if recipe.keep not in ("best", "last"):
-        raise MnistOnnxError(f"keep must be 'best' or 'last', got {recipe.keep!r}")
-    keeper = _KeepBestWeights(keras) if recipe.keep == "best" else None
-    if keeper is not None:
-        callbacks.append(keeper)
-
-    train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-    train_ds = train_ds.shuffle(len(x_train), seed=recipe.seed, reshuffle_each_iteration=True)
-    train_ds = train_ds.batch(recipe.batch_size)
-    if recipe.augment:
-        augment = _augmenter(keras, recipe, recipe.seed)
-        train_ds = train_ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-
-    emit(f"training recipe '{recipe.name}' on {len(train_idx):,} rows, validating on {len(val_idx):,}, "
+    emit(f"training recipe '{recipe.name}' on {len(rows.train_idx):,} rows, validating on {len(rows.val_idx):,}, "
          f"{recipe.epochs} epochs, batch {recipe.batch_size}")
-    started = time.perf_counter()
-    fit = model.fit(
-        train_ds, validation_data=(x_val, y_val), shuffle=False,  # train_ds shuffles itself
-        epochs=recipe.epochs, callbacks=callbacks, verbose=verbose,
-    )
-    wall = time.perf_counter() - started
-    # Every epoch, including those finished before an interruption that this call resumed from.
-    history = epoch_history.history() or {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    backup_dir = out / ".backup"
+    fitted = _fit(keras, tf, recipe, rows, backup_dir, verbose, progress)
+    model_path = _write_artifacts(fitted, rows, out)
 
-    model_path = out / "model.keras"
-    with atomic_path(model_path, suffix=".keras") as tmp:
-        model.save(tmp)
-    write_json_atomic(out / "history.json", history)
-    _plot_curves(history, out / "training-curves.png")
-    val_pred = model.predict(x_val[:36], verbose=0).argmax(axis=1)
-    _plot_samples(images[val_idx][:36], labels[val_idx][:36], val_pred, out / "sample-predictions.png")
-
-    report: dict[str, Any] = {
-        "recipe": asdict(recipe),
-        "command_line": command_line,
-        "train_csv": str(train_csv),
-        "train_csv_sha256": sha256_file(train_csv),
-        "rows_used": int(len(images)),
-        "train_rows": int(len(train_idx)),
-        "validation_rows": int(len(val_idx)),
-        "epochs_run": len(history.get("loss", [])),
-        "final_val_accuracy": history["val_accuracy"][-1],
-        "best_val_accuracy": max(history["val_accuracy"]),
-        "best_epoch": int(np.argmax(history["val_accuracy"]) + 1),
-        "kept_epoch": keeper.best_epoch if keeper is not None else len(history["val_accuracy"]),
-        "kept_val_accuracy": keeper.best if keeper is not None else history["val_accuracy"][-1],
-        "wall_time_s": round(wall, 1),
-        "model_sha256": sha256_file(model_path),
-        "versions": library_versions(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-    if holdout is not None:
-        emit(f"evaluating on {len(holdout[0]):,} held-out rows")
+    report = _report(recipe, rows, fitted, train_csv, model_path, command_line)
+    if rows.holdout is not None:
+        emit(f"evaluating on {len(rows.holdout[0]):,} held-out rows")
         report["holdout_csv"] = str(test_csv)
-        report["holdout_rows"] = int(len(holdout[0]))
-        report["holdout_accuracy"] = evaluate_keras(model, *holdout)
+        report["holdout_rows"] = int(len(rows.holdout[0]))
+        report["holdout_accuracy"] = evaluate_keras(fitted.model, *rows.holdout)
     write_json_atomic(out / "report.json", report)
     shutil.rmtree(backup_dir, ignore_errors=True)
     return TrainResult(out, model_path, report)

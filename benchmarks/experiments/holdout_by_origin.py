@@ -1,7 +1,7 @@
 """Held-out accuracy split by where each image came from in MNIST.
 
 Usage:
-    python benchmarks/holdout_by_origin.py DATA_DIR [MODEL.onnx ...]   (default: the bundled fp32 model)
+    python benchmarks/experiments/holdout_by_origin.py DATA_DIR [MODEL.onnx ...]   (default: the bundled fp32 model)
 
 ``mnist-onnx data`` orders the 70,000 images of the MNIST pickle (50,000
 training, 10,000 validation, 10,000 test, in that order) by

@@ -3,7 +3,7 @@
 Usage:
     python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
         --platform manylinux_2_28_x86_64 -d /tmp/ortgpu onnxruntime-gpu==1.31.1
-    python benchmarks/pack_ort_gpu.py /tmp/ortgpu/onnxruntime_gpu-*.whl --sm 90 --out .gpu --part-mb 50
+    python tools/pack_ort_gpu.py /tmp/ortgpu/onnxruntime_gpu-*.whl --sm 90 --out .gpu --part-mb 50
 
 The wheel is 256 MB, most of it CUDA kernels for six GPU generations (sm_75 to
 sm_120) inside ``libonnxruntime_providers_cuda.so``.  This keeps the kernels of
@@ -15,7 +15,7 @@ provider, the transformers tools).  The result, an xz tarball of the
 two parts for 1.31.1.  On the GPU machine::
 
     mkdir -p /tmp/site && cat PART... | tar -xJ -C /tmp/site
-    ORT_GPU_SITE=/tmp/site bash benchmarks/gpu_check.sh
+    ORT_GPU_SITE=/tmp/site bash tools/gpu_check.sh
 
 (The GPU machine's Python must already hold the CUDA and cuDNN libraries the
 wheel was built for, as the nvidia-* pip packages; gpu_check.sh finds them.)
@@ -88,7 +88,8 @@ def main() -> None:
             data = bytearray(wheel.read(info))
             if info.filename.endswith("libonnxruntime_providers_cuda.so"):
                 kept, zeroed = blank_other_archs(data, args.sm)
-                print(f"{info.filename}: kept {kept / 1e6:.0f} MB of sm_{args.sm} kernels, zeroed {zeroed / 1e6:.0f} MB")
+                print(f"{info.filename}: kept {kept / 1e6:.0f} MB of sm_{args.sm} kernels, "
+                      f"zeroed {zeroed / 1e6:.0f} MB")
             member = tarfile.TarInfo(info.filename)
             member.size = len(data)
             member.mode = 0o755 if info.filename.endswith(".so") else 0o644

@@ -1,7 +1,7 @@
 """Build the models bundled with mnist-onnx, and their model card, from a finished training run.
 
 Usage (from the repository root):
-    python benchmarks/build_bundled_model.py --run RUN_DIR --data DATA_DIR
+    python tools/build_bundled_model.py --run RUN_DIR --data DATA_DIR
 
 RUN_DIR holds ``model.keras`` and ``report.json`` from ``mnist-onnx train``
 (recipe ``augmented`` on the full 42,000-row train.csv, with ``--test`` and
@@ -31,21 +31,21 @@ import numpy as np
 import pandas as pd
 
 from mnist_onnx._fileio import atomic_path, sha256_file, write_json_atomic
+from mnist_onnx._platform import library_versions
 from mnist_onnx.export.parity import BUNDLED_SAMPLE, run_onnxruntime, to_model_input
 from mnist_onnx.runtime import metadata as meta
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.session import create_session
-from mnist_onnx.train.recipes import RECIPES, library_versions
+from mnist_onnx.train.recipes import RECIPES
 
 BUNDLED = BUNDLED_SAMPLE.parent
 FP32, INT8 = "digit_cnn.onnx", "digit_cnn.int8.onnx"
 
 
-def _run(command: list[str]) -> str:
-    """Run an ``mnist-onnx`` command with this interpreter; return it as the user would type it."""
+def _run(command: list[str]) -> None:
+    """Run an ``mnist-onnx`` command with this interpreter."""
     print("+", shlex.join(command), flush=True)
     subprocess.run([sys.executable, "-m", "mnist_onnx", *command[1:]], check=True)
-    return shlex.join(command)
 
 
 def _accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
@@ -83,17 +83,27 @@ def main() -> None:
         raise SystemExit(f"{args.run}/report.json describes another model.keras")
 
     # The training report's command line uses paths relative to the directory above DATA_DIR
-    # (where `mnist-onnx data` and `mnist-onnx train` ran); export and quantize run here.
+    # (where `mnist-onnx data` and `mnist-onnx train` ran); export and quantize run here.  The card
+    # records paths relative to those two directories, never this machine's absolute paths.
     workspace = args.data.resolve().parent
+
+    def in_workspace(path: Path) -> str:
+        try:
+            return "$WORKSPACE/" + path.resolve().relative_to(workspace).as_posix()
+        except ValueError:
+            return str(path)  # outside the workspace: recorded as given
+
+    _run(["mnist-onnx", "export", str(args.run / "model.keras"), "--out", str(bundled / FP32)])
+    _run(["mnist-onnx", "quantize", str(bundled / FP32), "--calibration", str(train_csv), "--out", str(bundled / INT8)])
+    run_dir, data_dir = in_workspace(args.run), in_workspace(args.data)
     commands = [
-        shlex.join(["cd", str(workspace)]),
+        "# in the working directory WORKSPACE:",
         shlex.join(["mnist-onnx", "data", str(args.data.resolve().relative_to(workspace))]),
         _training_command(report),
-        shlex.join(["cd", str(repo)]),
-        _run(["mnist-onnx", "export", str(args.run / "model.keras"), "--out", str(bundled / FP32)]),
-        _run(["mnist-onnx", "quantize", str(bundled / FP32), "--calibration", str(train_csv),
-              "--out", str(bundled / INT8)]),
-        shlex.join(["python", "benchmarks/build_bundled_model.py", "--run", str(args.run), "--data", str(args.data)]),
+        "# from the repository root:",
+        f"mnist-onnx export {run_dir}/model.keras --out {bundled / FP32}",
+        f"mnist-onnx quantize {bundled / FP32} --calibration {data_dir}/train.csv --out {bundled / INT8}",
+        f"python tools/build_bundled_model.py --run {run_dir} --data {data_dir}",
     ]
 
     test = read_kaggle_csv(test_csv)
@@ -201,8 +211,9 @@ def _markdown(card: dict) -> str:
         f"{q['calibration']['rows']:,} rows of train.csv; the output layer (Dense 10 + softmax) "
         f"{'stays float' if opts.get('float_output_layer') else 'is quantized too'}"
         f"{', and so does the first convolution' if opts.get('float_first_conv') else ''}"
-        f"{'; the model takes raw uint8 pixels (N×1×28×28 uint8) and scales them itself' if opts.get('uint8_input') else ''}"
-        f".  Gate on "
+        + ("; the model takes raw uint8 pixels (N×1×28×28 uint8) and scales them itself"
+           if opts.get("uint8_input") else "")
+        + ".  Gate on "
         f"{q['evaluation']['rows']:,} held-out digits: agreement with fp32 {q['evaluation']['agreement']:.2%}, "
         f"accuracy change {0.0 - q['evaluation']['accuracy_drop_pp']:+.2f} pp.",
     ]

@@ -1,6 +1,6 @@
 """onnxruntime latency of the tf2onnx graph before and after mnist-onnx's cleanup.
 
-Usage: python benchmarks/export_graph_cleanup.py MODEL.keras [--csv SAMPLE.csv.gz]
+Usage: python benchmarks/experiments/export_graph_cleanup.py MODEL.keras [--csv SAMPLE.csv.gz]
 
 Converts MODEL.keras four ways (raw tf2onnx output or cleaned, NHWC or NCHW
 input), checks each against Keras on the real digits of the CSV (default: the
