@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -160,5 +160,7 @@ def _int_labels(class_labels: Any) -> np.ndarray:
 def _digit_classifier(config: ServeConfig) -> Any:
     from ..runtime import DigitClassifier
 
+    # ServeConfig.precision is "fp32", "int8" or None (argparse choices); DigitClassifier checks it again.
     return DigitClassifier(config.model, providers=config.providers, threads=config.threads,
-                           spinning=config.spinning, precision=config.precision, batch_size=config.batch_size)
+                           spinning=config.spinning, precision=cast(Any, config.precision),
+                           batch_size=config.batch_size)
