@@ -25,9 +25,14 @@ Contenders, all serving the same ONNX model on 127.0.0.1, one process each:
 The client is a lean asyncio HTTP/1.1 client (keep-alive connections, one per
 unit of concurrency, requests prebuilt as bytes) running in this process, on
 the same machine as the servers: it takes CPU from them, as a sidecar or a
-co-located client would.  Every cell runs ``--seconds`` after a warm-up (requests still unanswered 20 s after that are
-abandoned and counted as errors), and
-contenders are interleaved cell by cell, round after round; the tables report
+co-located client would.  Every cell runs ``--seconds`` (``--seconds-large`` for 1,024-image requests) after a warm-up;
+requests still unanswered 20 s after that are abandoned and counted as errors,
+and before the next cell a one-image request must be answered, so a server
+still busy with abandoned work does not slow the next contender.  Cells with
+more than ``--max-images-in-flight`` images in flight at once are skipped (by
+default 1,024-image requests stop at concurrency 32: 128 x 1,024 images take
+minutes to drain on two cores).  Contenders are interleaved
+cell by cell, round after round; the tables report
 the best round (least disturbed by other work on the machine) and the median.
 All loops are bounded in time.
 """
@@ -99,7 +104,7 @@ def request_bytes(workload: str, images: np.ndarray) -> bytes:
 async def _connection(port: int, payload: bytes, until: float, latencies: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        while time.perf_counter() < until:
+        while True:
             started = time.perf_counter()
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -118,6 +123,8 @@ async def _connection(port: int, payload: bytes, until: float, latencies: list[f
                 latencies.append(time.perf_counter() - started)
             else:
                 errors.append(status)
+            if time.perf_counter() >= until:
+                break
     finally:
         writer.close()
 
@@ -139,11 +146,22 @@ async def _drive(port: int, payload: bytes, concurrency: int, seconds: float) ->
     return latencies, errors, time.perf_counter() - started
 
 
-def measure_http(port: int, payload: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
+def measure_http(port: int, payload: bytes, concurrency: int, seconds: float, warmup: float, probe: bytes) -> dict:
     runner = _event_loop_runner()
     runner(_drive(port, payload, concurrency, warmup))
     latencies, errors, elapsed = runner(_drive(port, payload, concurrency, seconds))
+    runner(_drain(port, probe))
     return _summary(latencies, elapsed, len(errors))
+
+
+async def _drain(port: int, probe: bytes, limit_s: float = 300.0) -> None:
+    """Wait until the server answers a one-image request: requests abandoned by the cell are done by then.
+
+    A server that keeps computing abandoned requests would otherwise slow down the next contender's cell.
+    """
+    latencies: list[float] = []
+    errors: list[int] = []
+    await asyncio.wait_for(_connection(port, probe, time.perf_counter() + 1e-9, latencies, errors), limit_s)
 
 
 def measure_in_process(classifier, batch: np.ndarray, seconds: float, warmup: float) -> dict:
@@ -217,6 +235,10 @@ def start_servers(args: argparse.Namespace, model_path: str) -> dict[str, tuple[
     return servers
 
 
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+
+
 def render(results: dict, machine: str, args: argparse.Namespace) -> str:
     lines = [f"Machine: {machine}. Model: bundled {args.precision}. {args.rounds} round(s) of {args.seconds:g} s a "
              f"cell, contenders interleaved; best round (median round in brackets). The client shares the cores. "
@@ -235,7 +257,8 @@ def render(results: dict, machine: str, args: argparse.Namespace) -> str:
             p50 = "-" if best["p50_ms"] is None else f"{best['p50_ms']:.2f}"
             p99 = "-" if best["p99_ms"] is None else f"{best['p99_ms']:.2f}"
             lines.append(f"| {contender} | {concurrency if contender != 'in-process' else '-'} | "
-                         f"{best['requests_per_s']:,.0f} ({median:,.0f}) | {best['requests_per_s'] * images:,.0f} | "
+                         f"{_rate(best['requests_per_s'])} ({_rate(median)}) | "
+                         f"{best['requests_per_s'] * images:,.0f} | "
                          f"{p50} | {p99} | {sum(r['errors'] for r in rounds)} |")
         lines.append("")
     return "\n".join(lines)
@@ -290,6 +313,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds a cell (default: 3)")
+    parser.add_argument("--seconds-large", type=float, default=10.0,
+                        help="measured seconds a cell of 1,024-image requests (default: 10)")
+    parser.add_argument("--max-images-in-flight", type=int, default=32768,
+                        help="skip cells whose concurrency x images per request exceeds this (default: 32768, "
+                             "so 1,024-image requests run at concurrency up to 32)")
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds a cell (default: 0.5)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-h11", action="store_true", help="leave out the h11/asyncio variant")
@@ -309,20 +337,25 @@ def main() -> None:
     classifier = DigitClassifier(precision=args.precision)
     model_path = str(REPO / "mnist_onnx" / "runtime" / "bundled" /
                      ("digit_cnn.onnx" if args.precision == "fp32" else "digit_cnn.int8.onnx"))
+    probe = request_bytes("binary-1", images)
     servers = start_servers(args, model_path)
     results: dict[tuple[str, str, int], list[dict]] = {}
     try:
         for round_index in range(args.rounds):
             for workload in args.workloads:
                 payload = request_bytes(workload, images)
-                batch = images[:1024] if workload == "binary-1024" else images[:1]
+                large = workload == "binary-1024"
+                batch = images[:1024] if large else images[:1]
+                seconds = args.seconds_large if large else args.seconds
                 results.setdefault((workload, "in-process", 0), []).append(
-                    measure_in_process(classifier, batch, args.seconds, args.warmup))
+                    measure_in_process(classifier, batch, seconds, args.warmup))
                 for concurrency in args.concurrency:
+                    if concurrency * len(batch) > args.max_images_in_flight:
+                        continue
                     names = list(servers)
                     shift = round_index % len(names)  # rotate who goes first, round by round
                     for name in names[shift:] + names[:shift]:
-                        cell = measure_http(servers[name][1], payload, concurrency, args.seconds, args.warmup)
+                        cell = measure_http(servers[name][1], payload, concurrency, seconds, args.warmup, probe)
                         results.setdefault((workload, name, concurrency), []).append(cell)
                         print(f"round {round_index + 1} {workload:12s} c={concurrency:<4d} {name:15s} "
                               f"{cell['requests_per_s']:9,.0f} req/s  p50 {cell['p50_ms'] or 0:8.2f} ms  "
