@@ -11,8 +11,9 @@ __all__ = ["ServeConfig", "DEFAULT_SPINNING", "DEFAULT_MAX_BATCH_SIZE", "DEFAULT
            "DEFAULT_MAX_BODY_MB", "DEFAULT_MIN_SAMPLE_ACCURACY", "STATIC_DIR", "CONFIG_ENV"]
 
 #: Images per batch.  Large enough that a 1,024-image request runs as four
-#: batches on the data-parallel path at in-process speed, small enough that a
-#: single image behind a large request waits one short batch (see docs/serving.md).
+#: batches on the runtime's data-parallel path (1.0x in-process throughput in
+#: docs/benchmarks-serve.md), small enough that a single image behind a large
+#: request waits one block, not the whole request.  Other sizes were not swept yet.
 DEFAULT_MAX_BATCH_SIZE = 256
 #: Requests allowed to wait for a batch before new ones get 503.
 DEFAULT_MAX_QUEUE = 512
