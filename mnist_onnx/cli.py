@@ -18,7 +18,7 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import __version__
 from .errors import GateError, MissingExtraError, MnistOnnxError
@@ -41,7 +41,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds():
+def _sigterm_unwinds() -> Iterator[None]:
     """Turn SIGTERM into :class:`_Terminated` while the command runs.
 
     Python's default for SIGTERM is to die on the spot, which would leave an
