@@ -20,7 +20,7 @@ Each picture is encoded (PNG or JPEG) and decoded through
 light, resize the whole picture to 28x28.
 
 Usage:
-    python benchmarks/image_preparation.py [--write DIR] [--per-set N]
+    python benchmarks/image_preparation.py [--model MODEL.onnx] [--write DIR] [--per-set N]
 
 ``--write DIR`` also saves every rendered picture (``DIR/<set>/<index>_<label>.png|jpg``).
 Needs scikit-learn (the ``dev`` extra) for data set (a).
@@ -39,8 +39,7 @@ from PIL import Image
 
 from mnist_onnx.runtime import DigitClassifier
 from mnist_onnx.runtime.images import preprocess_digit
-
-SAMPLE = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
+from mnist_onnx.runtime.model_source import bundled_sample_path
 
 
 def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) -> tuple[bytes, str]:
@@ -51,8 +50,10 @@ def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) ->
     height = int(rng.integers(40, 160))
     width = max(8, int(round(height * digit.shape[1] / digit.shape[0])))
     resample = Image.Resampling.BICUBIC if smooth else Image.Resampling.BILINEAR
-    ink = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((width, height), resample),
-                     dtype=np.float32) / 255.0
+    ink = (
+        np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((width, height), resample), dtype=np.float32)
+        / 255.0
+    )
     ink = np.clip(ink, 0, 1)
     canvas_h = int(height * rng.uniform(1.3, 2.6))
     canvas_w = int(max(width, height) * rng.uniform(1.3, 2.6))
@@ -63,18 +64,19 @@ def render_scan(digit: np.ndarray, rng: np.random.Generator, *, smooth: bool) ->
     # Lighting falls off across the page (a phone held at an angle).
     yy, xx = np.mgrid[0:canvas_h, 0:canvas_w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * xx / canvas_w + np.sin(angle) * yy / canvas_h)
+    ramp = np.cos(angle) * xx / canvas_w + np.sin(angle) * yy / canvas_h
     light = 1.0 - rng.uniform(0.0, 0.35) * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     coverage = np.zeros((canvas_h, canvas_w), dtype=np.float32)
-    coverage[top:top + height, left:left + width] = ink
+    coverage[top : top + height, left : left + width] = ink
     grey = (paper * (1 - coverage) + ink_level * coverage) * light
     grey = grey + rng.normal(0, rng.uniform(1, 8), grey.shape)
     if rng.random() < 1 / 3:
         tint_paper = np.array([1.0, rng.uniform(0.93, 1.0), rng.uniform(0.82, 0.97)])  # cream paper
         tint_ink = np.array([rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5), rng.uniform(0.6, 1.0)])  # blue ink
         mix = coverage[..., None]
-        rgb = grey[..., None] * ((1 - mix) * tint_paper + mix * tint_ink) / np.maximum(
-            (1 - mix) * 1.0 + mix * 1.0, 1e-6)
+        rgb = (
+            grey[..., None] * ((1 - mix) * tint_paper + mix * tint_ink) / np.maximum((1 - mix) * 1.0 + mix * 1.0, 1e-6)
+        )
         picture = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=int(rng.integers(60, 92)))
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="also save the rendered pictures under this folder")
     parser.add_argument("--per-set", type=int, default=None, help="use only the first N digits of each set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="an ONNX digit classifier (default: the bundled fp32 model)")
     args = parser.parse_args(argv)
     try:
         from sklearn.datasets import load_digits
@@ -112,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         print("this benchmark needs scikit-learn: pip install 'mnist-onnx[dev]'", file=sys.stderr)
         return 4
     rng = np.random.default_rng(args.seed)
-    clf = DigitClassifier(providers="cpu")
+    clf = DigitClassifier(args.model, providers="cpu")
 
     digits = load_digits()
     order = np.random.default_rng(12345).permutation(len(digits.target))
-    halves = {"uci-tune": order[: len(order) // 2], "uci-report": order[len(order) // 2:]}
-    sample = pd.read_csv(SAMPLE)
+    halves = {"uci-tune": order[: len(order) // 2], "uci-report": order[len(order) // 2 :]}
+    sample = pd.read_csv(bundled_sample_path())
     mnist = sample.filter(like="pixel").to_numpy().reshape(-1, 28, 28).astype(np.uint8)
     mnist_labels = sample["label"].to_numpy()
 

@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from .errors import (
+    ContractWarning,
     CsvFilesError,
     CsvFormatError,
     DataError,
     GateError,
+    ImageError,
+    InvertedDigitsWarning,
     MissingExtraError,
     MnistOnnxError,
     ModelError,
@@ -25,6 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .runtime.images import preprocess_digit
     from .runtime.predictor import DigitClassifier, predict_csv
     from .runtime.ray_engine import predict_csv_files
     from .runtime.results import Evaluation
@@ -35,6 +39,10 @@ __all__ = [
     "predict_csv_files",
     "DigitClassifier",
     "Evaluation",
+    "preprocess_digit",
+    "ImageError",
+    "ContractWarning",
+    "InvertedDigitsWarning",
     "MnistOnnxError",
     "CsvFormatError",
     "CsvFilesError",
@@ -52,6 +60,7 @@ _LAZY = {
     "predict_csv": "mnist_onnx.runtime.predictor",
     "DigitClassifier": "mnist_onnx.runtime.predictor",
     "Evaluation": "mnist_onnx.runtime.results",
+    "preprocess_digit": "mnist_onnx.runtime.images",
     "predict_csv_files": "mnist_onnx.runtime.ray_engine",  # imports Ray only when called
 }
 

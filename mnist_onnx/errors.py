@@ -19,6 +19,8 @@ __all__ = [
     "ProviderFallbackWarning",
     "DataError",
     "ImageError",
+    "ContractWarning",
+    "InvertedDigitsWarning",
     "GateError",
     "MissingExtraError",
 ]
@@ -97,6 +99,14 @@ class DataError(MnistOnnxError):
 
 class ImageError(MnistOnnxError):
     """An image cannot be used as a digit: unreadable, not an image, too large, or blank."""
+
+
+class ContractWarning(UserWarning):
+    """A model without mnist-onnx metadata looks fed in the wrong input convention (the message names the fix)."""
+
+
+class InvertedDigitsWarning(UserWarning):
+    """Most images look dark on light, while MNIST's digits are light on black (the message says how to invert)."""
 
 
 class GateError(MnistOnnxError):

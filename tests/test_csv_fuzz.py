@@ -78,7 +78,7 @@ def kaggle_files(draw, images=_RANDOM_IMAGE):
 
 def _build(n_rows, with_labels, pixels, labels, spelling, corruption, row, col):
     names = (["label"] if with_labels else []) + list(PIXEL_COLUMNS)
-    rows = [([str(lab)] if with_labels else []) + [str(v) for v in px] for px, lab in zip(pixels, labels)]
+    rows = [([str(lab)] if with_labels else []) + [str(v) for v in px] for px, lab in zip(pixels, labels, strict=False)]
     expected_error = None
     if corruption is not None:
         kind, text, words = corruption

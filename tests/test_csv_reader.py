@@ -143,7 +143,10 @@ def test_bad_cell_in_a_later_chunk_and_after_blank_lines(tmp_path: Path, sample_
     "mutate, line, column, words",
     [
         (lambda lines: lines[:5] + [lines[5] + ",7"] + lines[6:], 6, None, "expected 785 fields, got 786"),
-        (lambda lines: lines[:5] + [lines[5].rsplit(",", 10)[0]] + lines[6:], 6, "pixel774", "expected 785 fields, got 775"),
+        (
+            lambda lines: lines[:5] + [lines[5].rsplit(",", 10)[0]] + lines[6:],
+            6, "pixel774", "expected 785 fields, got 775",
+        ),
         (lambda lines: [lines[0]] + [ln + ",0" for ln in lines[1:]], 2, None, "expected 785 fields, got 786"),
     ],
     ids=["one-long-row", "truncated-row", "every-row-long"],

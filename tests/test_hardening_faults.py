@@ -90,7 +90,9 @@ def _predict(big_csv: Path, out: Path) -> subprocess.Popen:
                  "--batch-size", "8", "--threads", "1", "-q"])
 
 
-@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(
+    "signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
 def test_interrupted_predict_keeps_the_previous_submission(big_csv, tmp_path, signum, code, word):
     out = tmp_path / "submission.csv"
     out.write_text(PREVIOUS)
@@ -150,7 +152,8 @@ def test_interrupted_data_leaves_only_complete_files(tmp_path, signum):
         assert sorted(p.name for p in out.iterdir()) == ["train.csv"]
     else:
         assert returncode == -signal.SIGKILL
-        assert sorted(p.name for p in out.iterdir()) == sorted(["train.csv"] + [p.name for p in _temporaries(out, "train.csv")])
+        left = sorted(["train.csv"] + [p.name for p in _temporaries(out, "train.csv")])
+        assert sorted(p.name for p in out.iterdir()) == left
 
 
 # -- full disks and refused permissions -------------------------------------------------
@@ -215,7 +218,8 @@ def test_permission_denied_is_one_line(tmp_path, monkeypatch, capsys):
         assert main(["predict", "--precision", "int8", "--out", str(locked / "sub.csv"), "-q"]) == 1
     finally:
         locked.chmod(0o755)
-    assert capsys.readouterr().err == f"mnist-onnx predict: error: {locked / 'sub.csv'}: cannot write (Permission denied)\n"
+    expected = f"mnist-onnx predict: error: {locked / 'sub.csv'}: cannot write (Permission denied)\n"
+    assert capsys.readouterr().err == expected
     assert list(locked.iterdir()) == []
 
 
@@ -271,9 +275,11 @@ def test_quantize_interrupted_mid_write_keeps_the_previous_model(quantizable_onn
 def test_models_whose_signature_lies_are_refused():
     # Signatures edited after the graph was built (tools/make_test_models.py, "retype").
     # 12 classes behind a symbolic output dimension (onnxruntime may infer it back from the weights).
-    with pytest.raises(ModelError, match=r"got 12 in output 'y'|expected output shape \(2, 10\) for 2 images, got \(2, 12\)"):
+    twelve = r"got 12 in output 'y'|expected output shape \(2, 10\) for 2 images, got \(2, 12\)"
+    with pytest.raises(ModelError, match=twelve):
         DigitClassifier(small_model("twelve_classes_symbolic"), providers="cpu")
-    with pytest.raises(ModelError, match="expected a float32 image input, got tensor.float16.|cannot load this model: .*float16"):
+    float16 = "expected a float32 image input, got tensor.float16.|cannot load this model: .*float16"
+    with pytest.raises(ModelError, match=float16):
         DigitClassifier(small_model("float16_input_declared"), providers="cpu")
     with pytest.raises(ModelError, match="cannot load this model|fails on a 2-image batch"):
         DigitClassifier(small_model("int64_output_declared"), providers="cpu")
@@ -348,7 +354,7 @@ def test_one_classifier_shared_by_threads_answers_as_one_thread(tmp_path):
     for thread in threads:
         thread.join()
     assert sum(len(chunk) for chunk, _ in work) >= 10_000
-    for i, (got, want) in enumerate(zip(results, expected)):
+    for i, (got, want) in enumerate(zip(results, expected, strict=True)):
         assert isinstance(got, np.ndarray), f"thread {i} failed: {got!r}"
         np.testing.assert_array_equal(got, want, err_msg=f"thread {i} (batch size {work[i][1]})")
 

@@ -19,12 +19,12 @@ hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: p
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
+from test_csv_fuzz import _count_examples  # noqa: E402
 
 from mnist_onnx.cli import main  # noqa: E402
 from mnist_onnx.errors import MnistOnnxError  # noqa: E402
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv  # noqa: E402
 from mnist_onnx.runtime.predictor import DigitClassifier  # noqa: E402
-from test_csv_fuzz import _count_examples  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
@@ -61,14 +61,20 @@ def arrays(draw):
     return draw(hnp.arrays(dtype, shape))
 
 
+_SINGLE = ((28, 28), (28, 28, 1), (784,))
+
+
 def _is_valid(array: np.ndarray) -> bool:
-    """What the documented contract accepts: a non-empty batch of uint8, or finite floats in [0, 1]."""
-    shape_ok = (array.ndim == 3 and array.shape[1:] == (28, 28) or array.ndim == 4 and array.shape[1:] == (28, 28, 1)
-                or array.ndim == 2 and array.shape[1] == 784) and array.shape[0] > 0
+    """What the documented contract accepts: one image or a non-empty batch of integers 0-255
+    (any integer dtype), or of finite floats in [0, 1]."""
+    shape_ok = array.shape in _SINGLE or (
+        array.ndim == 3 and array.shape[1:] == (28, 28) or array.ndim == 4 and array.shape[1:] in ((28, 28, 1),
+                                                                                                 (1, 28, 28))
+        or array.ndim == 2 and array.shape[1] == 784) and array.shape[0] > 0
     if not shape_ok:
         return False
-    if array.dtype == np.uint8:
-        return True
+    if array.dtype.kind in "ui":
+        return bool(array.min() >= 0 and array.max() <= 255)
     return array.dtype.kind == "f" and bool(np.isfinite(array).all()) and array.min() >= 0 and array.max() <= 1
 
 
@@ -84,11 +90,16 @@ def test_predict_returns_labels_or_says_what_is_wrong(clf, record_property) -> N
                 clf.predict(array)
             return
         labels = clf.predict(array)
-        assert labels.shape == (len(array),) and labels.dtype == np.int64
-        # The same images as float32 in [0, 1] (uint8 via the exact training scaling) give the same answer.
-        pixels = array.reshape(len(array), 784)
-        scaled = pixels.astype(np.float32) / np.float32(255.0) if array.dtype == np.uint8 else pixels.astype(np.float32)
-        np.testing.assert_array_equal(clf.predict(scaled), labels)
+        count = 1 if array.shape in _SINGLE else len(array)
+        if array.shape in _SINGLE:
+            assert np.ndim(labels) == 0
+        else:
+            assert labels.shape == (count,) and labels.dtype == np.int64
+        # The same images as float32 in [0, 1] (integers via the exact training scaling) give the same answer.
+        pixels = array.reshape(count, 784)
+        scaled = (pixels.astype(np.float32) / np.float32(255.0) if array.dtype.kind in "ui"
+                  else pixels.astype(np.float32))
+        np.testing.assert_array_equal(clf.predict(scaled), np.reshape(labels, (count,)))
 
     check()
     _count_examples(record_property, "predict() arrays", tried)
@@ -122,7 +133,7 @@ S = str(SAMPLE)
 CLI_CASES = {
     # predict
     "predict: CSV missing": (["predict", "missing.csv"], "missing.csv: no such file"),
-    "predict: CSV is a directory": (["predict", "a-dir"], "a-dir: is a directory, expected a CSV file"),
+    "predict: CSV is a directory": (["predict", "a-dir"], "a-dir: folder holds no image"),
     "predict: CSV is an empty string": (["predict", ""], ".: is a directory, expected a CSV file"),
     "predict: CSV is damaged gzip": (["predict", "test.gz"], "damaged or truncated gzip data"),
     "predict: CSV is a device": (["predict", "/dev/null"], "/dev/null: is not a regular file"),
@@ -183,7 +194,8 @@ def test_cli_bad_train_arguments_are_one_line(workdir, train_sample, capsys) -> 
     test_csv.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
     _expect_one_line_error(["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory",
                            workdir, capsys)
-    _expect_one_line_error(["train", "test.csv", "--out", "run"], "expected a training file with a 'label' first column",
+    _expect_one_line_error(["train", "test.csv", "--out", "run"],
+                           "expected a training file with a 'label' first column",
                            workdir, capsys)
 
 

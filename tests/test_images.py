@@ -59,9 +59,13 @@ def test_golden_images_are_read_as_their_digits(classifier: DigitClassifier, tmp
         out.mkdir()
         for i in wrong:
             write_prepared(out, f"{GOLDEN[i].stem}_read_as_{predicted[i]}", prepared[i])
-        write_contact_sheet(out / "sheet.png", [
-            SheetEntry(GOLDEN[i].name, GOLDEN[i], prepared[i], int(predicted[i]), float(probabilities[i].max()))
-            for i in wrong])
+        write_contact_sheet(
+            out / "sheet.png",
+            [
+                SheetEntry(GOLDEN[i].name, GOLDEN[i], prepared[i], int(predicted[i]), float(probabilities[i].max()))
+                for i in wrong
+            ],
+        )
         names = ", ".join(f"{GOLDEN[i].name} -> {predicted[i]}" for i in wrong)
         pytest.fail(f"{len(wrong)} golden images misread ({names}); prepared images and a contact sheet in {out}")
 
@@ -100,8 +104,9 @@ def test_mnist_28x28_is_left_alone(mnist: tuple[np.ndarray, np.ndarray]) -> None
     assert np.array_equal(preprocess_digit(buffer.getvalue()), digit)
 
 
-def test_dark_on_light_28x28_is_inverted_and_prepared(mnist: tuple[np.ndarray, np.ndarray],
-                                                      classifier: DigitClassifier) -> None:
+def test_dark_on_light_28x28_is_inverted_and_prepared(
+    mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier
+) -> None:
     images, labels = mnist
     prepared = np.stack([preprocess_digit(255 - image) for image in images[:50]])
     assert prepared[:, 0, :].max() == 0
@@ -137,8 +142,7 @@ def test_centre_of_mass_is_centred_and_box_respected(mnist: tuple[np.ndarray, np
     assert np.all(np.abs(com - 13.5) <= 1.0)
 
 
-def test_uneven_lighting_does_not_become_ink(mnist: tuple[np.ndarray, np.ndarray],
-                                             classifier: DigitClassifier) -> None:
+def test_uneven_lighting_does_not_become_ink(mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier) -> None:
     images, labels = mnist
     height, width = 160, 160
     shade = np.linspace(250, 90, width)[None, :].repeat(height, axis=0)  # a shadow across the page
@@ -163,16 +167,19 @@ def test_array_inputs() -> None:
     assert np.array_equal(preprocess_digit(Image.fromarray(rgb)), reference)
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (np.full((30, 30), 300), "0-255"),
-    (np.full((30, 30), -1.0), r"\[0, 1\]"),
-    (np.full((30, 30), np.nan), "finite"),
-    (np.zeros((3, 30, 30)), "shaped"),
-    (np.zeros((30, 30), dtype=np.complex64), "dtype"),
-    ("no-such-file.png", "no such file"),
-    (b"not an image", "not an image"),
-    (12, "expected a path"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.full((30, 30), 300), "0-255"),
+        (np.full((30, 30), -1.0), r"\[0, 1\]"),
+        (np.full((30, 30), np.nan), "finite"),
+        (np.zeros((3, 30, 30)), "shaped"),
+        (np.zeros((30, 30), dtype=np.complex64), "dtype"),
+        ("no-such-file.png", "no such file"),
+        (b"not an image", "not an image"),
+        (12, "expected a path"),
+    ],
+)
 def test_bad_inputs_are_refused_with_one_line(value: object, message: str) -> None:
     with pytest.raises(ImageError, match=message) as info:
         preprocess_digit(value)
@@ -200,11 +207,24 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(index=st.integers(0, 119), scale=st.floats(1.0, 6.0), fx=st.floats(0, 1), fy=st.floats(0, 1),
-       extra=st.floats(1.1, 2.5), dark_on_light=st.booleans())
+@given(
+    index=st.integers(0, 119),
+    scale=st.floats(1.0, 6.0),
+    fx=st.floats(0, 1),
+    fy=st.floats(0, 1),
+    extra=st.floats(1.1, 2.5),
+    dark_on_light=st.booleans(),
+)
 def test_translation_scaling_and_inversion_keep_the_label(
-        classifier: DigitClassifier, mnist: tuple[np.ndarray, np.ndarray],
-        index: int, scale: float, fx: float, fy: float, extra: float, dark_on_light: bool) -> None:
+    classifier: DigitClassifier,
+    mnist: tuple[np.ndarray, np.ndarray],
+    index: int,
+    scale: float,
+    fx: float,
+    fy: float,
+    extra: float,
+    dark_on_light: bool,
+) -> None:
     images, _ = mnist
     digit = images[index]
     original = int(classifier.predict(digit[None])[0])
@@ -213,7 +233,7 @@ def test_translation_scaling_and_inversion_keep_the_label(
     canvas_h, canvas_w = round(side * extra), round(side * extra * 1.2)
     top, left = round(fy * (canvas_h - side)), round(fx * (canvas_w - side))
     page = np.zeros((canvas_h, canvas_w), dtype=np.uint8)
-    page[top:top + side, left:left + side] = enlarged
+    page[top : top + side, left : left + side] = enlarged
     if dark_on_light:
         page = 255 - page
     assert classifier.predict(preprocess_digit(page)[None])[0] == original
@@ -248,10 +268,19 @@ def test_expand_inputs_folders_globs_files_in_order(tmp_path: Path) -> None:
     folder = str(tmp_path / "b")
     assert expand_image_inputs([folder]) == [f"{folder}/a.png", f"{folder}/m.dat", f"{folder}/z.png"]
     assert expand_image_inputs([folder], recursive=True) == [
-        f"{folder}/a.png", f"{folder}/deep/c.png", f"{folder}/m.dat", f"{folder}/z.png"]
+        f"{folder}/a.png",
+        f"{folder}/deep/c.png",
+        f"{folder}/m.dat",
+        f"{folder}/z.png",
+    ]
     mixed = expand_image_inputs([str(tmp_path / "a.csv"), f"{folder}/*.png", str(IMAGES / "mnist_0001_0.png")])
-    assert mixed == [str(tmp_path / "a.csv"), f"{folder}/a.png", f"{folder}/readme.png", f"{folder}/z.png",
-                     str(IMAGES / "mnist_0001_0.png")]
+    assert mixed == [
+        str(tmp_path / "a.csv"),
+        f"{folder}/a.png",
+        f"{folder}/readme.png",
+        f"{folder}/z.png",
+        str(IMAGES / "mnist_0001_0.png"),
+    ]
     assert expand_image_inputs([f"{tmp_path}/**/c.png"], recursive=True) == [f"{folder}/deep/c.png"]
     with pytest.raises(ImageError, match="matches no file"):
         expand_image_inputs([f"{tmp_path}/*.jpeg"])
@@ -272,14 +301,16 @@ def test_contact_sheet_shows_every_input(tmp_path: Path, classifier: DigitClassi
     paths = GOLDEN[:7]
     prepared = np.stack([preprocess_digit(p) for p in paths])
     probabilities = classifier.predict_proba(prepared)
-    entries = [SheetEntry(p.name, p, prepared[i], int(probabilities[i].argmax()), float(probabilities[i].max()))
-               for i, p in enumerate(paths)]
+    entries = [
+        SheetEntry(p.name, p, prepared[i], int(probabilities[i].argmax()), float(probabilities[i].max()))
+        for i, p in enumerate(paths)
+    ]
     out = write_contact_sheet(tmp_path / "sheet.png", entries, columns=3)
     sheet = Image.open(out)
     assert sheet.format == "PNG"
     assert sheet.size[0] == 3 * (2 * 96 + 12) and sheet.size[1] == 3 * (96 + 30 + 8)
     # The prepared image of the first tile is drawn 3x, pixel for pixel.
-    first = np.asarray(sheet.convert("L"))[4 + 6:4 + 90, 4 + 96 + 4 + 6:4 + 96 + 4 + 90]
+    first = np.asarray(sheet.convert("L"))[4 + 6 : 4 + 90, 4 + 96 + 4 + 6 : 4 + 96 + 4 + 90]
     assert np.array_equal(first[::3, ::3], prepared[0])
     with pytest.raises(ImageError):
         write_contact_sheet(tmp_path / "none.png", [])
@@ -298,8 +329,11 @@ def test_prepare_images_single_and_many(mnist: tuple[np.ndarray, np.ndarray]) ->
     assert many.names == (str(GOLDEN[1]), "image1", "image2") and many.pixels.shape == (3, 28, 28)
     batch = prepare_images(mnist[0][:4])
     assert batch.pixels.shape == (4, 28, 28) and np.array_equal(batch.pixels, mnist[0][:4])
-    colour = prepare_images(np.zeros((40, 40, 3), dtype=np.uint8) + 255 - np.pad(
-        np.full((20, 6, 3), 255, dtype=np.uint8), ((10, 10), (17, 17), (0, 0))))
+    colour = prepare_images(
+        np.zeros((40, 40, 3), dtype=np.uint8)
+        + 255
+        - np.pad(np.full((20, 6, 3), 255, dtype=np.uint8), ((10, 10), (17, 17), (0, 0)))
+    )
     assert colour.pixels.shape == (1, 28, 28)
     with pytest.raises(ImageError, match="at least one"):
         prepare_images([])
@@ -316,8 +350,9 @@ def test_image_outputs_in_input_order(tmp_path: Path, classifier: DigitClassifie
     assert list(frame.columns) == ["path", "Label"] + [f"p{i}" for i in range(10)] + ["confidence"]
     assert frame["path"].tolist() == [str(p) for p in paths]
     assert frame["Label"].tolist() == [_expected(p) for p in paths]
-    written = write_image_outputs(prepared, probabilities, labels, save_prepared=tmp_path / "prep",
-                                  report=tmp_path / "report")
+    written = write_image_outputs(
+        prepared, probabilities, labels, save_prepared=tmp_path / "prep", report=tmp_path / "report"
+    )
     assert [p.name for p in written[:3]] == [f"{i}_{p.stem}.png" for i, p in enumerate(paths)]
     assert np.array_equal(np.asarray(Image.open(written[1])), prepared.pixels[1])
     assert written[-1] == tmp_path / "report" / "contact_sheet.png" and written[-1].exists()

@@ -28,8 +28,10 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_the_package_loads_no_runtime_dependency():
-    code = "import sys, mnist_onnx, mnist_onnx.runtime, mnist_onnx.cli; " \
-           "print(sorted(m for m in ('onnxruntime', 'numpy', 'pandas', *%r) if m in sys.modules))" % (HEAVY,)
+    code = (
+        "import sys, mnist_onnx, mnist_onnx.runtime, mnist_onnx.cli; "
+        f"print(sorted(m for m in ('onnxruntime', 'numpy', 'pandas', *{HEAVY!r}) if m in sys.modules))"
+    )
     result = _run([sys.executable, "-c", code])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

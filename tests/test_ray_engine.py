@@ -20,10 +20,9 @@ import pandas as pd
 import pytest
 
 from mnist_onnx.cli import EXIT_ERROR, EXIT_MISSING_EXTRA, main
-from mnist_onnx.errors import MissingExtraError, MnistOnnxError
+from mnist_onnx.errors import MissingExtraError, MnistOnnxError, ProviderError
 from mnist_onnx.runtime.kaggle_csv import PIXEL_COLUMNS, read_kaggle_csv
 from mnist_onnx.runtime.predictor import DigitClassifier, predict_csv
-from mnist_onnx.errors import ProviderError
 from mnist_onnx.runtime.ray_engine import (
     CsvFilesError,
     DigitBatchPredictor,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._extras import require
+from ..runtime._types import Precision
 
 __all__ = ["Contender", "ours", "keras_call", "keras_predict", "litert", "convert_litert", "default_threads"]
 
@@ -51,7 +52,7 @@ def default_threads() -> int:
     return physical_cores()
 
 
-def ours(model: str | Path, precision: str, *, threads: int | None = None, providers: str = "cpu") -> Contender:
+def ours(model: str | Path, precision: Precision, *, threads: int | None = None, providers: str = "cpu") -> Contender:
     """Our runtime: one reusable :class:`~mnist_onnx.runtime.predictor.DigitClassifier`, as a service holds it."""
     from ..runtime.predictor import DigitClassifier
 

@@ -17,9 +17,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..errors import ProviderError, ProviderFallbackWarning
+    from ..errors import ContractWarning, InvertedDigitsWarning, ProviderError, ProviderFallbackWarning
     from ._pipeline import batch_slices
     from .contract import ModelContract
+    from .images import preprocess_digit
     from .kaggle_csv import DigitBatch, iter_kaggle_csv, read_kaggle_csv
     from .model_source import load_model
     from .predictor import DigitClassifier, predict_csv
@@ -30,6 +31,9 @@ __all__ = [
     "predict_csv",
     "DigitClassifier",
     "Evaluation",
+    "preprocess_digit",
+    "ContractWarning",
+    "InvertedDigitsWarning",
     "ModelContract",
     "batch_slices",
     "create_session",
@@ -48,6 +52,9 @@ _HOME = {
     "predict_csv": ".predictor",
     "DigitClassifier": ".predictor",
     "Evaluation": ".results",
+    "preprocess_digit": ".images",
+    "ContractWarning": "..errors",
+    "InvertedDigitsWarning": "..errors",
     "ModelContract": ".contract",
     "batch_slices": "._pipeline",
     "create_session": ".session",

@@ -20,6 +20,8 @@ from .._progress import status_printer
 from ..errors import MnistOnnxError
 from ._types import PRECISIONS
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
+from .inspect_cli import add_contract_options
+from .inspect_cli import register as register_inspect
 from .model_source import bundled_sample_path
 
 if TYPE_CHECKING:
@@ -34,17 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the ``mnist-onnx`` parser."""
     predict = sub.add_parser(
         "predict",
-        help="predict the digits in a Kaggle CSV with onnxruntime (no TensorFlow needed)",
+        help="predict the digits in a Kaggle CSV or in image files with onnxruntime (no TensorFlow needed)",
         description=(
             "Predict every row of a Kaggle test.csv (or train.csv) with an ONNX digit classifier and, with "
-            "--out, write a Kaggle submission (ImageId,Label). With no CSV, run the model over the bundled "
+            "--out, write a Kaggle submission (ImageId,Label). With no input, run the model over the bundled "
             "sample of 1,000 labelled held-out digits and print what it did. When the CSV has a label "
-            "column, the label is not shown to the model; it is used to report the accuracy."
+            "column, the label is not shown to the model; it is used to report the accuracy. "
+            "Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them and glob patterns are prepared "
+            "the way MNIST's digits were (cropped, fitted in 20x20, centred by centre of mass in 28x28) and "
+            "predicted in input order: the output is path,Label (to --out, or printed)."
         ),
     )
-    predict.add_argument("csv", nargs="*", metavar="CSV",
-                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample); "
-                              "with --engine ray, any number of files and glob patterns")
+    predict.add_argument("csv", nargs="*", metavar="INPUT",
+                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample), or "
+                              "image files, folders and glob patterns; with --engine ray, any number of CSVs")
     predict.add_argument("--model", metavar="PATH",
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
@@ -61,7 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="which bundled model (default: fp32); with --model, checked against its metadata")
     predict.add_argument("--proba", action="store_true",
                          help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
-    predict.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    predict.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings")
+    add_contract_options(predict)
+    images = predict.add_argument_group("images", "options for image inputs (--invert also applies to CSVs)")
+    images.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
+                        help="yes: digits are dark on light (inverted to MNIST's light on black); no: they are "
+                             "light on dark already; auto: decide from each image's background "
+                             "(default: auto for images, no for CSVs)")
+    images.add_argument("--no-preprocess", action="store_true",
+                        help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)")
+    images.add_argument("--recursive", "-r", action="store_true", help="look for images in subfolders too")
+    images.add_argument("--save-prepared", metavar="DIR", help="write the 28x28 image the model saw for each input")
+    images.add_argument("--report", metavar="DIR",
+                        help="write DIR/contact_sheet.png: each input, what the model saw, label and confidence")
     ray = predict.add_argument_group(
         "Ray engine", "score many or large CSVs on a pool of Ray workers (needs: pip install 'mnist-onnx[ray]')")
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -76,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ray.add_argument("--out-dir", metavar="DIR",
                      help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)")
     predict.set_defaults(handler=run_predict)
+    register_inspect(sub)
 
 
 def _positive_float(text: str) -> float:
@@ -101,15 +119,8 @@ def _run_locally(args: argparse.Namespace) -> int:
 
     from .predictor import DigitClassifier
 
-    ray_only = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
-                                          ("--gpus-per-worker", args.gpus_per_worker), ("--out-dir", args.out_dir))
-                if value]
-    if ray_only or len(args.csv) > 1:
-        what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
-        raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
-    csv_arg = args.csv[0] if args.csv else None
-    if args.proba and not args.out:
-        raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
+    csvs, images = _local_inputs(args)
+    csv_arg = csvs[0] if csvs else None
     emit = status_printer(args.quiet, stream=sys.stdout)
     csv_path = Path(csv_arg) if csv_arg is not None else SAMPLE  # "" is a path error, not "no CSV"
     # onnxruntime-gpu 1.31 logs "No registered plugin EP device found for 'CUDAExecutionProvider'"
@@ -119,20 +130,60 @@ def _run_locally(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         classifier = DigitClassifier(args.model, providers=args.provider, threads=args.threads,
-                                     precision=args.precision, batch_size=args.batch_size)
-    if not args.quiet:
-        for warning in caught:
-            print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
+                                     precision=args.precision, batch_size=args.batch_size,
+                                     pixel_scale=args.pixel_scale, normalize=args.normalize, output=args.output)
+    # Printed even with --quiet: a warning here means the predictions are probably wrong.
+    for warning in caught:
+        print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
+    if images:
+        from .image_cli import run_images
+
+        return run_images(args, images, classifier, emit)
     progress = None if args.quiet else terminal_progress(sys.stderr)
     try:
-        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba, progress=progress)
+        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba, progress=progress,
+                                       invert=args.invert == "yes")
     finally:
         if progress is not None:
             progress.close()
+    _report_findings(frame, classifier.warnings, emit)
     if emit:
         for line in summary_lines(frame, csv_path, args.out, sample=csv_arg is None):
             emit(line)
     return 0
+
+
+def _report_findings(frame: pd.DataFrame, shown: list[str], emit: Callable[[str], None] | None) -> None:
+    """Notes on how the file was read (stdout, unless quiet), and warnings not shown yet (stderr, always)."""
+    if emit:
+        for note in frame.attrs.get("notes", []):
+            emit(f"note: {note}")
+    for message in frame.attrs.get("warnings", []):
+        if message not in shown:
+            print(f"mnist-onnx predict: warning: {message}", file=sys.stderr)
+
+
+def _local_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The local engine's inputs, sorted into (CSVs, images); refuses what does not go together."""
+    from .image_cli import sort_inputs
+
+    ray_only = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
+                                          ("--gpus-per-worker", args.gpus_per_worker), ("--out-dir", args.out_dir))
+                if value]
+    csvs, images = sort_inputs(args.csv, recursive=args.recursive) if args.csv else ([], [])
+    if csvs and images:
+        raise MnistOnnxError(f"got both CSVs ({csvs[0]}) and images ({images[0]}): predict them in separate runs")
+    if ray_only or len(csvs) > 1:
+        what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
+        raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
+    image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
+                                           ("--save-prepared", args.save_prepared), ("--report", args.report))
+                  if value]
+    if image_only and not images:
+        raise MnistOnnxError(f"{image_only[0]} is for image inputs")
+    if args.proba and not args.out and not images:
+        raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
+    return csvs, images
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:

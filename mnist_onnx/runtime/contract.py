@@ -9,9 +9,12 @@ else from a probe run on two images (:func:`probed`); logits go through a
 softmax, so callers always get probabilities.
 
 This module is pure: it reads a session's signature and metadata, checks
-arrays and converts them, and never runs a model.  New input options (other
-scales, normalization, flat N×784 inputs, float16) belong here: in
-:func:`read_contract` and :class:`ModelInputConverter`.
+arrays and converts them, and never runs a model.  Besides the exporter's
+models it takes what users bring: flat N×784 and N×28×28 inputs (the same
+memory order as one-channel images), float16 inputs (cast), several outputs
+(the only N×classes one, or the one named), and a pixel scale and
+normalisation given by the caller (``pixel_scale=``, ``normalize=``) or by the
+``mnist_onnx.pixel_scale`` / ``mnist_onnx.normalize`` metadata.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 
 from ..errors import MnistOnnxError, ModelError
 from ._types import Precision
-from .metadata import KEY_PRECISION, ModelMetadata, parse_metadata
+from .metadata import KEY_NORMALIZE, KEY_PIXEL_SCALE, KEY_PRECISION, ModelMetadata, parse_metadata
 from .model_source import ModelSource
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "probe_images",
     "probed",
     "validated_images",
+    "single_image",
     "ModelInputConverter",
     "label_values",
     "softmax",
@@ -49,7 +53,9 @@ OutputKind = Literal["probabilities", "logits", "unknown"]
 #: The image input's memory layout: N×28×28×1 or N×1×28×28.
 Layout = Literal["NHWC", "NCHW"]
 
-_IMAGE_SHAPES = "(N, 28, 28), (N, 28, 28, 1) or (N, 784)"
+_IMAGE_SHAPES = "(N, 28, 28), (N, 28, 28, 1), (N, 1, 28, 28) or (N, 784)"
+_SINGLE_SHAPES = ((28, 28), (28, 28, 1), (784,))
+_INPUT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16"}
 _SPATIAL: dict[Layout, tuple[int, int, int]] = {"NHWC": (28, 28, 1), "NCHW": (1, 28, 28)}
 _DEFAULT_PIXEL_SCALE = 1.0 / 255.0
 
@@ -69,6 +75,12 @@ class ModelContract:
         precision: ``"fp32"``, ``"int8"``, or None when the model does not say.
         fixed_batch: The model's static batch size, or None when it is dynamic.
         uint8_input: The model takes raw uint8 pixels 0-255 (and scales them itself).
+        normalize: ``(mean, std)``: the input is ``(pixel * pixel_scale - mean) / std``.
+        input_rank: 4 for images (N×28×28×1 / N×1×28×28), 3 for N×28×28, 2 for N×784.
+        input_type: ``"float32"``, ``"float16"`` (pixels are cast) or ``"uint8"``.
+        sources: Where each part came from, e.g. ``("pixel_scale", "flag")``; the
+            values are ``"metadata"``, ``"signature"``, ``"flag"`` or ``"default"``.
+        has_metadata: Whether the model carries any ``mnist_onnx.*`` entry.
     """
 
     input_name: str
@@ -80,6 +92,11 @@ class ModelContract:
     precision: Precision | None
     fixed_batch: int | None = None
     uint8_input: bool = False
+    normalize: tuple[float, float] | None = None
+    input_rank: int = 4
+    input_type: str = "float32"
+    sources: tuple[tuple[str, str], ...] = ()
+    has_metadata: bool = False
 
 
 def _static(dim: Any) -> int | None:
@@ -90,10 +107,21 @@ def _shown(shape: list[Any]) -> str:
     return "×".join(str(d) if _static(d) else "N" for d in shape) or "a scalar"
 
 
+def _flat_rank(shape: list[Any]) -> int | None:
+    """2 for an N×784 input, 3 for N×28×28 (MLPs: the same memory order as one-channel images)."""
+    spatial = [_static(d) for d in shape[1:]]
+    if spatial == [784]:
+        return 2
+    if spatial == [28, 28]:
+        return 3
+    return None
+
+
 def _layout(name: str, shape: list[Any], declared: str | None) -> Layout:
     """The input layout: from the metadata when it says (checked against the shape), else from the shape."""
     if len(shape) != 4:
-        raise ModelError(f"{name}: expected input shape N×28×28×1 or N×1×28×28, got {_shown(shape)}")
+        raise ModelError(f"{name}: expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, "
+                         f"got {_shown(shape)}")
     spatial = tuple(_static(d) for d in shape[1:])
     for layout, wanted in _SPATIAL.items():
         if declared == layout:
@@ -103,7 +131,7 @@ def _layout(name: str, shape: list[Any], declared: str | None) -> Layout:
     for layout, wanted in _SPATIAL.items():
         if declared is None and spatial == wanted:
             return layout
-    raise ModelError(f"{name}: expected input shape N×28×28×1 or N×1×28×28, got {_shown(shape)}")
+    raise ModelError(f"{name}: expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, got {_shown(shape)}")
 
 
 def _class_labels(name: str, meta: ModelMetadata, output: Any) -> tuple[Any, ...]:
@@ -123,22 +151,76 @@ def _class_labels(name: str, meta: ModelMetadata, output: Any) -> tuple[Any, ...
     return labels
 
 
-def _signature(session: ort.InferenceSession, name: str) -> tuple[Any, Any]:
+def _scores_output(name: str, outputs: list[Any], wanted: str | None, classes: int) -> tuple[Any, str]:
+    """The output holding class scores, and where the choice came from."""
+    names = ", ".join(o.name for o in outputs)
+    if wanted is not None:
+        for output in outputs:
+            if output.name == wanted:
+                shape = list(output.shape or [])
+                if len(shape) != 2 or _static(shape[1]) not in (None, classes):
+                    raise ModelError(f"{name}: output {wanted!r} is shaped {_shown(shape)}, expected N×{classes} "
+                                     f"class scores")
+                return output, "flag"
+        raise ModelError(f"{name}: no output {wanted!r}; the model's outputs are {names}")
+    if len(outputs) == 1:
+        return outputs[0], "signature"
+    scores = [o for o in outputs if len(o.shape or []) == 2 and _static(o.shape[1]) == classes]
+    if len(scores) == 1:
+        return scores[0], f"signature (the only N×{classes} output)"
+    described = ", ".join(f"{o.name} ({_shown(list(o.shape or []))})" for o in outputs)
+    raise ModelError(f"{name}: expected one N×{classes} output of class scores, got {len(outputs)} outputs: "
+                     f"{described}; name the one to use (--output NAME, or output= in Python)")
+
+
+def _signature(session: ort.InferenceSession, name: str, output: str | None,
+               classes: int) -> tuple[Any, Any, str]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         raise ModelError(f"{name}: expected a model with 1 input (images), got {len(inputs)}: "
                          f"{', '.join(i.name for i in inputs)}")
-    if len(outputs) != 1:
-        raise ModelError(f"{name}: expected a model with 1 output (class scores), got {len(outputs)}: "
-                         f"{', '.join(o.name for o in outputs)}")
     node = inputs[0]
-    if node.type not in ("tensor(float)", "tensor(uint8)"):
-        raise ModelError(f"{name}: expected a float32 or uint8 image input, got {node.type} for input {node.name!r}")
-    return node, outputs[0]
+    if node.type not in _INPUT_TYPES:
+        raise ModelError(f"{name}: expected a float32, float16 or uint8 image input, got {node.type} "
+                         f"for input {node.name!r}")
+    chosen, origin = _scores_output(name, outputs, output, classes)
+    return node, chosen, origin
+
+
+def _input_convention(name: str, meta: ModelMetadata, uint8_input: bool, pixel_scale: float | None,
+                      normalize: tuple[float, float] | None) -> tuple[float, tuple[float, float] | None,
+                                                                     list[tuple[str, str]]]:
+    """Pixel scale and normalisation: the caller's, else the metadata's, else 1/255 and none."""
+    if uint8_input and (pixel_scale is not None or normalize is not None):
+        raise ModelError(f"{name}: the model takes uint8 pixels 0-255 and scales them itself; "
+                         f"--pixel-scale and --normalize do not apply")
+    if pixel_scale is not None and not (np.isfinite(pixel_scale) and pixel_scale > 0):
+        raise ModelError(f"expected pixel_scale to be a positive number, got {pixel_scale!r}")
+    if normalize is not None and not (len(normalize) == 2 and all(np.isfinite(normalize)) and normalize[1] > 0):
+        raise ModelError(f"expected normalize to be (mean, std) with a positive std, got {normalize!r}")
+    sources = []
+    if pixel_scale is not None:
+        scale, origin = float(pixel_scale), "flag"
+    elif meta.pixel_scale is not None:
+        scale, origin = meta.pixel_scale, f"metadata ({KEY_PIXEL_SCALE})"
+    else:
+        scale, origin = _DEFAULT_PIXEL_SCALE, "default"
+    sources.append(("pixel_scale", "uint8 input: the model scales itself" if uint8_input else origin))
+    if normalize is not None:
+        norm: tuple[float, float] | None = (float(normalize[0]), float(normalize[1]))
+        sources.append(("normalize", "flag"))
+    elif meta.normalize is not None:
+        norm = meta.normalize
+        sources.append(("normalize", f"metadata ({KEY_NORMALIZE})"))
+    else:
+        norm = None
+        sources.append(("normalize", "default"))
+    return scale, norm, sources
 
 
 def read_contract(session: ort.InferenceSession, source: ModelSource, *,
-                  precision: Precision | None = None) -> ModelContract:
+                  precision: Precision | None = None, pixel_scale: float | None = None,
+                  normalize: tuple[float, float] | None = None, output: str | None = None) -> ModelContract:
     """Read a model's contract from its signature and its ``mnist_onnx.*`` metadata.
 
     Args:
@@ -147,6 +229,9 @@ def read_contract(session: ort.InferenceSession, source: ModelSource, *,
             precision fills in when its metadata has none).
         precision: The precision the caller asked for; checked against the
             model's metadata when the model is not a bundled one.
+        pixel_scale: Overrides the metadata's (default 1/255): float input = pixel × scale.
+        normalize: ``(mean, std)``, overrides the metadata's: input = (pixel × scale - mean) / std.
+        output: The output to read class scores from (default: the only one, or the only N×classes one).
 
     Returns:
         The contract; its ``output_kind`` is ``"unknown"`` when the metadata does not say.
@@ -157,24 +242,34 @@ def read_contract(session: ort.InferenceSession, source: ModelSource, *,
             metadata, or a precision other than the one asked for.
     """
     name = source.name
-    node, out = _signature(session, name)
     try:
         meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
     except ModelError as exc:
         raise ModelError(f"{name}: {exc}") from None
+    classes = len(meta.class_labels) if meta.class_labels is not None else 10
+    node, out, output_origin = _signature(session, name, output, classes)
     shape = list(node.shape or [])
-    layout = _layout(name, shape, meta.input_layout)
+    rank = _flat_rank(shape) if len(shape) in (2, 3) else None
+    # With one channel, N×784, N×28×28 and N×1×28×28 hold the pixels in the same order.
+    layout = "NCHW" if rank is not None else _layout(name, shape, meta.input_layout)
     class_labels = _class_labels(name, meta, out)
+    uint8_input = node.type == "tensor(uint8)"
+    scale, norm, sources = _input_convention(name, meta, uint8_input, pixel_scale, normalize)
+    layout_origin = f"metadata ({meta.input_layout})" if meta.input_layout and rank is None else "signature"
+    sources = [("input", f"{node.name!r} {_shown(shape)} {_INPUT_TYPES[node.type]}, {layout_origin}"
+                + (", cast from float32" if node.type == "tensor(float16)" else "")),
+               ("output", f"{out.name!r} {_shown(list(out.shape or []))}, {output_origin}"), *sources]
     model_precision = meta.precision
     if source.bundled_precision is None and precision is not None and model_precision not in (None, precision):
         raise ModelError(f"{name}: expected precision {precision}, got {model_precision} "
                          f"(the model's {KEY_PRECISION} metadata)")
     return ModelContract(
         input_name=node.name, output_name=out.name, layout=layout,
-        pixel_scale=meta.pixel_scale if meta.pixel_scale is not None else _DEFAULT_PIXEL_SCALE,
-        class_labels=class_labels, output_kind=meta.output_kind or "unknown",
+        pixel_scale=scale, class_labels=class_labels, output_kind=meta.output_kind or "unknown",
         precision=model_precision or source.bundled_precision,
-        fixed_batch=_static(shape[0]), uint8_input=node.type == "tensor(uint8)",
+        fixed_batch=_static(shape[0]) if shape else None, uint8_input=uint8_input,
+        normalize=norm, input_rank=rank or 4, input_type=_INPUT_TYPES[node.type], sources=tuple(sources),
+        has_metadata=meta.any_entries or source.bundled_precision is not None,
     )
 
 
@@ -214,20 +309,23 @@ def probed(contract: ModelContract, scores: np.ndarray, model_name: str) -> Mode
     return replace(contract, output_kind="probabilities" if looks_like_probabilities else "logits")
 
 
-def _check_dtype(array: np.ndarray) -> None:
+def _check_dtype(array: np.ndarray) -> np.ndarray:
+    """uint8 and float arrays as they are; other integers (int64 from pandas, nested lists) checked 0-255."""
     if array.dtype == np.uint8 or np.issubdtype(array.dtype, np.floating):
-        return
-    hint = ""
-    if np.issubdtype(array.dtype, np.integer):
-        hint = " (if the values are 0-255, convert with images.astype(np.uint8))"
-    raise MnistOnnxError(f"expected uint8 pixels 0-255 or float pixels in [0, 1], got dtype {array.dtype}{hint}")
+        return array
+    if np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise MnistOnnxError(f"expected integer pixels 0-255, got values from {array.min()} to {array.max()}")
+        return array.astype(np.uint8)
+    raise MnistOnnxError(f"expected uint8 pixels 0-255, integers 0-255 or float pixels in [0, 1], "
+                         f"got dtype {array.dtype}")
 
 
 def _check_shape(shape: tuple[int, ...]) -> None:
-    if shape in ((28, 28), (28, 28, 1), (784,)):
+    if shape in _SINGLE_SHAPES:
         raise MnistOnnxError(f"expected a batch of images shaped {_IMAGE_SHAPES}, got one image shaped {shape}; "
                              f"pass images[None] for a batch of one")
-    if not (len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 4 and shape[1:] == (28, 28, 1)
+    if not (len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
             or len(shape) == 2 and shape[1] == 784):
         raise MnistOnnxError(f"expected images shaped {_IMAGE_SHAPES}, got {shape}")
     if shape[0] == 0:
@@ -250,8 +348,10 @@ def validated_images(images: npt.ArrayLike | pd.DataFrame | pd.Series) -> np.nda
     """Check an in-memory image array and return it as (N, 28, 28, 1), uint8 or float.
 
     Args:
-        images: uint8 pixels 0-255 or float pixels in [0, 1], shaped (N, 28, 28),
-            (N, 28, 28, 1) or (N, 784); a DataFrame of 784 pixel columns works too.
+        images: uint8 pixels 0-255, other integers 0-255 (checked; int64 from
+            ``pd.read_csv(...).values``, nested lists), or float pixels in [0, 1],
+            shaped (N, 28, 28), (N, 28, 28, 1), (N, 1, 28, 28) (PyTorch) or
+            (N, 784); a DataFrame of 784 pixel columns works too.
 
     Raises:
         MnistOnnxError: If the array is empty, one image rather than a batch, or
@@ -259,13 +359,20 @@ def validated_images(images: npt.ArrayLike | pd.DataFrame | pd.Series) -> np.nda
     """
     if isinstance(images, (pd.DataFrame, pd.Series)):
         images = images.to_numpy()
-    array = np.asarray(images)
-    _check_dtype(array)
+    array = _check_dtype(np.asarray(images))
     _check_shape(array.shape)
     array = array.reshape(len(array), 28, 28, 1)
     if array.dtype != np.uint8:
         _check_float_range(array)
     return array
+
+
+def single_image(images: Any) -> bool:
+    """Whether ``images`` is one image, (28, 28), (28, 28, 1) or (784,), rather than a batch."""
+    if isinstance(images, (pd.DataFrame, pd.Series)):
+        return False
+    shape = np.shape(images)
+    return tuple(shape) in _SINGLE_SHAPES
 
 
 class ModelInputConverter:
@@ -279,7 +386,16 @@ class ModelInputConverter:
         self.contract = contract
         # uint8 pixel -> model input, computed once in float64 and rounded, so
         # pixel_scale=1/255 gives exactly float32(p) / float32(255) as in training.
-        self._lut = (np.arange(256, dtype=np.float64) * contract.pixel_scale).astype(np.float32)
+        values = np.arange(256, dtype=np.float64) * contract.pixel_scale
+        if contract.normalize is not None:
+            values = (values - contract.normalize[0]) / contract.normalize[1]
+        self._lut = values.astype(np.float32)
+        if contract.input_rank == 2:
+            self.input_shape: tuple[int, ...] = (784,)
+        elif contract.input_rank == 3:
+            self.input_shape = (28, 28)
+        else:
+            self.input_shape = (1, 28, 28) if contract.layout == "NCHW" else (28, 28, 1)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (n, 28, 28, 1) or float in [0, 1] -> the model's input (float32, or uint8 pixels)."""
@@ -295,8 +411,13 @@ class ModelInputConverter:
             x = np.asarray(pixels, dtype=np.float32)
             if contract.pixel_scale != _DEFAULT_PIXEL_SCALE:
                 x = x * np.float32(255.0 * contract.pixel_scale)
-        # With one channel, NHWC (n, 28, 28, 1) and NCHW (n, 1, 28, 28) have the same memory order.
-        return x.reshape((len(x), 1, 28, 28) if contract.layout == "NCHW" else (len(x), 28, 28, 1))
+            if contract.normalize is not None:
+                x = (x - np.float32(contract.normalize[0])) / np.float32(contract.normalize[1])
+        if contract.input_type == "float16":
+            x = x.astype(np.float16)
+        # With one channel, NHWC (n, 28, 28, 1), NCHW (n, 1, 28, 28), (n, 28, 28) and (n, 784)
+        # have the same memory order.
+        return x.reshape((len(x), *self.input_shape))
 
 
 def label_values(class_labels: tuple[Any, ...], indices: np.ndarray) -> np.ndarray:

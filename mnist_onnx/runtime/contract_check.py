@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InputConvention", "USUAL_CONVENTIONS", "ContractWarning", "InvertedDigitsWarning", "ContractCheck",
-           "check_contract", "check_model", "convention_of", "count_bright_borders", "inverted_message",
-           "labelled_sample", "MNIST_MEAN", "MNIST_STD"]
+from ..errors import ContractWarning, InvertedDigitsWarning
+
+__all__ = [
+    "InputConvention",
+    "USUAL_CONVENTIONS",
+    "ContractWarning",
+    "InvertedDigitsWarning",
+    "ContractCheck",
+    "check_contract",
+    "check_model",
+    "check_at_load",
+    "convention_of",
+    "count_bright_borders",
+    "inverted_message",
+    "labelled_sample",
+    "MNIST_MEAN",
+    "MNIST_STD",
+]
 
 #: Mean and standard deviation of MNIST's training pixels scaled to [0, 1], as used by
 #: PyTorch's MNIST example (``transforms.Normalize((0.1307,), (0.3081,))``).
@@ -48,14 +64,6 @@ SCREEN_SIZE = 200
 MIN_GAIN = 0.05
 
 _SAMPLE = Path(__file__).parent / "bundled" / "sample.csv.gz"
-
-
-class ContractWarning(UserWarning):
-    """The model looks as if it is fed its input in the wrong convention."""
-
-
-class InvertedDigitsWarning(UserWarning):
-    """The digits look dark on light, while MNIST's are light on black."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +101,20 @@ class InputConvention:
 USUAL_CONVENTIONS: tuple[InputConvention, ...] = (
     InputConvention("pixels/255", 1 / 255, fix="--pixel-scale 1/255", python_fix="pixel_scale=1/255"),
     InputConvention("raw 0-255 pixels", 1.0, fix="--pixel-scale 1", python_fix="pixel_scale=1"),
-    InputConvention(f"MNIST mean/std ({MNIST_MEAN}, {MNIST_STD})", 1 / 255, (MNIST_MEAN, MNIST_STD),
-                    fix=f"--normalize {MNIST_MEAN},{MNIST_STD}", python_fix=f"normalize=({MNIST_MEAN}, {MNIST_STD})"),
-    InputConvention("inverted pixels (255 - p)/255", 1 / 255, inverted=True,
-                    fix="inverting the digits (the model expects dark on light)",
-                    python_fix="inverting the digits (255 - pixels)"),
+    InputConvention(
+        f"MNIST mean/std ({MNIST_MEAN}, {MNIST_STD})",
+        1 / 255,
+        (MNIST_MEAN, MNIST_STD),
+        fix=f"--normalize {MNIST_MEAN},{MNIST_STD}",
+        python_fix=f"normalize=({MNIST_MEAN}, {MNIST_STD})",
+    ),
+    InputConvention(
+        "inverted pixels (255 - p)/255",
+        1 / 255,
+        inverted=True,
+        fix="inverting the digits (the model expects dark on light)",
+        python_fix="inverting the digits (255 - pixels)",
+    ),
 )
 
 
@@ -138,9 +155,13 @@ def _score(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, labels: np.nd
     return float((predicted == labels).mean()), share
 
 
-def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConvention, *,
-                   model_name: str = "the model",
-                   conventions: Sequence[InputConvention] = USUAL_CONVENTIONS) -> ContractCheck:
+def check_contract(
+    run: Callable[[np.ndarray], np.ndarray],
+    current: InputConvention,
+    *,
+    model_name: str = "the model",
+    conventions: Sequence[InputConvention] = USUAL_CONVENTIONS,
+) -> ContractCheck:
     """Score a model on the labelled sample under its contract; if it looks wrong, find one that works.
 
     Args:
@@ -161,8 +182,9 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         # Looks right; but a model fed nearly right (a normalisation left out) can still score
         # around 90%: screen the alternatives on fewer digits, and confirm any that does much better.
         screen = slice(0, SCREEN_SIZE)
-        better = [c for c in alternatives
-                  if _score(run, c.apply(pixels[screen]), labels[screen])[0] >= accuracy + MIN_GAIN]
+        better = [
+            c for c in alternatives if _score(run, c.apply(pixels[screen]), labels[screen])[0] >= accuracy + MIN_GAIN
+        ]
         confirmed = [(c, _score(run, c.apply(pixels), labels)[0]) for c in better]
         confirmed = [(c, a) for c, a in confirmed if a >= accuracy + MIN_GAIN]
         if not confirmed:
@@ -170,8 +192,9 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         tried = tuple(confirmed)
     else:
         tried = tuple((c, _score(run, c.apply(pixels), labels)[0]) for c in alternatives)
-    symptom = f"scores {accuracy:.1%}" + (f", {share:.0%} of its predictions one class," if share > MAX_CLASS_SHARE
-                                          else "")
+    symptom = f"scores {accuracy:.1%}" + (
+        f", {share:.0%} of its predictions one class," if share > MAX_CLASS_SHARE else ""
+    )
     head = f"{model_name} {symptom} on {len(labels):,} held-out MNIST digits with {current.name}"
     best, best_accuracy = max(tried, key=lambda item: item[1]) if tried else (current, accuracy)
     others = ", ".join(f"{a:.1%} with {c.name}" for c, a in tried if c != best)
@@ -181,8 +204,10 @@ def check_contract(run: Callable[[np.ndarray], np.ndarray], current: InputConven
         if others:
             message += f" (also tried: {others})"
     else:
-        message = (f"{head}; none of the usual input conventions does better ({others or 'none tried'}): "
-                   f"check the model's input contract (--pixel-scale, --normalize)")
+        message = (
+            f"{head}; none of the usual input conventions does better ({others or 'none tried'}): "
+            f"check the model's input contract (--pixel-scale, --normalize)"
+        )
     return ContractCheck(accuracy, share, tried, message)
 
 
@@ -215,18 +240,26 @@ def inverted_message(bright: int, count: int, where: str = "the input") -> str |
     """
     if count == 0 or bright * 2 <= count:
         return None
-    return (f"{where}: {bright:,} of {count:,} images have bright borders: the digits look dark on "
-            f"light, but MNIST digits are light on black; invert them (255 - pixel, or --invert yes) "
-            f"or the predictions will be wrong")
+    return (
+        f"{where}: {bright:,} of {count:,} images have bright borders: the digits look dark on "
+        f"light, but MNIST digits are light on black; invert them (255 - pixel, or --invert yes) "
+        f"or the predictions will be wrong"
+    )
 
 
 def convention_of(pixel_scale: float, normalize: tuple[float, float] | None) -> InputConvention:
     """The usual convention with this scale and normalisation, or a new one described by its numbers."""
     for convention in USUAL_CONVENTIONS:
-        if not convention.inverted and np.isclose(convention.pixel_scale, pixel_scale) and (
+        if (
+            not convention.inverted
+            and np.isclose(convention.pixel_scale, pixel_scale)
+            and (
                 convention.normalize == normalize
-                or convention.normalize is not None and normalize is not None
-                and np.allclose(convention.normalize, normalize)):
+                or convention.normalize is not None
+                and normalize is not None
+                and np.allclose(convention.normalize, normalize)
+            )
+        ):
             return convention
     name = "pixels/255" if np.isclose(pixel_scale, 1 / 255) else f"pixels x {pixel_scale:g}"
     if normalize is not None:
@@ -247,3 +280,30 @@ def check_model(contract: Any, raw_scores: Callable[[np.ndarray], np.ndarray], m
     """
     current = convention_of(contract.pixel_scale, contract.normalize)
     return check_contract(raw_scores, current, model_name=model_name).message
+
+
+def check_at_load(classifier: Any) -> list[str]:
+    """Check a freshly loaded :class:`~.predictor.DigitClassifier`; warn and return what looks wrong.
+
+    Models with ``mnist_onnx.*`` metadata (the exporter's, the bundled ones) and
+    uint8-input models (which scale pixels themselves) are trusted as they are.
+
+    Returns:
+        The warning messages (each also emitted as a :class:`ContractWarning`).
+    """
+    contract = classifier.contract
+    if contract.has_metadata or contract.uint8_input:
+        return []
+
+    def raw_scores(x: np.ndarray) -> np.ndarray:
+        shaped = x.reshape((len(x), *classifier._to_input.input_shape))
+        if contract.input_type == "float16":
+            shaped = shaped.astype(np.float16)
+        return np.asarray(classifier._scores(shaped))
+
+    message = check_model(contract, raw_scores, classifier.model_name)
+    if message is None:
+        return []
+    # stacklevel 3: the caller of DigitClassifier(...), not its __init__.
+    warnings.warn(ContractWarning(message), stacklevel=3)
+    return [message]

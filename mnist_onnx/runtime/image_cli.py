@@ -63,9 +63,12 @@ def sort_inputs(items: list[str], *, recursive: bool = False) -> tuple[list[str]
     """
     csvs: list[str] = []
     images: list[str] = []
-    expanded = [path for item in items
-                # An empty name goes to the CSV reader, which reports it like any bad path.
-                for path in ([item] if item == "" else expand_image_inputs([item], recursive=recursive))]
+    expanded = [
+        path
+        for item in items
+        # An empty name goes to the CSV reader, which reports it like any bad path.
+        for path in ([item] if item == "" else expand_image_inputs([item], recursive=recursive))
+    ]
     for path in expanded:
         kind = _kind(path)
         if kind == "image":
@@ -78,8 +81,7 @@ def sort_inputs(items: list[str], *, recursive: bool = False) -> tuple[list[str]
     return csvs, images
 
 
-def run_images(args: argparse.Namespace, images: list[str], classifier: Any,
-               emit: Callable[[str], None] | None) -> int:
+def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emit: Callable[[str], None] | None) -> int:
     """Predict image files with ``classifier``; write ``path,Label`` (+ probabilities) to --out or stdout.
 
     Args:
@@ -94,8 +96,9 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any,
     """
     from .image_predict import PreparedImages, write_image_outputs
 
-    frame = classifier.predict_images(images, invert=args.invert or "auto", preprocess=not args.no_preprocess,
-                                      proba=True)
+    frame = classifier.predict_images(
+        images, invert=args.invert or "auto", preprocess=not args.no_preprocess, proba=True
+    )
     probabilities = frame.drop(columns=["path", "Label", "confidence"]).to_numpy()
     if not args.proba:
         frame = frame[["path", "Label"]]
@@ -105,18 +108,21 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any,
     else:
         frame.to_csv(sys.stdout, index=False, lineterminator="\n")
     prepared = PreparedImages(tuple(images), tuple(images), frame.attrs["prepared"])
-    written = write_image_outputs(prepared, probabilities, frame["Label"].to_numpy(),
-                                  save_prepared=args.save_prepared, report=args.report)
+    written = write_image_outputs(
+        prepared, probabilities, frame["Label"].to_numpy(), save_prepared=args.save_prepared, report=args.report
+    )
     if emit and not args.out:
         # The predictions went to stdout: keep it a clean CSV, status goes to stderr.
         def emit(line: str) -> None:
             print(line, file=sys.stderr)
+
     if emit:
         model = getattr(classifier, "model_name", "the model")
         emit(f"predicted {len(images):,} image{'s' if len(images) != 1 else ''} with {model}")
         if args.out:
-            emit(f"wrote {args.out} ({', '.join(frame.columns[:2])}{', ...' if args.proba else ''}; "
-                 f"{len(frame):,} rows)")
+            emit(
+                f"wrote {args.out} ({', '.join(frame.columns[:2])}{', ...' if args.proba else ''}; {len(frame):,} rows)"
+            )
         if args.save_prepared:
             emit(f"wrote {len(images):,} prepared 28x28 images to {args.save_prepared}")
         if args.report:

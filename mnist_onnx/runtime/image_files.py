@@ -21,8 +21,15 @@ from .._fileio import atomic_path
 from ..errors import ImageError
 from .images import load_image
 
-__all__ = ["IMAGE_FORMATS", "sniff_image", "describe_file", "expand_image_inputs", "SheetEntry",
-           "write_contact_sheet", "write_prepared"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "sniff_image",
+    "describe_file",
+    "expand_image_inputs",
+    "SheetEntry",
+    "write_contact_sheet",
+    "write_prepared",
+]
 
 #: The formats accepted, as named in messages.
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WebP")
@@ -145,8 +152,10 @@ def expand_image_inputs(inputs: Iterable[str | os.PathLike[str]], *, recursive: 
         if os.path.isdir(text):
             images = _folder_images(text, recursive)
             if not images:
-                raise ImageError(f"{text}: folder holds no image ({', '.join(IMAGE_FORMATS)})"
-                                 + ("" if recursive else "; pass --recursive to look in subfolders"))
+                raise ImageError(
+                    f"{text}: folder holds no image ({', '.join(IMAGE_FORMATS)})"
+                    + ("" if recursive else "; pass --recursive to look in subfolders")
+                )
             found.extend(images)
         elif os.path.exists(text):
             found.append(text)
@@ -201,8 +210,9 @@ _TILE = 96
 _CAPTION = 30
 
 
-def write_contact_sheet(destination: str | os.PathLike[str], entries: Sequence[SheetEntry], *,
-                        columns: int = 6) -> Path:
+def write_contact_sheet(
+    destination: str | os.PathLike[str], entries: Sequence[SheetEntry], *, columns: int = 6
+) -> Path:
     """Draw a PNG contact sheet: each input, the 28x28 image the model saw, the label and confidence.
 
     Each tile shows the input (fitted in 96x96, on grey), the prepared image
@@ -243,8 +253,10 @@ def write_contact_sheet(destination: str | os.PathLike[str], entries: Sequence[S
             except ImageError:
                 draw.text((x + 4, y + _TILE // 2), "unreadable", fill=(160, 0, 0), font=font)
         prepared = Image.fromarray(np.asarray(entry.prepared, dtype=np.uint8), mode="L")
-        sheet.paste(prepared.resize((84, 84), Image.Resampling.NEAREST).convert("RGB"),
-                    (x + _TILE + 4 + (_TILE - 84) // 2, y + (_TILE - 84) // 2))
+        sheet.paste(
+            prepared.resize((84, 84), Image.Resampling.NEAREST).convert("RGB"),
+            (x + _TILE + 4 + (_TILE - 84) // 2, y + (_TILE - 84) // 2),
+        )
         name = entry.name if len(entry.name) <= 30 else "..." + entry.name[-27:]
         colour = (0, 0, 0) if entry.confidence >= 0.5 else (190, 0, 0)
         draw.text((x, y + _TILE + 2), name, fill=(60, 60, 60), font=font)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from ..errors import ImageError
 from .image_files import SheetEntry, write_contact_sheet, write_prepared
 from .images import InvertMode, preprocess_digit
 
-__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs"]
+__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs", "predict_images"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,7 @@ def _name(item: Any, index: int) -> str:
     return f"image{index}"
 
 
-def prepare_images(images: Any, *, invert: InvertMode | bool = "auto",
-                   preprocess: bool = True) -> PreparedImages:
+def prepare_images(images: Any, *, invert: str | bool = "auto", preprocess: bool = True) -> PreparedImages:
     """Run :func:`~.images.preprocess_digit` over pictures, in order.
 
     Args:
@@ -60,7 +59,8 @@ def prepare_images(images: Any, *, invert: InvertMode | bool = "auto",
     items = _items(images)
     if not items:
         raise ImageError("expected at least one image, got none")
-    pixels = np.stack([preprocess_digit(item, invert=invert, preprocess=preprocess) for item in items])
+    mode = cast(InvertMode, invert)  # checked by preprocess_digit
+    pixels = np.stack([preprocess_digit(item, invert=mode, preprocess=preprocess) for item in items])
     return PreparedImages(tuple(_name(item, i) for i, item in enumerate(items)), tuple(items), pixels)
 
 
@@ -77,12 +77,19 @@ def _items(images: Any) -> list[Any]:
     try:
         return list(images)
     except TypeError:
-        raise ImageError(f"expected a path, bytes, a PIL image, an array or a list of them, "
-                         f"got {type(images).__name__}") from None
+        raise ImageError(
+            f"expected a path, bytes, a PIL image, an array or a list of them, got {type(images).__name__}"
+        ) from None
 
 
-def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *, proba: bool,
-                class_labels: tuple[Any, ...] = tuple(range(10))) -> pd.DataFrame:
+def image_frame(
+    prepared: PreparedImages,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    proba: bool,
+    class_labels: tuple[Any, ...] = tuple(range(10)),
+) -> pd.DataFrame:
     """The predictions as a frame: ``path,Label`` (+ ``p<label>``, ``confidence`` with ``proba``), in input order.
 
     Args:
@@ -100,10 +107,15 @@ def image_frame(prepared: PreparedImages, probabilities: np.ndarray, labels: np.
     return frame
 
 
-def write_image_outputs(prepared: PreparedImages, probabilities: np.ndarray, labels: np.ndarray, *,
-                        save_prepared: str | os.PathLike[str] | None = None,
-                        report: str | os.PathLike[str] | None = None,
-                        on_written: Callable[[Path], None] | None = None) -> list[Path]:
+def write_image_outputs(
+    prepared: PreparedImages,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    save_prepared: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    on_written: Callable[[Path], None] | None = None,
+) -> list[Path]:
     """Write what the model saw (``save_prepared``) and a contact sheet (``report``).
 
     Prepared images are named ``<index>_<input name>.png`` so that inputs with
@@ -128,9 +140,12 @@ def write_image_outputs(prepared: PreparedImages, probabilities: np.ndarray, lab
             written.append(write_prepared(folder, f"{index:0{width}d}_{Path(name).stem}", pixels))
     if report is not None:
         folder = _folder(report)
-        entries = [SheetEntry(Path(name).name, original, pixels, label, float(row.max()))
-                   for name, original, pixels, label, row in zip(prepared.names, prepared.originals,
-                                                                  prepared.pixels, labels, probabilities, strict=True)]
+        entries = [
+            SheetEntry(Path(name).name, original, pixels, label, float(row.max()))
+            for name, original, pixels, label, row in zip(
+                prepared.names, prepared.originals, prepared.pixels, labels, probabilities, strict=True
+            )
+        ]
         written.append(write_contact_sheet(folder / "contact_sheet.png", entries))
     if on_written is not None:
         for path in written:
@@ -145,3 +160,36 @@ def _folder(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise ImageError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
     return folder
+
+
+def predict_images(
+    classifier: Any, images: Any, *, invert: str | bool = "auto", preprocess: bool = True, proba: bool = False
+) -> pd.DataFrame:
+    """Predict pictures of digits with a :class:`~.predictor.DigitClassifier`, in input order.
+
+    Each picture goes through :func:`~.images.preprocess_digit` (MNIST's own
+    preparation; ``invert`` and ``preprocess`` are passed on).
+
+    Args:
+        classifier: The classifier.
+        images: One picture or a sequence: paths, bytes, PIL images, arrays of any size.
+        invert: ``"auto"``, ``"yes"`` or ``"no"`` (see :func:`~.images.preprocess_digit`).
+        preprocess: False for pictures already prepared like MNIST's.
+        proba: Add ``p<label>`` and ``confidence`` columns.
+
+    Returns:
+        A DataFrame ``path,Label`` (+ probabilities), one row per picture; in-memory
+        pictures are named ``image<i>``.  ``attrs["prepared"]`` holds what the model
+        saw: uint8 (N, 28, 28).
+
+    Raises:
+        ImageError: A picture cannot be read, is too large, or holds no digit.
+    """
+    from .contract import label_values
+
+    prepared = prepare_images(images, invert=invert, preprocess=preprocess)
+    probabilities = classifier.predict_proba(prepared.pixels)
+    labels = label_values(classifier.class_labels, probabilities.argmax(axis=1))
+    frame = image_frame(prepared, probabilities, labels, proba=proba, class_labels=classifier.class_labels)
+    frame.attrs["prepared"] = prepared.pixels
+    return frame

@@ -106,8 +106,10 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         raise ImageError(f"{name}: expected a path, bytes, a PIL image or a numpy array, got {type(image).__name__}")
     width, height = picture.size
     if width * height > max_pixels:
-        raise ImageError(f"{name}: image is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                         f"{max_pixels:,}; crop or shrink it to the digit")
+        raise ImageError(
+            f"{name}: image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; crop or shrink it to the digit"
+        )
     if width == 0 or height == 0:
         raise ImageError(f"{name}: image is empty ({width}x{height})")
     try:
@@ -123,8 +125,9 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         raise ImageError(f"{name}: cannot decode the image ({exc})") from exc
 
 
-def preprocess_digit(image: Any, *, invert: InvertMode | bool = "auto", preprocess: bool = True,
-                     max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def preprocess_digit(
+    image: Any, *, invert: InvertMode | bool = "auto", preprocess: bool = True, max_pixels: int = MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """Prepare one picture of a handwritten digit the way MNIST's digits were prepared.
 
     After :func:`load_image` (EXIF orientation, alpha on white, greyscale):
@@ -194,8 +197,10 @@ def preprocess_digit(image: Any, *, invert: InvertMode | bool = "auto", preproce
         digit = 255.0 - pixels if flip else pixels
         small = Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8))
         if small.size != (MNIST_SIDE, MNIST_SIDE):
-            small = small.resize((MNIST_SIDE, MNIST_SIDE), Image.Resampling.BOX if min(small.size) > MNIST_SIDE
-                                 else Image.Resampling.BILINEAR)
+            small = small.resize(
+                (MNIST_SIDE, MNIST_SIDE),
+                Image.Resampling.BOX if min(small.size) > MNIST_SIDE else Image.Resampling.BILINEAR,
+            )
         return np.asarray(small, dtype=np.uint8).copy()
     ink = _ink(255.0 - pixels if flip else pixels)
     if not np.any(ink > 0):
@@ -291,8 +296,9 @@ def _background_level(pixels: np.ndarray) -> float:
     """Median of the outer frame (a tenth of each side, at least one pixel)."""
     height, width = pixels.shape
     band_y, band_x = max(1, height // 10), max(1, width // 10)
-    frame = np.concatenate([pixels[:band_y].ravel(), pixels[-band_y:].ravel(),
-                            pixels[:, :band_x].ravel(), pixels[:, -band_x:].ravel()])
+    frame = np.concatenate(
+        [pixels[:band_y].ravel(), pixels[-band_y:].ravel(), pixels[:, :band_x].ravel(), pixels[:, -band_x:].ravel()]
+    )
     return float(np.median(frame))
 
 
@@ -356,6 +362,7 @@ def _otsu(values: np.ndarray) -> float:
 
 def _crop_to_ink(ink: np.ndarray, trim: float = 0.002) -> np.ndarray:
     """Bounding box of the ink, dropping at most ``trim`` of its mass on each side (step 7)."""
+
     def span(profile: np.ndarray) -> tuple[int, int]:
         cumulative = np.cumsum(profile) / profile.sum()
         first = int(np.searchsorted(cumulative, trim, side="right"))
@@ -440,7 +447,7 @@ def _centre_by_mass(digit: np.ndarray, side: int) -> np.ndarray:
     top = int(np.clip(round(centre - com_y), 0, side - height))
     left = int(np.clip(round(centre - com_x), 0, side - width))
     field = np.zeros((side, side), dtype=np.float32)
-    field[top:top + height, left:left + width] = digit
+    field[top : top + height, left : left + width] = digit
     peak = float(field.max())
     if peak > 0:
         field *= 255.0 / peak

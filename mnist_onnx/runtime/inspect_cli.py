@@ -50,15 +50,25 @@ def add_contract_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "model input contract",
         "for models not exported by mnist-onnx (whose metadata says all this); a model without that metadata "
-        "is checked on held-out digits at load, and a warning names the option that works")
-    group.add_argument("--pixel-scale", type=pixel_scale_arg, metavar="S",
-                       help="float input = pixel (0-255) x S; 1 for a model that divides by 255 itself "
-                            "(default: the model's mnist_onnx.pixel_scale metadata, else 1/255)")
-    group.add_argument("--normalize", type=normalize_arg, metavar="MEAN,STD",
-                       help="input = (pixel x S - MEAN) / STD, e.g. 0.1307,0.3081 for PyTorch's MNIST Normalize "
-                            "(default: the model's mnist_onnx.normalize metadata, else none)")
-    group.add_argument("--output", metavar="NAME",
-                       help="the model output holding the class scores (default: its only Nx10 output)")
+        "is checked on held-out digits at load, and a warning names the option that works",
+    )
+    group.add_argument(
+        "--pixel-scale",
+        type=pixel_scale_arg,
+        metavar="S",
+        help="float input = pixel (0-255) x S; 1 for a model that divides by 255 itself "
+        "(default: the model's mnist_onnx.pixel_scale metadata, else 1/255)",
+    )
+    group.add_argument(
+        "--normalize",
+        type=normalize_arg,
+        metavar="MEAN,STD",
+        help="input = (pixel x S - MEAN) / STD, e.g. 0.1307,0.3081 for PyTorch's MNIST Normalize "
+        "(default: the model's mnist_onnx.normalize metadata, else none)",
+    )
+    group.add_argument(
+        "--output", metavar="NAME", help="the model output holding the class scores (default: its only Nx10 output)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Print the input contract the runtime will use for MODEL (input, output, pixel scale, "
             "normalisation, labels) and where each part came from (the model's metadata, its signature, an "
             "option, or the default), then the model's accuracy on the bundled 1,000 labelled held-out MNIST "
-            "digits under that contract."),
+            "digits under that contract."
+        ),
     )
     inspect.add_argument("model", metavar="MODEL", help="an ONNX model file")
     add_contract_options(inspect)
@@ -85,15 +96,19 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        classifier = DigitClassifier(args.model, providers="cpu", pixel_scale=args.pixel_scale,
-                                     normalize=args.normalize, output=args.output)
+        classifier = DigitClassifier(
+            args.model, providers="cpu", pixel_scale=args.pixel_scale, normalize=args.normalize, output=args.output
+        )
     contract = classifier.contract
     declared = parse_metadata(classifier.session.get_modelmeta().custom_metadata_map)
     print(f"model: {classifier.model_name}")
     for part, origin in contract.sources:
-        value = {"pixel_scale": _scale_text(contract.pixel_scale),
-                 "normalize": "none" if contract.normalize is None else
-                 f"mean {contract.normalize[0]:g}, std {contract.normalize[1]:g}"}.get(part)
+        value = {
+            "pixel_scale": _scale_text(contract.pixel_scale),
+            "normalize": "none"
+            if contract.normalize is None
+            else f"mean {contract.normalize[0]:g}, std {contract.normalize[1]:g}",
+        }.get(part)
         print(f"{part}: {value} ({origin})" if value is not None else f"{part}: {origin}")
     labels = contract.class_labels
     shown = "0-9" if labels == tuple(range(10)) else ", ".join(map(str, labels))
@@ -103,8 +118,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     pixels, truth = labelled_sample()
     predicted = classifier.predict(pixels)
     correct = int((predicted == truth).sum())
-    print(f"accuracy on {len(truth):,} held-out MNIST digits (bundled sample): {correct / len(truth):.2%} "
-          f"({correct:,} correct)")
+    print(
+        f"accuracy on {len(truth):,} held-out MNIST digits (bundled sample): {correct / len(truth):.2%} "
+        f"({correct:,} correct)"
+    )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return 0

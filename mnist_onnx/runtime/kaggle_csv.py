@@ -18,6 +18,11 @@ pandas' C parser straight to uint8 (which beat the C parser to int64, 0.42 s,
 and the pyarrow engine, 0.78 s).  If that fails too, a strict line-by-line scan
 finds the first bad cell, so the error names the file, the 1-based line (the
 header is line 1) and the column.
+
+The other common MNIST CSV, without a header row (label first and 784 pixels,
+or 784 pixels), is recognised from its first line and read the same way, with
+a note saying so (:mod:`.csv_sniff`); a file separated by semicolons, tabs or
+bars is refused with a message naming its separator.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CsvFormatError
+from .csv_sniff import headerless_layout, separator_problem
 
 __all__ = [
     "PIXEL_COLUMNS",
@@ -88,11 +94,20 @@ class DigitBatch:
 
 @dataclass(frozen=True)
 class KaggleCsvInfo:
-    """What the header says about a Kaggle CSV."""
+    """What the header says about a Kaggle CSV.
+
+    Attributes:
+        header: False for a header-less MNIST CSV (its first line is data).
+        note: How a header-less file is read, for the user; None for a Kaggle CSV.
+        invert: Pixels are inverted (255 - p) as they are parsed (digits drawn dark on light).
+    """
 
     path: Path
     has_labels: bool
     compressed: bool
+    header: bool = True
+    note: str | None = None
+    invert: bool = False
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -147,11 +162,24 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
+        from .image_files import describe_file  # only on this error path: it imports Pillow
+
+        what = describe_file(p)
+        if what not in ("text", "binary data"):
+            raise CsvFormatError(str(p), None, None, f"is {what}, not a Kaggle CSV"
+                                 + ("; predict it as an image (mnist-onnx predict FILE, or "
+                                    "DigitClassifier.predict_images)" if what.endswith(" image") else "")) from None
         raise CsvFormatError(str(p), 1, None, "header is not UTF-8 text") from None
     text = text.lstrip(_BOM).rstrip("\r\n")
     if "\r" in text:
         raise CsvFormatError(str(p), 1, None, "lines end in a bare CR (classic Mac OS line endings); "
                              "expected LF or CRLF line endings")
+    problem = separator_problem(text)
+    if problem:
+        raise CsvFormatError(str(p), 1, None, problem)
+    layout = headerless_layout(text)
+    if layout is not None:
+        return KaggleCsvInfo(p, layout.has_labels, compressed, header=False, note=layout.note)
     names = [n.strip() for n in next(csv.reader([text]), [])]
     has_labels = bool(names) and names[0] == LABEL_COLUMN
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
@@ -205,7 +233,7 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
                 what = "damaged or truncated gzip data" if info.compressed else "cannot read"
                 return CsvFormatError(path, line_no + 1, None, f"{what} ({exc})")
             line_no += 1
-            if line_no == 1:
+            if line_no == 1 and info.header:
                 continue
             try:
                 text = raw.decode("utf-8")
@@ -249,7 +277,8 @@ def raw_blocks(info: KaggleCsvInfo, rows: int) -> Iterator[bytes]:
     size = max(1, rows) * _MIN_ROW_BYTES
     with _open_binary(info.path) as fh:
         try:
-            fh.readline()  # the header, checked by inspect_kaggle_csv
+            if info.header:
+                fh.readline()  # the header, checked by inspect_kaggle_csv
             rest = b""
             while True:
                 data = fh.read(size)
@@ -344,6 +373,8 @@ def parse_block(info: KaggleCsvInfo, data: bytes) -> DigitBatch:
             labels, pixels = None, values
     except _PARSE_ERRORS as exc:
         raise _diagnose(info, str(exc)) from None
+    if info.invert:
+        pixels = np.subtract(np.uint8(255), pixels, dtype=pixels.dtype)
     return DigitBatch(pixels.reshape(-1, 28, 28, 1), labels)
 
 
@@ -351,7 +382,7 @@ _PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecode
 
 
 def iter_kaggle_csv(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | KaggleCsvInfo,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     require_labels: bool = False,
@@ -364,7 +395,8 @@ def iter_kaggle_csv(
     write it atomically.
 
     Args:
-        path: A train.csv or test.csv, plain or gzip-compressed.
+        path: A train.csv or test.csv, plain or gzip-compressed (or what
+            :func:`inspect_kaggle_csv` said about one).
         chunk_rows: Rows per batch (at least 1).
         require_labels: Fail unless the file has a ``label`` column.
 
@@ -376,7 +408,7 @@ def iter_kaggle_csv(
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    info = inspect_kaggle_csv(path)
+    info = path if isinstance(path, KaggleCsvInfo) else inspect_kaggle_csv(path)
     if require_labels and not info.has_labels:
         raise CsvFormatError(str(info.path), 1, None,
                              "expected a training file with a 'label' first column, got pixel columns only")

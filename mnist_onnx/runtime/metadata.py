@@ -14,6 +14,9 @@ Keys the runtime acts on:
 * ``mnist_onnx.input_layout``: ``NCHW`` (input N×1×28×28) or ``NHWC`` (N×28×28×1).
 * ``mnist_onnx.pixel_scale``: the float the runtime multiplies uint8 pixels by
   (``repr(1 / 255)`` for the tutorial network).
+* ``mnist_onnx.normalize``: ``[mean, std]`` (JSON) when the model wants
+  ``(pixel * pixel_scale - mean) / std`` (PyTorch's ``Normalize``), e.g.
+  ``[0.1307, 0.3081]``; absent when it does not.
 * ``mnist_onnx.class_labels``: a JSON list, the label of each output column.
 * ``mnist_onnx.output_kind``: ``probabilities`` (the output already sums to 1).
 * ``mnist_onnx.precision``: ``fp32`` or ``int8``.
@@ -37,6 +40,7 @@ __all__ = [
     "PREFIX",
     "KEY_INPUT_LAYOUT",
     "KEY_PIXEL_SCALE",
+    "KEY_NORMALIZE",
     "KEY_CLASS_LABELS",
     "KEY_OUTPUT_KIND",
     "KEY_PRECISION",
@@ -55,6 +59,7 @@ __all__ = [
 PREFIX = "mnist_onnx."
 KEY_INPUT_LAYOUT = PREFIX + "input_layout"
 KEY_PIXEL_SCALE = PREFIX + "pixel_scale"
+KEY_NORMALIZE = PREFIX + "normalize"
 KEY_CLASS_LABELS = PREFIX + "class_labels"
 KEY_OUTPUT_KIND = PREFIX + "output_kind"
 KEY_PRECISION = PREFIX + "precision"
@@ -85,6 +90,7 @@ class ModelMetadata:
     Attributes:
         input_layout: ``"NCHW"`` or ``"NHWC"``.
         pixel_scale: Factor from uint8 pixels to the model's input values.
+        normalize: ``(mean, std)`` applied after ``pixel_scale``.
         class_labels: The label of each output column.
         output_kind: ``"probabilities"`` or ``"logits"``.
         precision: ``"fp32"`` or ``"int8"``.
@@ -95,6 +101,7 @@ class ModelMetadata:
 
     input_layout: str | None = None
     pixel_scale: float | None = None
+    normalize: tuple[float, float] | None = None
     class_labels: tuple[Any, ...] | None = None
     output_kind: DeclaredOutputKind | None = None
     precision: Precision | None = None
@@ -104,6 +111,8 @@ class ModelMetadata:
     versions: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
     other: dict[str, str] = field(default_factory=dict)
+    #: Whether the model has any ``mnist_onnx.*`` entry (an mnist-onnx export).
+    any_entries: bool = False
 
 
 def _choice(meta: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str | None:
@@ -147,6 +156,8 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
         if not (math.isfinite(pixel_scale) and pixel_scale > 0):
             raise ModelError(f"metadata {KEY_PIXEL_SCALE}: expected a positive number, got {scale_text[:80]!r}")
 
+    normalize = parse_normalize(meta.get(KEY_NORMALIZE), what=f"metadata {KEY_NORMALIZE}")
+
     class_labels = None
     labels_text = meta.get(KEY_CLASS_LABELS)
     if labels_text is not None:
@@ -172,10 +183,34 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
                 raise ModelError(f"metadata {key}: expected a JSON object, got {text[:80]!r}")
         objects[attr] = value
 
-    known = {KEY_INPUT_LAYOUT, KEY_PIXEL_SCALE, KEY_CLASS_LABELS, KEY_OUTPUT_KIND, KEY_PRECISION,
+    known = {KEY_INPUT_LAYOUT, KEY_PIXEL_SCALE, KEY_NORMALIZE, KEY_CLASS_LABELS, KEY_OUTPUT_KIND, KEY_PRECISION,
              KEY_SOURCE_SHA256, *_JSON_OBJECT_KEYS.values()}
     other = {k: v for k, v in meta.items() if k.startswith(PREFIX) and k not in known}
     return ModelMetadata(
-        input_layout=layout, pixel_scale=pixel_scale, class_labels=class_labels, output_kind=output_kind,
-        precision=precision, source_sha256=meta.get(KEY_SOURCE_SHA256), other=other, **objects,
+        input_layout=layout, pixel_scale=pixel_scale, normalize=normalize, class_labels=class_labels,
+        output_kind=output_kind, precision=precision, source_sha256=meta.get(KEY_SOURCE_SHA256), other=other,
+        any_entries=any(k.startswith(PREFIX) for k in meta), **objects,
     )
+
+
+def parse_normalize(text: str | None, *, what: str = "normalize") -> tuple[float, float] | None:
+    """Parse ``MEAN,STD`` (or the JSON ``[MEAN, STD]``) into two floats, STD positive.
+
+    >>> parse_normalize("0.1307,0.3081")
+    (0.1307, 0.3081)
+    >>> parse_normalize("[0.5, 0.5]")
+    (0.5, 0.5)
+
+    Raises:
+        ModelError: If the text is not two finite numbers with a positive second one.
+    """
+    if text is None:
+        return None
+    parts = text.strip().strip("[]").split(",")
+    try:
+        mean, std = (float(part) for part in parts)
+    except ValueError:
+        raise ModelError(f"{what}: expected MEAN,STD (two numbers, e.g. 0.1307,0.3081), got {text[:80]!r}") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ModelError(f"{what}: expected a finite MEAN and a positive STD, got {text[:80]!r}")
+    return mean, std

@@ -11,8 +11,10 @@ session comes from :mod:`.session`; frames, scoring and the CSV writer are in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +36,11 @@ from .contract import (
     probe_images,
     probed,
     read_contract,
+    single_image,
     softmax,
     validated_images,
 )
+from .contract_check import InvertedDigitsWarning, check_at_load, count_bright_borders, inverted_message
 from .defaults import (
     BLOCKS_IN_FLIGHT_PER_WORKER,
     CSV_BLOCK_ROWS,
@@ -72,6 +76,7 @@ class _CsvTotals:
     predicted: np.ndarray  # int32 (rows,), output-column indices
     probabilities: np.ndarray | None  # float32 (rows, classes) when asked for
     evaluation: Evaluation | None
+    bright_borders: int  # images whose frame is bright (dark-on-light digits)
 
 
 class DigitClassifier:
@@ -107,6 +112,15 @@ class DigitClassifier:
             default of the provider in use: 16 on the CPU, 1,024 on CUDA
             (see :mod:`mnist_onnx.runtime.defaults`).
         cuda_device: The GPU to use with the CUDA provider.
+        pixel_scale: Float input = pixel (0-255) × this (default: the model's
+            ``mnist_onnx.pixel_scale``, else 1/255); 1 for a model that divides by 255 itself.
+        normalize: ``(mean, std)``: input = (pixel × pixel_scale - mean) / std, e.g.
+            ``(0.1307, 0.3081)`` (PyTorch's MNIST ``Normalize``); overrides ``mnist_onnx.normalize``.
+        output: The output holding the class scores (default: the only N×classes one).
+
+    A model without ``mnist_onnx.*`` metadata is checked on held-out digits at load;
+    if it looks fed wrongly, a :class:`~.contract_check.ContractWarning` names the
+    option that works (:func:`~.contract_check.check_at_load`); what was asked is still used.
 
     Raises:
         ModelError: If the model cannot be loaded or is not a digit classifier
@@ -124,6 +138,9 @@ class DigitClassifier:
         precision: Precision | None = None,
         batch_size: int | None = None,
         cuda_device: int = 0,
+        pixel_scale: float | None = None,
+        normalize: tuple[float, float] | None = None,
+        output: str | None = None,
     ) -> None:
         precision = check_precision(precision)
         if batch_size is not None:
@@ -147,9 +164,12 @@ class DigitClassifier:
         self._executor: ThreadPoolExecutor | None = None
         self._parallel_lock = threading.Lock()
         #: Read from the model; ``output_kind`` may be "unknown" until the probe run below.
-        self.contract: ModelContract = read_contract(self.session, source, precision=precision)
+        self.contract: ModelContract = read_contract(self.session, source, precision=precision,
+                                                     pixel_scale=pixel_scale, normalize=normalize, output=output)
         self._to_input = ModelInputConverter(self.contract)
         self.contract = probed(self.contract, self._probe_scores(), self.model_name)
+        #: What looked wrong with the model at load (each also emitted as a :class:`ContractWarning`).
+        self.warnings: list[str] = check_at_load(self)
 
     # -- public API ---------------------------------------------------------
 
@@ -167,27 +187,46 @@ class DigitClassifier:
         """Class probabilities for in-memory images.
 
         Args:
-            images: uint8 pixels 0-255, or float pixels already scaled to
-                [0, 1], shaped (N, 28, 28), (N, 28, 28, 1) or (N, 784).
+            images: uint8 pixels 0-255, integers 0-255 of any dtype (checked),
+                nested lists, or float pixels already scaled to [0, 1], shaped
+                (N, 28, 28), (N, 28, 28, 1), (N, 1, 28, 28) or (N, 784); or one
+                image shaped (28, 28), (28, 28, 1) or (784,).
             batch_size: Images per onnxruntime call (default: the classifier's).
 
         Returns:
-            float32 array (N, classes); column j is ``class_labels[j]``.
+            float32 array (N, classes), or (classes,) for one image; column j
+            is ``class_labels[j]``.  When most images have bright borders (dark
+            digits on light, unlike MNIST) an :class:`InvertedDigitsWarning` is emitted.
 
         Raises:
             MnistOnnxError: If the array is empty or has the wrong dtype,
                 shape or value range, or contains NaN.
         """
-        pixels = validated_images(images)
-        return self._probabilities(pixels, self._batch_size(batch_size))
+        single = single_image(images)
+        pixels = validated_images(np.asarray(images)[None] if single else images)
+        message = inverted_message(count_bright_borders(pixels), len(pixels), "images")
+        if message:
+            warnings.warn(InvertedDigitsWarning(message), stacklevel=2)
+        probabilities = self._probabilities(pixels, self._batch_size(batch_size))
+        return probabilities[0] if single else probabilities
 
-    def predict(self, images: npt.ArrayLike | pd.DataFrame, *, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, images: npt.ArrayLike | pd.DataFrame, *, batch_size: int | None = None) -> Any:
         """Predicted labels for in-memory images (see :meth:`predict_proba` for the input forms).
 
         Returns:
-            Array (N,) of class labels (int64 for the digits 0-9).
+            Array (N,) of class labels (int64 for the digits 0-9), or one label for one image.
         """
-        return label_values(self.class_labels, self.predict_proba(images, batch_size=batch_size).argmax(axis=1))
+        probabilities = self.predict_proba(images, batch_size=batch_size)
+        labels = label_values(self.class_labels, np.atleast_2d(probabilities).argmax(axis=1))
+        return labels[0] if probabilities.ndim == 1 else labels
+
+    def predict_images(self, images: Any, *, invert: str | bool = "auto", preprocess: bool = True,
+                       proba: bool = False) -> pd.DataFrame:
+        """Predict pictures of digits (paths, bytes, PIL images, arrays of any size): see
+        :func:`.image_predict.predict_images`."""
+        from .image_predict import predict_images
+
+        return predict_images(self, images, invert=invert, preprocess=preprocess, proba=proba)
 
     def predict_csv(
         self,
@@ -199,6 +238,7 @@ class DigitClassifier:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         overlap_reading: bool = True,
         progress: Callable[[int], None] | None = None,
+        invert: bool = False,
     ) -> pd.DataFrame:
         """Predict every row of a Kaggle CSV, streaming it in chunks.
 
@@ -231,14 +271,17 @@ class DigitClassifier:
                 current one is predicted.  With False, each chunk is parsed,
                 then predicted.  Figures in ``benchmarks/levers.md``.
             progress: Called with the number of rows done after each chunk (or parallel block).
+            invert: Feed 255 - pixel (for digits drawn dark on light).
 
         Returns:
             A DataFrame with ``ImageId`` (1-based, in file order) and ``Label``
             (plus the probability columns with ``proba``).  Its ``attrs`` hold
             ``model`` (where the model came from), ``providers``, ``rows``,
-            ``seconds`` (wall time), ``images_per_second``, and ``evaluation``:
+            ``seconds`` (wall time), ``images_per_second``, ``evaluation``:
             an :class:`Evaluation` (accuracy and confusion matrix) when the
-            file has a label column, else None.
+            file has a label column, else None; ``warnings``: what looked
+            wrong (the model's contract, digits dark on light); ``notes``: how
+            the file was read (a header-less MNIST CSV).
 
         Raises:
             CsvFormatError: If the CSV is malformed (names the file, line and column).
@@ -249,12 +292,17 @@ class DigitClassifier:
         if chunk_rows < 1:
             raise MnistOnnxError(f"expected chunk_rows to be at least 1, got {chunk_rows}")
         info = inspect_kaggle_csv(path)  # checks the header now
+        if invert:
+            info = dataclasses.replace(info, invert=True)
         scored = self._score_csv(info, size, chunk_rows=chunk_rows, overlap_reading=overlap_reading)
         totals = self._stream(scored, info, output=output, proba=proba, progress=progress)
         frame = prediction_frame(0, totals.predicted, totals.probabilities, self.class_labels)
         run = RunInfo(model=self.model_name, providers=self.providers, rows=totals.rows,
                       seconds=time.perf_counter() - started, evaluation=totals.evaluation)
         frame.attrs.update(run.as_attrs())
+        found = inverted_message(totals.bright_borders, totals.rows, str(path))
+        frame.attrs["warnings"] = self.warnings + ([found] if found else [])
+        frame.attrs["notes"] = [f"{path}: {info.note}"] if info.note else []
         return frame
 
     def __repr__(self) -> str:
@@ -268,7 +316,7 @@ class DigitClassifier:
         """Phase 1: parsed batches of the file with their probabilities, in file order."""
         if overlap_reading and self._workers > 1:
             return self._csv_blocks_in_parallel(info, min(chunk_rows, CSV_BLOCK_ROWS), batch_size)
-        chunks: Iterable[DigitBatch] = iter_kaggle_csv(info.path, chunk_rows=chunk_rows)
+        chunks: Iterable[DigitBatch] = iter_kaggle_csv(info, chunk_rows=chunk_rows)
         if overlap_reading:
             chunks = prefetched(chunks)
         return ((batch, self._probabilities(batch.images, batch_size)) for batch in chunks)
@@ -279,7 +327,7 @@ class DigitClassifier:
         scorer = LabelScorer(self.class_labels)
         predicted_parts: list[np.ndarray] = []
         proba_parts: list[np.ndarray] = []
-        rows = 0
+        rows = bright = 0
         with contextlib.ExitStack() as stack:
             # Closed on the way out, so no reader thread or block task outlives this call, even on an error.
             stack.callback(getattr(scored, "close", lambda: None))
@@ -292,6 +340,7 @@ class DigitClassifier:
                 if proba:
                     proba_parts.append(probabilities)
                 scorer.add(batch.labels, predicted)
+                bright += count_bright_borders(batch.images)
                 if sink is not None:
                     sink.write(prediction_frame(rows, predicted, probabilities if proba else None,
                                                 self.class_labels))
@@ -302,7 +351,7 @@ class DigitClassifier:
                 raise CsvFormatError(str(info.path), None, None, "has a header but no data rows")
         return _CsvTotals(rows=rows, predicted=np.concatenate(predicted_parts),
                           probabilities=np.concatenate(proba_parts) if proba else None,
-                          evaluation=scorer.evaluation())
+                          evaluation=scorer.evaluation(), bright_borders=bright)
 
     def _csv_blocks_in_parallel(self, info: KaggleCsvInfo, block_rows: int, batch_size: int) -> Iterator[_Scored]:
         """Parse and predict blocks of the CSV on the worker threads; yield them in file order.
