@@ -63,8 +63,7 @@ def main() -> None:
     sys.argv = sys.argv[:1]  # KServe parses sys.argv itself
     model = DigitModel(args.name, args.model)
     model.load()
-    ModelServer(http_port=args.port, enable_grpc=False, workers=1,
-                enable_latency_logging=False).start([model])
+    ModelServer(http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])
 
 
 if __name__ == "__main__":

@@ -84,15 +84,30 @@ def request_bytes(workload: str, images: np.ndarray) -> bytes:
     batch = images[:n]
     headers = {"Host": "127.0.0.1"}
     if workload == "json-1":
-        body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28],
-                                       "data": batch.reshape(-1).tolist()}],
-                           "parameters": {"binary_data_output": False}}).encode()
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": batch.reshape(-1).tolist()}
+                ],
+                "parameters": {"binary_data_output": False},
+            }
+        ).encode()
         headers["Content-Type"] = "application/json"
     else:
         data = batch.tobytes()
-        header = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": list(batch.shape),
-                                         "parameters": {"binary_data_size": len(data)}}],
-                             "parameters": {"binary_data_output": True}}).encode()
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "UINT8",
+                        "shape": list(batch.shape),
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
         body = header + data
         headers["Content-Type"] = "application/octet-stream"
         headers["Inference-Header-Content-Length"] = str(len(header))
@@ -112,7 +127,7 @@ async def _connection(port: int, payload: bytes, until: float, latencies: list[f
             lower = head.lower()
             at = lower.find(b"\r\ncontent-length:")  # not inference-header-content-length
             if at >= 0:
-                await reader.readexactly(int(lower[at + 17:lower.find(b"\r\n", at + 2)]))
+                await reader.readexactly(int(lower[at + 17 : lower.find(b"\r\n", at + 2)]))
             elif b"transfer-encoding: chunked" in lower:  # KServe streams binary answers in chunks
                 while True:
                     size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -182,8 +197,13 @@ def _summary(latencies: list[float], elapsed: float, errors: int) -> dict:
     if not latencies:
         return {"requests_per_s": 0.0, "p50_ms": None, "p99_ms": None, "errors": errors, "requests": 0}
     ordered = np.sort(np.asarray(latencies))
-    return {"requests_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ordered, 50) * 1e3),
-            "p99_ms": float(np.percentile(ordered, 99) * 1e3), "errors": errors, "requests": len(latencies)}
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ordered, 50) * 1e3),
+        "p99_ms": float(np.percentile(ordered, 99) * 1e3),
+        "errors": errors,
+        "requests": len(latencies),
+    }
 
 
 def _event_loop_runner():
@@ -227,8 +247,9 @@ def start_servers(args: argparse.Namespace, model_path: str) -> dict[str, tuple[
     servers = {}
     for name, command in commands.items():
         port = free_port()
-        process = subprocess.Popen([*command, "--port", str(port)], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         servers[name] = (process, port)
     for name, (process, port) in servers.items():
         wait_ready(port, process, name)
@@ -240,14 +261,20 @@ def _rate(value: float) -> str:
 
 
 def render(results: dict, machine: str, args: argparse.Namespace) -> str:
-    lines = [f"Machine: {machine}. Model: bundled {args.precision}. {args.rounds} round(s) of {args.seconds:g} s a "
-             f"cell, contenders interleaved; best round (median round in brackets). The client shares the cores. "
-             f"requests/s counts answers with status 200; errors counts the others (503, 504) and requests "
-             f"abandoned unanswered.", ""]
+    lines = [
+        f"Machine: {machine}. Model: bundled {args.precision}. {args.rounds} round(s) of {args.seconds:g} s a "
+        f"cell, contenders interleaved; best round (median round in brackets). The client shares the cores. "
+        f"requests/s counts answers with status 200; errors counts the others (503, 504) and requests "
+        f"abandoned unanswered.",
+        "",
+    ]
     for workload in WORKLOADS:
-        lines += [f"### {workload}", "",
-                  "| contender | concurrency | requests/s | images/s | p50 ms | p99 ms | errors |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {workload}",
+            "",
+            "| contender | concurrency | requests/s | images/s | p50 ms | p99 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         images = 1024 if workload == "binary-1024" else 1
         for (w, contender, concurrency), rounds in results.items():
             if w != workload:
@@ -256,10 +283,12 @@ def render(results: dict, machine: str, args: argparse.Namespace) -> str:
             median = statistics.median(r["requests_per_s"] for r in rounds)
             p50 = "-" if best["p50_ms"] is None else f"{best['p50_ms']:.2f}"
             p99 = "-" if best["p99_ms"] is None else f"{best['p99_ms']:.2f}"
-            lines.append(f"| {contender} | {concurrency if contender != 'in-process' else '-'} | "
-                         f"{_rate(best['requests_per_s'])} ({_rate(median)}) | "
-                         f"{best['requests_per_s'] * images:,.0f} | "
-                         f"{p50} | {p99} | {sum(r['errors'] for r in rounds)} |")
+            lines.append(
+                f"| {contender} | {concurrency if contender != 'in-process' else '-'} | "
+                f"{_rate(best['requests_per_s'])} ({_rate(median)}) | "
+                f"{best['requests_per_s'] * images:,.0f} | "
+                f"{p50} | {p99} | {sum(r['errors'] for r in rounds)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -280,8 +309,9 @@ def chart(results: dict, path: Path, machine: str) -> None:
             ax.bar(np.arange(len(levels)) + i * width, values, width, label=contender)
         ceiling = results.get((workload, "in-process", 0))
         if ceiling:
-            ax.axhline(max(r["requests_per_s"] for r in ceiling), color="black", linestyle="--",
-                       label="in-process ceiling")
+            ax.axhline(
+                max(r["requests_per_s"] for r in ceiling), color="black", linestyle="--", label="in-process ceiling"
+            )
         ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, [str(n) for n in levels])
         ax.set_xlabel("concurrent connections")
         ax.set_ylabel("requests/s")
@@ -313,17 +343,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds a cell (default: 3)")
-    parser.add_argument("--seconds-large", type=float, default=10.0,
-                        help="measured seconds a cell of 1,024-image requests (default: 10)")
-    parser.add_argument("--max-images-in-flight", type=int, default=32768,
-                        help="skip cells whose concurrency x images per request exceeds this (default: 32768, "
-                             "so 1,024-image requests run at concurrency up to 32)")
+    parser.add_argument(
+        "--seconds-large",
+        type=float,
+        default=10.0,
+        help="measured seconds a cell of 1,024-image requests (default: 10)",
+    )
+    parser.add_argument(
+        "--max-images-in-flight",
+        type=int,
+        default=32768,
+        help="skip cells whose concurrency x images per request exceeds this (default: 32768, "
+        "so 1,024-image requests run at concurrency up to 32)",
+    )
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds a cell (default: 0.5)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-h11", action="store_true", help="leave out the h11/asyncio variant")
     parser.add_argument("--skip-kserve", action="store_true", help="leave out KServe even with --kserve-python")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
-                        help="another mnist-onnx serve contender with these flags, e.g. 'spin-off=--spinning off'")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="another mnist-onnx serve contender with these flags, e.g. 'spin-off=--spinning off'",
+    )
     parser.add_argument("--out-dir", type=Path, help="write serve_load.json, .md and .png here")
     args = parser.parse_args()
     # SIGTERM (a timeout, a job scheduler) unwinds like Ctrl-C, so the servers started below are stopped.
@@ -335,8 +378,13 @@ def main() -> None:
     print(machine, flush=True)
     images = sample_images(1024)
     classifier = DigitClassifier(precision=args.precision)
-    model_path = str(REPO / "mnist_onnx" / "runtime" / "bundled" /
-                     ("digit_cnn.onnx" if args.precision == "fp32" else "digit_cnn.int8.onnx"))
+    model_path = str(
+        REPO
+        / "mnist_onnx"
+        / "runtime"
+        / "bundled"
+        / ("digit_cnn.onnx" if args.precision == "fp32" else "digit_cnn.int8.onnx")
+    )
     probe = request_bytes("binary-1", images)
     servers = start_servers(args, model_path)
     results: dict[tuple[str, str, int], list[dict]] = {}
@@ -348,7 +396,8 @@ def main() -> None:
                 batch = images[:1024] if large else images[:1]
                 seconds = args.seconds_large if large else args.seconds
                 results.setdefault((workload, "in-process", 0), []).append(
-                    measure_in_process(classifier, batch, seconds, args.warmup))
+                    measure_in_process(classifier, batch, seconds, args.warmup)
+                )
                 for concurrency in args.concurrency:
                     if concurrency * len(batch) > args.max_images_in_flight:
                         continue
@@ -357,9 +406,12 @@ def main() -> None:
                     for name in names[shift:] + names[:shift]:
                         cell = measure_http(servers[name][1], payload, concurrency, seconds, args.warmup, probe)
                         results.setdefault((workload, name, concurrency), []).append(cell)
-                        print(f"round {round_index + 1} {workload:12s} c={concurrency:<4d} {name:15s} "
-                              f"{cell['requests_per_s']:9,.0f} req/s  p50 {cell['p50_ms'] or 0:8.2f} ms  "
-                              f"p99 {cell['p99_ms'] or 0:8.2f} ms  errors {cell['errors']}", flush=True)
+                        print(
+                            f"round {round_index + 1} {workload:12s} c={concurrency:<4d} {name:15s} "
+                            f"{cell['requests_per_s']:9,.0f} req/s  p50 {cell['p50_ms'] or 0:8.2f} ms  "
+                            f"p99 {cell['p99_ms'] or 0:8.2f} ms  errors {cell['errors']}",
+                            flush=True,
+                        )
     finally:
         for process, _ in servers.values():
             process.terminate()
@@ -375,8 +427,9 @@ def main() -> None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "serve_load.md").write_text(table + "\n")
         serial = [{"workload": w, "contender": c, "concurrency": n, "rounds": r} for (w, c, n), r in results.items()]
-        (args.out_dir / "serve_load.json").write_text(json.dumps({"machine": machine, "argv": sys.argv[1:],
-                                                                  "results": serial}, indent=1))
+        (args.out_dir / "serve_load.json").write_text(
+            json.dumps({"machine": machine, "argv": sys.argv[1:], "results": serial}, indent=1)
+        )
         chart(results, args.out_dir / "serve_load.png", machine)
 
 

@@ -35,8 +35,9 @@ def build(classifier: DigitClassifier, name: str) -> Starlette:
     async def ready(request: Request) -> Response:
         return Response(b"")
 
-    return Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-                             Route("/v2/health/ready", ready)])
+    return Starlette(
+        routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)]
+    )
 
 
 def main() -> None:

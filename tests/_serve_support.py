@@ -15,8 +15,14 @@ SAMPLE = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundl
 
 def sample_digits(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The bundled held-out sample: uint8 (n, 28, 28) images and their labels."""
-    rows = np.loadtxt(io.StringIO(gzip.decompress(SAMPLE.read_bytes()).decode()), delimiter=",", skiprows=1,
-                      dtype=np.int64, max_rows=n, ndmin=2)
+    rows = np.loadtxt(
+        io.StringIO(gzip.decompress(SAMPLE.read_bytes()).decode()),
+        delimiter=",",
+        skiprows=1,
+        dtype=np.int64,
+        max_rows=n,
+        ndmin=2,
+    )
     return rows[:, 1:].astype(np.uint8).reshape(-1, 28, 28), rows[:, 0]
 
 
@@ -28,12 +34,21 @@ def sample_csv_bytes(rows: int, *, labels: bool = False) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def binary_infer_body(images: np.ndarray, *, datatype: str = "UINT8", outputs: list[dict] | None = None,
-                      **parameters: object) -> tuple[bytes, dict[str, str]]:
+def binary_infer_body(
+    images: np.ndarray, *, datatype: str = "UINT8", outputs: list[dict] | None = None, **parameters: object
+) -> tuple[bytes, dict[str, str]]:
     """A binary-tensor-data inference request for ``images`` and its headers."""
     data = np.ascontiguousarray(images).tobytes()
-    request: dict = {"inputs": [{"name": "image", "datatype": datatype, "shape": list(images.shape),
-                                 "parameters": {"binary_data_size": len(data)}}]}
+    request: dict = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": datatype,
+                "shape": list(images.shape),
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ]
+    }
     if outputs is not None:
         request["outputs"] = outputs
     if parameters:
@@ -44,8 +59,12 @@ def binary_infer_body(images: np.ndarray, *, datatype: str = "UINT8", outputs: l
 
 def json_infer_body(images: np.ndarray, *, datatype: str = "UINT8", **extra: object) -> dict:
     """A JSON inference request for ``images``."""
-    return {"inputs": [{"name": "image", "datatype": datatype, "shape": list(images.shape),
-                        "data": images.reshape(-1).tolist()}], **extra}
+    return {
+        "inputs": [
+            {"name": "image", "datatype": datatype, "shape": list(images.shape), "data": images.reshape(-1).tolist()}
+        ],
+        **extra,
+    }
 
 
 def read_binary_outputs(content: bytes, header_length: int) -> dict[str, np.ndarray]:
@@ -55,7 +74,7 @@ def read_binary_outputs(content: bytes, header_length: int) -> dict[str, np.ndar
     for out in answer["outputs"]:
         size = out["parameters"]["binary_data_size"]
         dtype = {"FP32": "<f4", "INT64": "<i8"}[out["datatype"]]
-        arrays[out["name"]] = np.frombuffer(content[offset:offset + size], dtype=dtype).reshape(out["shape"])
+        arrays[out["name"]] = np.frombuffer(content[offset : offset + size], dtype=dtype).reshape(out["shape"])
         offset += size
     return arrays
 

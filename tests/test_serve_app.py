@@ -73,6 +73,7 @@ def one_line_error(response, status: int) -> str:
 
 # -- health and metadata ------------------------------------------------------------------------------------------
 
+
 def test_live_ready_and_metadata(client, served):
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
@@ -116,10 +117,13 @@ def test_not_ready_until_loaded():
         assert client.get("/v2/health/ready").status_code == 200
 
 
-@pytest.mark.parametrize(("config", "reason"), [
-    (ServeConfig(precision="int8", min_sample_accuracy=0.9999), "accuracy"),
-    (ServeConfig(precision="int8", sha256="0" * 64), "expected sha256"),
-])
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (ServeConfig(precision="int8", min_sample_accuracy=0.9999), "accuracy"),
+        (ServeConfig(precision="int8", sha256="0" * 64), "expected sha256"),
+    ],
+)
 def test_never_ready_when_a_startup_check_fails(config, reason):
     client, app = started(config)
     try:
@@ -132,6 +136,7 @@ def test_never_ready_when_a_startup_check_fails(config, reason):
 
 
 # -- the Open Inference Protocol -------------------------------------------------------------------------------------
+
 
 def test_json_infer_equals_in_process_predict_proba(client, reference, digits):
     images, labels = digits
@@ -161,7 +166,7 @@ def test_binary_infer_every_input_layout(client, reference, digits, shape):
 
 
 def test_fp32_input_json_and_binary(client, reference, digits):
-    images = (digits[0][:4].astype(np.float32) / np.float32(255))
+    images = digits[0][:4].astype(np.float32) / np.float32(255)
     expected = reference.predict_proba(images)
     body, headers = binary_infer_body(images, datatype="FP32", binary_data_output=True)
     response = client.post(INFER, content=body, headers=headers)
@@ -178,8 +183,9 @@ def test_requested_outputs_are_honoured(client, reference, digits):
     answer = client.post(INFER, content=body, headers=headers).json()
     assert [o["name"] for o in answer["outputs"]] == ["label"]
     assert answer["outputs"][0]["data"] == reference.predict(images).tolist()
-    body, headers = binary_infer_body(images, outputs=[{"name": "probabilities", "parameters": {"binary_data": True}},
-                                                       {"name": "label"}])
+    body, headers = binary_infer_body(
+        images, outputs=[{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label"}]
+    )
     response = client.post(INFER, content=body, headers=headers)
     length = int(response.headers["inference-header-content-length"])
     answer = json.loads(response.content[:length])
@@ -199,25 +205,37 @@ def _bad_requests():
     yield "wrong name", json.dumps({"inputs": [{**tensor, "name": "x"}]}).encode(), None, "inputs[0].name"
     yield "wrong datatype", json.dumps({"inputs": [{**tensor, "datatype": "INT8"}]}).encode(), None, "datatype"
     yield "wrong shape", json.dumps({"inputs": [{**tensor, "shape": [1, 27, 28]}]}).encode(), None, "shape"
-    yield "zero images", json.dumps({"inputs": [{**tensor, "shape": [0, 28, 28], "data": []}]}).encode(), None, \
-        "at least one image"
+    yield (
+        "zero images",
+        json.dumps({"inputs": [{**tensor, "shape": [0, 28, 28], "data": []}]}).encode(),
+        None,
+        "at least one image",
+    )
     yield "short data", json.dumps({"inputs": [{**tensor, "data": [0] * 783}]}).encode(), None, "783"
     yield "pixel 256", json.dumps({"inputs": [{**tensor, "data": [256] + [0] * 783}]}).encode(), None, "0-255"
     yield "fraction", json.dumps({"inputs": [{**tensor, "data": [0.5] + [0] * 783}]}).encode(), None, "integers"
     yield "strings", json.dumps({"inputs": [{**tensor, "data": ["0"] * 784}]}).encode(), None, "numbers only"
-    yield "fp32 > 1", json.dumps({"inputs": [{**tensor, "datatype": "FP32", "data": [2.0] * 784}]}).encode(), \
-        None, "[0, 1]"
+    yield (
+        "fp32 > 1",
+        json.dumps({"inputs": [{**tensor, "datatype": "FP32", "data": [2.0] * 784}]}).encode(),
+        None,
+        "[0, 1]",
+    )
     yield "unknown output", json.dumps({**good, "outputs": [{"name": "logits"}]}).encode(), None, "outputs[0].name"
     yield "bad timeout", json.dumps({**good, "parameters": {"timeout": -1}}).encode(), None, "timeout"
-    header = json.dumps({"inputs": [{**{k: v for k, v in tensor.items() if k != "data"},
-                                     "parameters": {"binary_data_size": 784}}]}).encode()
+    header = json.dumps(
+        {"inputs": [{**{k: v for k, v in tensor.items() if k != "data"}, "parameters": {"binary_data_size": 784}}]}
+    ).encode()
     yield "short binary", header + bytes(700), str(len(header)), "expected 784 bytes"
     yield "header length past the body", header, "99999", "Inference-Header-Content-Length"
     yield "binary without size", json.dumps(good).encode() + b"xx", str(len(json.dumps(good))), "binary"
 
 
-@pytest.mark.parametrize(("body", "header_length", "expected"),
-                         [case[1:] for case in _bad_requests()], ids=[case[0] for case in _bad_requests()])
+@pytest.mark.parametrize(
+    ("body", "header_length", "expected"),
+    [case[1:] for case in _bad_requests()],
+    ids=[case[0] for case in _bad_requests()],
+)
 def test_malformed_infer_requests_give_400_one_line(client, body, header_length, expected):
     headers = {"Inference-Header-Content-Length": header_length} if header_length else {}
     assert expected in one_line_error(client.post(INFER, content=body, headers=headers), 400)
@@ -236,6 +254,7 @@ def test_body_over_the_limit_gives_413_by_content_length_and_streamed(client):
 
 
 # -- /v1/predict ---------------------------------------------------------------------------------------------------
+
 
 def test_predict_one_png(client, reference, digits):
     image = digits[0][0]
@@ -266,8 +285,9 @@ def test_predict_prepares_a_dark_digit_on_paper_like_mnist(client, reference, di
 
 def test_predict_blank_image_is_a_400(client):
     blank = png_bytes(np.full((60, 60), 255, np.uint8))
-    assert "no digit" in one_line_error(client.post("/v1/predict", content=blank,
-                                                    headers={"content-type": "image/png"}), 400)
+    assert "no digit" in one_line_error(
+        client.post("/v1/predict", content=blank, headers={"content-type": "image/png"}), 400
+    )
 
 
 def test_predict_multipart_images(client, reference, digits):
@@ -282,14 +302,18 @@ def test_predict_multipart_images(client, reference, digits):
 
 def test_predict_image_errors_and_pixel_limit(client):
     assert "not an image" in one_line_error(
-        client.post("/v1/predict", content=b"GIF89a garbage", headers={"content-type": "image/gif"}), 400)
-    assert "empty" in one_line_error(client.post("/v1/predict", content=b"", headers={"content-type": "image/png"}),
-                                     400)
+        client.post("/v1/predict", content=b"GIF89a garbage", headers={"content-type": "image/gif"}), 400
+    )
+    assert "empty" in one_line_error(
+        client.post("/v1/predict", content=b"", headers={"content-type": "image/png"}), 400
+    )
     huge = png_bytes(np.zeros((300, 300), np.uint8))  # 90,000 pixels over the fixture's 40,000
-    assert "pixels" in one_line_error(client.post("/v1/predict", content=huge,
-                                                  headers={"content-type": "image/png"}), 400)
-    assert "content-type" in one_line_error(client.post("/v1/predict", content=b"{}",
-                                                        headers={"content-type": "application/json"}), 415)
+    assert "pixels" in one_line_error(
+        client.post("/v1/predict", content=huge, headers={"content-type": "image/png"}), 400
+    )
+    assert "content-type" in one_line_error(
+        client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json"}), 415
+    )
 
 
 def test_predict_csv_streams_a_submission(client, reference, digits):
@@ -299,8 +323,9 @@ def test_predict_csv_streams_a_submission(client, reference, digits):
     assert lines[0] == "ImageId,Label" and len(lines) == 41
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 41))
     assert [int(line.split(",")[1]) for line in lines[1:]] == reference.predict(digits[0]).tolist()
-    labelled = client.post("/v1/predict", content=sample_csv_bytes(40, labels=True),
-                           headers={"content-type": "text/csv"})
+    labelled = client.post(
+        "/v1/predict", content=sample_csv_bytes(40, labels=True), headers={"content-type": "text/csv"}
+    )
     assert labelled.text == response.text
 
 
@@ -313,9 +338,14 @@ def test_predict_bad_csv_names_line_and_column(client):
 def test_metrics_count_requests_batches_and_images(client):
     client.get("/v2/health/live")
     text = client.get("/metrics").text
-    for name in ("mnist_onnx_requests_total", "mnist_onnx_request_duration_seconds_bucket",
-                 "mnist_onnx_queue_wait_seconds_bucket", "mnist_onnx_batch_size_images_bucket",
-                 "mnist_onnx_queue_depth_requests", "mnist_onnx_images_predicted_total"):
+    for name in (
+        "mnist_onnx_requests_total",
+        "mnist_onnx_request_duration_seconds_bucket",
+        "mnist_onnx_queue_wait_seconds_bucket",
+        "mnist_onnx_batch_size_images_bucket",
+        "mnist_onnx_queue_depth_requests",
+        "mnist_onnx_images_predicted_total",
+    ):
         assert name in text
     assert 'mnist_onnx_requests_total{endpoint="/v2/health/live",status="200"}' in text
     images = [line for line in text.splitlines() if line.startswith("mnist_onnx_images_predicted_total")]
@@ -323,6 +353,7 @@ def test_metrics_count_requests_batches_and_images(client):
 
 
 # -- the page --------------------------------------------------------------------------------------------------------
+
 
 def test_page_and_static_files(tmp_path):
     (tmp_path / "index.html").write_text("<!doctype html><title>digits</title>")

@@ -137,7 +137,7 @@ def test_close_finishes_queued_work(reference):
 
     async def run() -> list[np.ndarray]:
         gated.gate_on()
-        futures = [asyncio.ensure_future(batcher.predict(digits[i:i + 1])) for i in range(10)]
+        futures = [asyncio.ensure_future(batcher.predict(digits[i : i + 1])) for i in range(10)]
         await asyncio.sleep(0)
         await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
         closing = threading.Thread(target=batcher.close)
@@ -153,6 +153,7 @@ def test_close_finishes_queued_work(reference):
 
 # -- through the app: the HTTP statuses -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def gated_app(reference):
     holder: dict[str, GatedClassifier] = {}
@@ -161,8 +162,9 @@ def gated_app(reference):
         holder["clf"] = GatedClassifier(reference)
         return holder["clf"]
 
-    app = create_app(ServeConfig(precision="int8", max_queue=2, timeout_ms=100, max_batch_size=64),
-                     classifier_factory=factory)
+    app = create_app(
+        ServeConfig(precision="int8", max_queue=2, timeout_ms=100, max_batch_size=64), classifier_factory=factory
+    )
     with TestClient(app) as client:
         assert app.state.model.loaded.wait(120) and app.state.model.ready
         gated = holder["clf"]
@@ -186,7 +188,7 @@ def test_overload_gives_503_with_retry_after(gated_app, reference):
     results: list = []
     first = _post_in_thread(client, digits[:1], results, timeout=60_000_000)
     assert gated.started.wait(30)
-    queued = [_post_in_thread(client, digits[i:i + 1], results, timeout=60_000_000) for i in (1, 2)]
+    queued = [_post_in_thread(client, digits[i : i + 1], results, timeout=60_000_000) for i in (1, 2)]
     wait_until(lambda: app.state.model.batcher.waiting_requests == 2, "two queued requests")
     body, headers = binary_infer_body(digits[:1])
     refused = client.post(INFER, content=body, headers=headers)

@@ -42,26 +42,34 @@ _json_values = st.recursive(
 )
 _shapes = st.lists(st.integers(-2, 900), min_size=0, max_size=5)
 _tensors = st.fixed_dictionaries(
-    {"name": st.sampled_from(["image", "x", 3]), "datatype": st.sampled_from(["UINT8", "FP32", "BYTES", None]),
-     "shape": _shapes | _json_values},
-    optional={"data": st.lists(st.integers(-5, 300) | st.floats(-2, 2), max_size=30) | _json_values,
-              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-5, 5000)})},
+    {
+        "name": st.sampled_from(["image", "x", 3]),
+        "datatype": st.sampled_from(["UINT8", "FP32", "BYTES", None]),
+        "shape": _shapes | _json_values,
+    },
+    optional={
+        "data": st.lists(st.integers(-5, 300) | st.floats(-2, 2), max_size=30) | _json_values,
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-5, 5000)}),
+    },
 )
 _requests = st.fixed_dictionaries(
     {"inputs": st.lists(_tensors, max_size=2) | _json_values},
-    optional={"outputs": _json_values | st.lists(st.fixed_dictionaries({"name": st.sampled_from(
-        ["label", "probabilities", "other"])}), max_size=3),
-        "parameters": _json_values | st.fixed_dictionaries({}, optional={
-            "binary_data_output": _json_values, "timeout": _json_values}),
-        "id": _json_values},
+    optional={
+        "outputs": _json_values
+        | st.lists(st.fixed_dictionaries({"name": st.sampled_from(["label", "probabilities", "other"])}), max_size=3),
+        "parameters": _json_values
+        | st.fixed_dictionaries({}, optional={"binary_data_output": _json_values, "timeout": _json_values}),
+        "id": _json_values,
+    },
 )
 
 _settings = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @_settings
-@given(request=_requests, tail=st.binary(max_size=64),
-       header=st.none() | st.text(alphabet="0123456789ab -+", max_size=6))
+@given(
+    request=_requests, tail=st.binary(max_size=64), header=st.none() | st.text(alphabet="0123456789ab -+", max_size=6)
+)
 def test_generated_infer_requests(client, request, tail, header):
     body = json.dumps(request).encode()
     headers = {}
@@ -71,17 +79,34 @@ def test_generated_infer_requests(client, request, tail, header):
 
 
 @_settings
-@given(body=st.binary(max_size=2048),
-       kind=st.sampled_from(["image/png", "image/jpeg", "text/csv", "multipart/form-data; boundary=x",
-                             "multipart/form-data", "application/octet-stream", "text/plain", ""]))
+@given(
+    body=st.binary(max_size=2048),
+    kind=st.sampled_from(
+        [
+            "image/png",
+            "image/jpeg",
+            "text/csv",
+            "multipart/form-data; boundary=x",
+            "multipart/form-data",
+            "application/octet-stream",
+            "text/plain",
+            "",
+        ]
+    ),
+)
 def test_generated_predict_bodies(client, body, kind):
     _check(client.post("/v1/predict", content=body, headers={"content-type": kind} if kind else {}))
 
 
 @_settings
-@given(rows=st.lists(st.lists(st.sampled_from(["0", "255", "", "x", "1.5", "-1", "256", " 7"]), min_size=1,
-                              max_size=790), min_size=0, max_size=3),
-       header=st.sampled_from(["test", "train", "none"]))
+@given(
+    rows=st.lists(
+        st.lists(st.sampled_from(["0", "255", "", "x", "1.5", "-1", "256", " 7"]), min_size=1, max_size=790),
+        min_size=0,
+        max_size=3,
+    ),
+    header=st.sampled_from(["test", "train", "none"]),
+)
 def test_generated_csv_bodies(client, rows, header):
     lines = []
     if header == "test":

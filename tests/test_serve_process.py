@@ -130,9 +130,9 @@ def test_concurrent_clients_get_their_own_answers(server, reference):
         try:
             for i in range(first, 48, 6):  # 8 requests a thread, bounded
                 tensor = httpclient.InferInput("image", [1, 28, 28], "UINT8")
-                tensor.set_data_from_numpy(images[i:i + 1])
+                tensor.set_data_from_numpy(images[i : i + 1])
                 got = client.infer("digits", [tensor]).as_numpy("probabilities")
-                if not np.array_equal(got, expected[i:i + 1]):
+                if not np.array_equal(got, expected[i : i + 1]):
                     failures.append(f"image {i}")
         finally:
             client.close()
@@ -181,8 +181,11 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
     statuses: list[int] = []
 
     def post() -> None:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/digits/infer", data=body.encode(),
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/digits/infer",
+            data=body.encode(),
+            headers={"content-type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 statuses.append(int(response.status))
@@ -205,8 +208,10 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
 
 def test_workers_share_the_port_and_stop_on_sigterm():
     port = free_port()
-    process = start([sys.executable, "-m", "mnist_onnx", "serve", "--port", str(port), "--precision", "int8",
-                     "--workers", "2"], port)
+    process = start(
+        [sys.executable, "-m", "mnist_onnx", "serve", "--port", str(port), "--precision", "int8", "--workers", "2"],
+        port,
+    )
     try:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = httpclient.InferInput("image", [2, 28, 28], "UINT8")

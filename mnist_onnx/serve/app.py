@@ -84,8 +84,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body: {int(declared):,} bytes is over the limit of {limit:,} "
-                              f"(--max-body-mb)")
+        raise PayloadTooLarge(f"request body: {int(declared):,} bytes is over the limit of {limit:,} (--max-body-mb)")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -161,10 +160,14 @@ class _Server:
         self._check_model(request)
         classes = len(self.model.labels)
         answer: dict[str, Any] = {
-            "name": self.config.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "name": self.config.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
             "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, 28, 28]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-                        {"name": "label", "datatype": "INT64", "shape": [-1]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+            ],
         }
         if self.model.sha256:
             answer["parameters"] = {"sha256": self.model.sha256, "state": self.model.state}
@@ -197,30 +200,37 @@ class _Server:
         elif kind == "multipart/form-data":
             uploads = await self._multipart(request, body)
         else:
-            raise UnsupportedType(f"content-type: expected image/png, image/jpeg (or another image type), "
-                                  f"multipart/form-data or text/csv, got {kind or 'none'!r}")
+            raise UnsupportedType(
+                f"content-type: expected image/png, image/jpeg (or another image type), "
+                f"multipart/form-data or text/csv, got {kind or 'none'!r}"
+            )
         digits: list[np.ndarray] = []
         notes: list[str] = []
         for data, what in uploads:
             # Decoding and preparing a phone photo takes tens of milliseconds: off the event loop.
-            digit, warnings = await run_in_threadpool(prepare_image, data, what=what,
-                                                      max_pixels=self.config.max_image_pixels)
+            digit, warnings = await run_in_threadpool(
+                prepare_image, data, what=what, max_pixels=self.config.max_image_pixels
+            )
             digits.append(digit)
             notes.extend(f"{what}: {w}" if len(uploads) > 1 else w for w in warnings)
         images = np.stack(digits)
         probabilities = await batcher.predict(images, deadline)
         confidence = probabilities.max(axis=1)
         for i in np.flatnonzero(confidence < LOW_CONFIDENCE).tolist():
-            notes.append(f"{uploads[i][1]}: low confidence ({confidence[i]:.0%}): the digit may be unclear, "
-                         f"cut off, or not a digit")
-        return JSONResponse({
-            "model_name": self.config.name,
-            "labels": self.model.labels[probabilities.argmax(axis=1)].tolist(),
-            "probabilities": probabilities.tolist(),
-            "confidence": confidence.tolist(),
-            "prepared": images.tolist(),
-            "warnings": notes,
-        })
+            notes.append(
+                f"{uploads[i][1]}: low confidence ({confidence[i]:.0%}): the digit may be unclear, "
+                f"cut off, or not a digit"
+            )
+        return JSONResponse(
+            {
+                "model_name": self.config.name,
+                "labels": self.model.labels[probabilities.argmax(axis=1)].tolist(),
+                "probabilities": probabilities.tolist(),
+                "confidence": confidence.tolist(),
+                "prepared": images.tolist(),
+                "warnings": notes,
+            }
+        )
 
     async def _multipart(self, request: Request, body: bytes) -> list[tuple[bytes, str]]:
         from starlette.datastructures import UploadFile
@@ -263,8 +273,9 @@ class _Server:
                 lines = "".join(f"{n},{label}\n" for n, label in zip(ids.tolist(), predicted, strict=True))
                 yield (("ImageId,Label\n" if i == 0 else "") + lines).encode()
 
-        return StreamingResponse(rows(), media_type="text/csv",
-                                 headers={"content-disposition": 'attachment; filename="submission.csv"'})
+        return StreamingResponse(
+            rows(), media_type="text/csv", headers={"content-disposition": 'attachment; filename="submission.csv"'}
+        )
 
     # -- metrics and the page ---------------------------------------------------
 
@@ -328,8 +339,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(status, f"{request.method} {request.url.path}: {detail}")
 
 
-def create_app(config: ServeConfig | None = None, *,
-               classifier_factory: Callable[[ServeConfig], Any] | None = None) -> Starlette:
+def create_app(
+    config: ServeConfig | None = None, *, classifier_factory: Callable[[ServeConfig], Any] | None = None
+) -> Starlette:
     """Build the server's ASGI app.
 
     Args:
@@ -344,8 +356,20 @@ def create_app(config: ServeConfig | None = None, *,
     metrics = ServerMetrics()
     model = ServedModel(config, metrics.batch_stats(), classifier_factory)
     server = _Server(config, model)
-    handlers = {name: _guarded(getattr(server, name)) for name in (
-        "live", "ready", "server_metadata", "model_metadata", "infer", "predict", "metrics", "index", "static")}
+    handlers = {
+        name: _guarded(getattr(server, name))
+        for name in (
+            "live",
+            "ready",
+            "server_metadata",
+            "model_metadata",
+            "infer",
+            "predict",
+            "metrics",
+            "index",
+            "static",
+        )
+    }
     routes = [
         Route("/v2/health/live", handlers["live"], methods=["GET"]),
         Route("/v2/health/ready", handlers["ready"], methods=["GET"]),
@@ -370,8 +394,11 @@ def create_app(config: ServeConfig | None = None, *,
         finally:
             model.close()  # in-flight requests were answered before the lifespan ends
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error, 405: _http_error, 404: _http_error})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, 405: _http_error, 404: _http_error},
+    )
     app.state.metrics = metrics
     app.state.model = model
     app.state.config = config

@@ -108,11 +108,20 @@ class Batcher:
         ValueError: If a size is not positive or the delay is negative.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int,
-                 max_queue_delay_s: float = 0.0, max_queue: int = 1024, stats: BatchStats | None = None) -> None:
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float = 0.0,
+        max_queue: int = 1024,
+        stats: BatchStats | None = None,
+    ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0:
-            raise ValueError(f"expected max_batch_size >= 1, max_queue >= 1 and max_queue_delay_s >= 0, got "
-                             f"{max_batch_size}, {max_queue} and {max_queue_delay_s}")
+            raise ValueError(
+                f"expected max_batch_size >= 1, max_queue >= 1 and max_queue_delay_s >= 0, got "
+                f"{max_batch_size}, {max_queue} and {max_queue_delay_s}"
+            )
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
@@ -150,7 +159,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         request = _Request()
         blocks = [
-            _Block(images[start:start + self.max_batch_size], deadline, loop.create_future(), loop, request)
+            _Block(images[start : start + self.max_batch_size], deadline, loop.create_future(), loop, request)
             for start in range(0, len(images), self.max_batch_size)
         ]
         request.blocks_left = len(blocks)
@@ -201,8 +210,11 @@ class Batcher:
                     self._cond.wait(left)
             batch = [self._blocks.popleft()]
             size, dtype = len(batch[0].images), batch[0].images.dtype
-            while self._blocks and self._blocks[0].images.dtype == dtype \
-                    and size + len(self._blocks[0].images) <= self.max_batch_size:
+            while (
+                self._blocks
+                and self._blocks[0].images.dtype == dtype
+                and size + len(self._blocks[0].images) <= self.max_batch_size
+            ):
                 block = self._blocks.popleft()
                 batch.append(block)
                 size += len(block.images)
@@ -230,8 +242,12 @@ class Batcher:
                     self._fail(block, DeadlineExceeded("another part of the request missed its deadline"))
                 elif block.deadline is not None and now > block.deadline and not block.request.started:
                     block.request.failed = True
-                    self._fail(block, DeadlineExceeded(
-                        f"the deadline passed after {now - block.enqueued:.3f} s in the queue; not computed"))
+                    self._fail(
+                        block,
+                        DeadlineExceeded(
+                            f"the deadline passed after {now - block.enqueued:.3f} s in the queue; not computed"
+                        ),
+                    )
                 else:
                     block.request.started = True
                     live.append(block)

@@ -7,8 +7,17 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ServeConfig", "DEFAULT_SPINNING", "DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_QUEUE", "DEFAULT_TIMEOUT_MS",
-           "DEFAULT_MAX_BODY_MB", "DEFAULT_MIN_SAMPLE_ACCURACY", "STATIC_DIR", "CONFIG_ENV"]
+__all__ = [
+    "ServeConfig",
+    "DEFAULT_SPINNING",
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_TIMEOUT_MS",
+    "DEFAULT_MAX_BODY_MB",
+    "DEFAULT_MIN_SAMPLE_ACCURACY",
+    "STATIC_DIR",
+    "CONFIG_ENV",
+]
 
 #: Images per batch.  Large enough that a 1,024-image request runs as four
 #: batches on the runtime's data-parallel path (1.0x in-process throughput in

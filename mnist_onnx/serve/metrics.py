@@ -28,16 +28,34 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("mnist_onnx_requests", "HTTP requests answered, by endpoint and status code",
-                                ("endpoint", "status"), registry=self.registry)
-        self.latency = Histogram("mnist_onnx_request_duration_seconds", "Time from request to last byte sent",
-                                 ("endpoint",), buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.queue_wait = Histogram("mnist_onnx_queue_wait_seconds", "Time a block of images waited for a batch",
-                                    buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("mnist_onnx_batch_size_images", "Images per onnxruntime batch",
-                                    buckets=_BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("mnist_onnx_queue_depth_requests", "Requests waiting for a batch",
-                                 registry=self.registry)
+        self.requests = Counter(
+            "mnist_onnx_requests",
+            "HTTP requests answered, by endpoint and status code",
+            ("endpoint", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mnist_onnx_request_duration_seconds",
+            "Time from request to last byte sent",
+            ("endpoint",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "mnist_onnx_queue_wait_seconds",
+            "Time a block of images waited for a batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "mnist_onnx_batch_size_images",
+            "Images per onnxruntime batch",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "mnist_onnx_queue_depth_requests", "Requests waiting for a batch", registry=self.registry
+        )
         self.images = Counter("mnist_onnx_images_predicted", "Images predicted", registry=self.registry)
 
     def batch_stats(self) -> BatchStats:

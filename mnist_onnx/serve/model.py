@@ -76,8 +76,9 @@ class ServedModel:
             from ``config``); tests pass a deliberately slow one.
     """
 
-    def __init__(self, config: ServeConfig, stats: BatchStats,
-                 classifier_factory: Callable[[ServeConfig], Any] | None = None) -> None:
+    def __init__(
+        self, config: ServeConfig, stats: BatchStats, classifier_factory: Callable[[ServeConfig], Any] | None = None
+    ) -> None:
         self.config = config
         self.stats = stats
         self._factory = classifier_factory or _digit_classifier
@@ -115,17 +116,26 @@ class ServedModel:
             self.labels = _int_labels(self.classifier.class_labels)
             self._warm_up()
             self.sample_accuracy = self._check_sample()
-            self.batcher = Batcher(self.classifier.predict_proba, max_batch_size=self.config.max_batch_size,
-                                   max_queue_delay_s=self.config.max_queue_delay_ms / 1000.0,
-                                   max_queue=self.config.max_queue, stats=self.stats)
+            self.batcher = Batcher(
+                self.classifier.predict_proba,
+                max_batch_size=self.config.max_batch_size,
+                max_queue_delay_s=self.config.max_queue_delay_ms / 1000.0,
+                max_queue=self.config.max_queue,
+                stats=self.stats,
+            )
         except Exception as exc:  # reported by /v2/health/ready and the log; the process stays live
             self.problem = f"the model failed its start-up checks: {exc}"
             self.state = "failed"
             _log.error("mnist-onnx serve: %s", self.problem)
         else:
             self.state, self.problem = "ready", ""
-            _log.info("mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%)",
-                      self.config.name, time.monotonic() - started, self.sha256, 100 * self.sample_accuracy)
+            _log.info(
+                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%)",
+                self.config.name,
+                time.monotonic() - started,
+                self.sha256,
+                100 * self.sample_accuracy,
+            )
         finally:
             self.loaded.set()
 
@@ -145,8 +155,10 @@ class ServedModel:
             if self.config.model is None:
                 expected = float(_card()["sample_accuracy"][self.config.precision or "fp32"])
         if accuracy < expected:
-            raise ModelError(f"accuracy {accuracy:.2%} on the bundled sample of {len(sample):,} labelled digits, "
-                             f"expected at least {expected:.2%}")
+            raise ModelError(
+                f"accuracy {accuracy:.2%} on the bundled sample of {len(sample):,} labelled digits, "
+                f"expected at least {expected:.2%}"
+            )
         return accuracy
 
 
@@ -161,6 +173,11 @@ def _digit_classifier(config: ServeConfig) -> Any:
     from ..runtime import DigitClassifier
 
     # ServeConfig.precision is "fp32", "int8" or None (argparse choices); DigitClassifier checks it again.
-    return DigitClassifier(config.model, providers=config.providers, threads=config.threads,
-                           spinning=config.spinning, precision=cast(Any, config.precision),
-                           batch_size=config.batch_size)
+    return DigitClassifier(
+        config.model,
+        providers=config.providers,
+        threads=config.threads,
+        spinning=config.spinning,
+        precision=cast(Any, config.precision),
+        batch_size=config.batch_size,
+    )

@@ -27,13 +27,22 @@ import numpy as np
 
 from ..errors import MnistOnnxError
 
-__all__ = ["BadRequest", "InferRequest", "parse_infer_request", "encode_infer_response", "INPUT_NAME",
-           "OUTPUTS", "error_body"]
+__all__ = [
+    "BadRequest",
+    "InferRequest",
+    "parse_infer_request",
+    "encode_infer_response",
+    "INPUT_NAME",
+    "OUTPUTS",
+    "error_body",
+]
 
 INPUT_NAME = "image"
 #: Output name -> (datatype, numpy dtype).
-OUTPUTS: dict[str, tuple[str, np.dtype[Any]]] = {"probabilities": ("FP32", np.dtype("<f4")),
-                                                 "label": ("INT64", np.dtype("<i8"))}
+OUTPUTS: dict[str, tuple[str, np.dtype[Any]]] = {
+    "probabilities": ("FP32", np.dtype("<f4")),
+    "label": ("INT64", np.dtype("<i8")),
+}
 _INPUT_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 _SHAPES = "[N,28,28], [N,784], [N,28,28,1] or [N,1,28,28]"
 
@@ -80,8 +89,14 @@ def _images_shape(shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"inputs[0].shape: expected a list of integers, got {json.dumps(shape)[:60]}")
     n = shape[0] if shape else 0
-    if not (len(shape) == 3 and shape[1:] == [28, 28] or len(shape) == 2 and shape[1:] == [784]
-            or len(shape) == 4 and shape[1:] in ([28, 28, 1], [1, 28, 28])):
+    if not (
+        len(shape) == 3
+        and shape[1:] == [28, 28]
+        or len(shape) == 2
+        and shape[1:] == [784]
+        or len(shape) == 4
+        and shape[1:] in ([28, 28, 1], [1, 28, 28])
+    ):
         raise BadRequest(f"inputs[0].shape: expected {_SHAPES}, got {shape}")
     if n < 1:
         raise BadRequest(f"inputs[0].shape: expected at least one image, got {shape}")
@@ -104,8 +119,9 @@ def _json_tensor(data: Any, dtype: np.dtype, count: int) -> np.ndarray:
         if array.dtype.kind == "f" and not np.array_equal(array, np.floor(array)):
             raise BadRequest("inputs[0].data: expected UINT8 integers 0-255, got a fraction or a non-finite value")
         if array.min() < 0 or array.max() > 255:
-            raise BadRequest(f"inputs[0].data: expected UINT8 values 0-255, got values from {array.min():g} "
-                             f"to {array.max():g}")
+            raise BadRequest(
+                f"inputs[0].data: expected UINT8 values 0-255, got values from {array.min():g} to {array.max():g}"
+            )
         return array.astype(np.uint8)
     return array.astype(np.float32)
 
@@ -116,8 +132,10 @@ def _check_floats(array: np.ndarray) -> None:
         raise BadRequest(f"inputs[0]: expected finite FP32 pixel values, got {array[~finite][0]}")
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
-        raise BadRequest(f"inputs[0]: expected FP32 pixels in [0, 1], got values from {low:g} to {high:g} "
-                         f"(divide by 255, or send UINT8)")
+        raise BadRequest(
+            f"inputs[0]: expected FP32 pixels in [0, 1], got values from {low:g} to {high:g} "
+            f"(divide by 255, or send UINT8)"
+        )
 
 
 def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -129,7 +147,7 @@ def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
     if asked is None:
         return [(name, binary_all) for name in OUTPUTS]
     if not isinstance(asked, list) or not asked:
-        raise BadRequest("outputs: expected a non-empty list of {\"name\": ...} objects")
+        raise BadRequest('outputs: expected a non-empty list of {"name": ...} objects')
     chosen: list[tuple[str, bool]] = []
     for i, entry in enumerate(asked):
         entry = _object(entry, f"outputs[{i}]")
@@ -160,8 +178,9 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     except ValueError:
         length = -1
     if not 0 <= length <= len(body):
-        raise BadRequest(f"Inference-Header-Content-Length: expected a byte count from 0 to {len(body)}, "
-                         f"got {header_length[:40]!r}")
+        raise BadRequest(
+            f"Inference-Header-Content-Length: expected a byte count from 0 to {len(body)}, got {header_length[:40]!r}"
+        )
     return body[:length], body[length:]
 
 
@@ -171,8 +190,10 @@ def _input_images(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
         raise BadRequest(f"inputs[0].name: expected {INPUT_NAME!r}, got {json.dumps(tensor.get('name'))[:40]}")
     datatype = tensor.get("datatype")
     if datatype not in _INPUT_DTYPES:
-        raise BadRequest(f"inputs[0].datatype: expected UINT8 (pixels 0-255) or FP32 (pixels in [0, 1]), "
-                         f"got {json.dumps(datatype)[:40]}")
+        raise BadRequest(
+            f"inputs[0].datatype: expected UINT8 (pixels 0-255) or FP32 (pixels in [0, 1]), "
+            f"got {json.dumps(datatype)[:40]}"
+        )
     dtype = _INPUT_DTYPES[datatype]
     shape = _images_shape(tensor.get("shape"))
     count = math.prod(shape)
@@ -182,15 +203,19 @@ def _input_images(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
             raise BadRequest("inputs[0]: expected either data or parameters.binary_data_size, got both")
         want = count * dtype.itemsize
         if size != want or isinstance(size, bool):
-            raise BadRequest(f"inputs[0].parameters.binary_data_size: expected {want} bytes for {datatype} "
-                             f"{list(shape)}, got {json.dumps(size)[:40]}")
+            raise BadRequest(
+                f"inputs[0].parameters.binary_data_size: expected {want} bytes for {datatype} "
+                f"{list(shape)}, got {json.dumps(size)[:40]}"
+            )
         if len(binary) != want:
             raise BadRequest(f"binary tensor data: expected {want} bytes after the JSON header, got {len(binary)}")
         flat = np.frombuffer(binary, dtype=dtype)
     else:
         if binary:
-            raise BadRequest(f"binary tensor data: got {len(binary)} bytes after the JSON header but no input "
-                             f"has parameters.binary_data_size")
+            raise BadRequest(
+                f"binary tensor data: got {len(binary)} bytes after the JSON header but no input "
+                f"has parameters.binary_data_size"
+            )
         if "data" not in tensor:
             raise BadRequest("inputs[0]: expected data or parameters.binary_data_size")
         flat = _json_tensor(tensor["data"], dtype, count)
@@ -227,12 +252,12 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     request_id = request.get("id", "")
     if not isinstance(request_id, str):
         raise BadRequest(f"id: expected a string, got {json.dumps(request_id)[:40]}")
-    return InferRequest(id=request_id, images=images, outputs=_requested_outputs(request),
-                        timeout_s=_timeout(request))
+    return InferRequest(id=request_id, images=images, outputs=_requested_outputs(request), timeout_s=_timeout(request))
 
 
-def encode_infer_response(model_name: str, request: InferRequest, probabilities: np.ndarray,
-                          labels: np.ndarray) -> tuple[bytes, dict[str, str]]:
+def encode_infer_response(
+    model_name: str, request: InferRequest, probabilities: np.ndarray, labels: np.ndarray
+) -> tuple[bytes, dict[str, str]]:
     """The inference response body and its extra headers.
 
     Args:
@@ -266,5 +291,7 @@ def encode_infer_response(model_name: str, request: InferRequest, probabilities:
     header = json.dumps(answer, separators=(",", ":")).encode()
     if not blobs:
         return header, {"content-type": "application/json"}
-    return b"".join([header, *blobs]), {"content-type": "application/octet-stream",
-                                        "inference-header-content-length": str(len(header))}
+    return b"".join([header, *blobs]), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }

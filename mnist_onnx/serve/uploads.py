@@ -21,8 +21,9 @@ __all__ = ["prepare_image", "read_csv_body", "DEFAULT_MAX_IMAGE_PIXELS"]
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
 
-def prepare_image(data: bytes, *, what: str,
-                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, list[str]]:
+def prepare_image(
+    data: bytes, *, what: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, list[str]]:
     """Decode one uploaded image and prepare it as an MNIST digit (:func:`mnist_onnx.runtime.images.preprocess_digit`).
 
     Args:
