@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import cli as bench_cli
     from .export import cli as export_cli
     from .runtime import cli as runtime_cli
+    from .serve import cli as serve_cli
     from .train import cli as train_cli
 
     parser = argparse.ArgumentParser(
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     runtime_cli.register(sub)
     bench_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 
