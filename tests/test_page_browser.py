@@ -54,14 +54,14 @@ pytest.importorskip("starlette", reason="needs the 'serve' extra: pip install 'm
 pytest.importorskip("uvicorn", reason="needs the 'serve' extra: pip install 'mnist-onnx[serve]'")
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="needs Playwright's Python API: pip install 'mnist-onnx[dev]'")
+from _page_drawing import draw as _draw  # noqa: E402
+from _page_drawing import random_placement  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with the serve extra)
 
 # Flags for a headless Chromium that must not reach the network or touch a shared profile.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
-# Pixels counted as ink when tracing a digit's skeleton: MNIST's anti-aliased edges are below this.
-INK_THRESHOLD = 128
 SERVER_START_TIMEOUT_S = 120
 ANSWER_TIMEOUT_MS = 30_000
 
@@ -202,92 +202,6 @@ def _wait_answer(page) -> str:
     return _state(page)
 
 
-def _skeleton(ink: np.ndarray) -> np.ndarray:
-    """One-pixel-wide skeleton of a boolean image: Zhang and Suen's thinning (Communications of the ACM 27(3), 1984)."""
-    image = np.pad(ink.astype(np.uint8), 1)
-    while True:
-        changed = False
-        for second_pass in (False, True):
-            c = image[1:-1, 1:-1]
-            # The 8 neighbours clockwise from north: P2..P9 in the paper's naming.
-            p2, p3, p4, p5 = image[:-2, 1:-1], image[:-2, 2:], image[1:-1, 2:], image[2:, 2:]
-            p6, p7, p8, p9 = image[2:, 1:-1], image[2:, :-2], image[1:-1, :-2], image[:-2, :-2]
-            ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
-            neighbours = sum(ring[:-1])
-            transitions = sum(((a == 0) & (b == 1)).astype(np.uint8) for a, b in zip(ring, ring[1:], strict=False))
-            if second_pass:
-                keep_shape = ((p2 * p4 * p8) == 0) & ((p2 * p6 * p8) == 0)
-            else:
-                keep_shape = ((p2 * p4 * p6) == 0) & ((p4 * p6 * p8) == 0)
-            remove = (c == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & keep_shape
-            if remove.any():
-                c[remove] = 0
-                changed = True
-        if not changed:
-            return image[1:-1, 1:-1].astype(bool)
-
-
-def _pen_paths(image: np.ndarray) -> list[list[tuple[int, int]]]:
-    """The digit as pen strokes: paths of (row, column) along its skeleton, each edge drawn once."""
-    skeleton = _skeleton(image > INK_THRESHOLD)
-    pixels = {(int(r), int(c)) for r, c in zip(*np.nonzero(skeleton), strict=True)}
-
-    def linked(a: tuple[int, int], b: tuple[int, int]) -> bool:
-        dr, dc = b[0] - a[0], b[1] - a[1]
-        if dr and dc:  # a diagonal step is redundant where an L through a third skeleton pixel joins the two
-            return (a[0], b[1]) not in pixels and (b[0], a[1]) not in pixels
-        return True
-
-    edges: dict[tuple[int, int], set[tuple[int, int]]] = {p: set() for p in pixels}
-    for r, c in pixels:
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                other = (r + dr, c + dc)
-                if other != (r, c) and other in pixels and linked((r, c), other):
-                    edges[(r, c)].add(other)
-    paths = []
-    for lonely in sorted(p for p in pixels if not edges[p]):
-        paths.append([lonely])
-    while any(edges.values()):
-        # Start at a line's end where there is one (fewest strokes), top-most first, as people write.
-        open_ends = sorted(p for p, linked_to in edges.items() if len(linked_to) % 2 == 1)
-        path = [open_ends[0] if open_ends else min(p for p, linked_to in edges.items() if linked_to)]
-        while edges[path[-1]]:
-            here = path[-1]
-            step = min(edges[here], key=lambda p: (abs(p[0] - here[0]) + abs(p[1] - here[1]), p))
-            edges[here].discard(step)
-            edges[step].discard(here)
-            path.append(step)
-        paths.append(path)
-    return paths
-
-
-def _draw(page, image: np.ndarray, *, size: float = 1.0, left: float = 0.0, top: float = 0.0) -> int:
-    """Draw a 28x28 digit on the canvas with the mouse along its skeleton; return the stroke count.
-
-    The digit's 28x28 field covers ``size`` of the canvas side, its top-left corner at (``left``, ``top``)
-    as fractions of the side: people rarely draw a digit centred and filling MNIST's 20x20 box.
-    """
-    box = page.locator("#pad").bounding_box()
-    cell = box["width"] * size / 28
-
-    def at(row: float, column: float) -> tuple[float, float]:
-        return (box["x"] + left * box["width"] + (column + 0.5) * cell,
-                box["y"] + top * box["height"] + (row + 0.5) * cell)
-
-    paths = _pen_paths(image)
-    for path in paths:
-        points = np.array(path, dtype=float)
-        if len(points) > 2:  # a hand moves smoothly, not along the pixel grid's staircase
-            points[1:-1] = (points[:-2] + points[1:-1] + points[2:]) / 3
-        page.mouse.move(*at(*points[0]))
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*at(*point))
-        page.mouse.up()
-    return len(paths)
-
-
 def _canvas_ink(page, selector: str = "#pad") -> int:
     """Sum of the red channel over a canvas: 0 for an all-black canvas."""
     return page.evaluate("""(selector) => {
@@ -334,8 +248,7 @@ def test_drawn_held_out_digits_are_read(page, server: Server, one_of_each_digit,
     read = []
     for digit, image in one_of_each_digit:
         _clear(page)
-        size = placement.uniform(0.55, 0.8)
-        left, top = placement.uniform(0.0, 1.0 - size, 2)
+        size, left, top = random_placement(placement)
         assert _draw(page, image, size=size, left=left, top=top) > 0
         assert _wait_answer(page) == "shown", page.inner_text("#message")
         shown = page.inner_text("#digit").strip()
