@@ -100,6 +100,7 @@
     }
 
     down(e) {
+      if (this.current) return; // a second finger while one is drawing
       if (e.button !== 0 && e.pointerType === "mouse") return;
       e.preventDefault();
       this.canvas.setPointerCapture(e.pointerId);
