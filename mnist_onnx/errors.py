@@ -12,6 +12,7 @@ __all__ = [
     "CsvFormatError",
     "ModelError",
     "DataError",
+    "ImageError",
     "GateError",
     "MissingExtraError",
 ]
@@ -50,6 +51,10 @@ class ModelError(MnistOnnxError):
 
 class DataError(MnistOnnxError):
     """Downloaded or in-memory data failed a check (hash, pickle contents, array shape)."""
+
+
+class ImageError(MnistOnnxError):
+    """An image cannot be used as a digit: unreadable, not an image, too large, or blank."""
 
 
 class GateError(MnistOnnxError):

@@ -251,6 +251,25 @@ def test_predict_one_png(client, reference, digits):
     assert answer["confidence"] == [float(probabilities[0].max())]
 
 
+def test_predict_prepares_a_dark_digit_on_paper_like_mnist(client, reference, digits):
+    from PIL import Image
+
+    right = 0
+    for image, label in zip(digits[0][:10], digits[1][:10], strict=True):
+        paper = 255 - np.asarray(Image.fromarray(image).resize((112, 112), Image.Resampling.BICUBIC))
+        answer = client.post("/v1/predict", content=png_bytes(paper), headers={"content-type": "image/png"}).json()
+        prepared = np.asarray(answer["prepared"][0], np.uint8)
+        assert prepared[0].max() == 0 and prepared.max() > 200  # light on black, a clear border as MNIST's
+        right += answer["labels"][0] == label
+    assert right >= 9
+
+
+def test_predict_blank_image_is_a_400(client):
+    blank = png_bytes(np.full((60, 60), 255, np.uint8))
+    assert "no digit" in one_line_error(client.post("/v1/predict", content=blank,
+                                                    headers={"content-type": "image/png"}), 400)
+
+
 def test_predict_multipart_images(client, reference, digits):
     files = [(f"f{i}", (f"{i}.png", png_bytes(digits[0][i]), "image/png")) for i in range(3)]
     answer = client.post("/v1/predict", files=files).json()
@@ -311,7 +330,8 @@ def test_page_and_static_files(tmp_path):
     app = create_app(ServeConfig(precision="int8", static_dir=str(tmp_path)))
     with TestClient(app) as client:
         page = client.get("/")
-        assert page.status_code == 200 and "digits" in page.text and page.headers["content-type"].startswith("text/html")
+        assert page.status_code == 200 and "digits" in page.text
+        assert page.headers["content-type"].startswith("text/html")
         assert client.get("/static/app.js").text == "console.log(1)"
         one_line_error(client.get("/static/missing.css"), 404)
         one_line_error(client.get("/static/..%2Fsecret"), 404)

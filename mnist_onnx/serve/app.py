@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -44,6 +45,8 @@ from .uploads import prepare_image, read_csv_body
 __all__ = ["create_app", "app_from_env"]
 
 _log = logging.getLogger("mnist_onnx.serve")
+#: Below this top probability, /v1/predict adds a warning for the person who sent the image.
+LOW_CONFIDENCE = 0.5
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -137,11 +140,8 @@ class _Server:
             raise NotReady(f"model {self.config.name!r} is not ready: {self.model.problem}")
         return self.model.batcher
 
-    def _deadline(self, own_timeout_s: float | None = None) -> float:
-        timeout = self.config.timeout_ms / 1000.0
-        if own_timeout_s is not None:
-            timeout = min(timeout, own_timeout_s)
-        return time.monotonic() + timeout
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.timeout_ms / 1000.0
 
     # -- health and metadata -------------------------------------------------
 
@@ -178,7 +178,8 @@ class _Server:
         arrived = time.monotonic()
         body = await read_body(request, self.config.max_body_bytes)
         parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"))
-        deadline = arrived + min(self.config.timeout_ms / 1000.0, parsed.timeout_s or float("inf"))
+        # A request's own `timeout` parameter (microseconds, as Triton's clients send it) replaces the default.
+        deadline = arrived + (parsed.timeout_s if parsed.timeout_s is not None else self.config.timeout_ms / 1000.0)
         probabilities = await batcher.predict(parsed.images, deadline)
         labels = self.model.labels[probabilities.argmax(axis=1)]
         payload, headers = encode_infer_response(self.config.name, parsed, probabilities, labels)
@@ -201,16 +202,22 @@ class _Server:
         digits: list[np.ndarray] = []
         notes: list[str] = []
         for data, what in uploads:
-            digit, warnings = prepare_image(data, what=what, max_pixels=self.config.max_image_pixels)
+            # Decoding and preparing a phone photo takes tens of milliseconds: off the event loop.
+            digit, warnings = await run_in_threadpool(prepare_image, data, what=what,
+                                                      max_pixels=self.config.max_image_pixels)
             digits.append(digit)
             notes.extend(f"{what}: {w}" if len(uploads) > 1 else w for w in warnings)
         images = np.stack(digits)
         probabilities = await batcher.predict(images, deadline)
+        confidence = probabilities.max(axis=1)
+        for i in np.flatnonzero(confidence < LOW_CONFIDENCE).tolist():
+            notes.append(f"{uploads[i][1]}: low confidence ({confidence[i]:.0%}): the digit may be unclear, "
+                         f"cut off, or not a digit")
         return JSONResponse({
             "model_name": self.config.name,
             "labels": self.model.labels[probabilities.argmax(axis=1)].tolist(),
             "probabilities": probabilities.tolist(),
-            "confidence": probabilities.max(axis=1).tolist(),
+            "confidence": confidence.tolist(),
             "prepared": images.tolist(),
             "warnings": notes,
         })
@@ -240,8 +247,6 @@ class _Server:
         return uploads
 
     async def _predict_csv(self, request: Request, batcher: Any, deadline: float) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         body = await read_body(request, self.config.max_body_bytes)
         images = await run_in_threadpool(read_csv_body, body)
         futures = batcher.submit(images, deadline)
@@ -287,13 +292,16 @@ class _Metered:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self._labels: dict[tuple[str, str], str] = {}
 
     def _endpoint(self, scope: Scope) -> str:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                return route.path
-        return "other"
+        key = (scope["method"], scope["path"])
+        label = self._labels.get(key)
+        if label is None:
+            label = next((route.path for route in self.routes if route.matches(scope)[0] is not Match.NONE), "other")
+            if len(self._labels) < 4096:  # bounded: paths with arbitrary model names are matched each time
+                self._labels[key] = label
+        return label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

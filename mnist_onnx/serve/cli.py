@@ -17,6 +17,7 @@ from .config import (
     DEFAULT_MAX_BODY_MB,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MIN_SAMPLE_ACCURACY,
+    DEFAULT_SPINNING,
     DEFAULT_TIMEOUT_MS,
     ServeConfig,
 )
@@ -77,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                        help="execution provider (default: auto)")
     model.add_argument("--threads", type=positive_int, metavar="N",
                        help="onnxruntime threads per worker (default: the physical cores divided among --workers)")
+    model.add_argument("--spinning", choices=("on", "off"),
+                       help="whether idle onnxruntime threads spin waiting for work (default: off, measured "
+                            "faster when HTTP handling shares the cores)")
     model.add_argument("--batch-size", type=positive_int, metavar="N",
                        help="images per onnxruntime call inside a batch (default: the runtime's, 16 on the CPU)")
     model.add_argument("--sha256", metavar="HEX",
@@ -102,7 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     batching.add_argument("--max-body-mb", type=_positive_float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
                           help=f"largest request body in MiB, else 413 (default: {DEFAULT_MAX_BODY_MB:g})")
     batching.add_argument("--max-image-pixels", type=positive_int, default=ServeConfig.max_image_pixels,
-                          metavar="N", help="largest uploaded image, width x height (default: 24,000,000)")
+                          metavar="N", help="largest uploaded image, width x height, checked before decoding "
+                               "(default: 64,000,000)")
     batching.add_argument("--max-images", type=positive_int, default=ServeConfig.max_images, metavar="N",
                           help="most images in one multipart upload (default: 1,024)")
     serve.set_defaults(handler=_run_serve)
@@ -116,6 +121,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         threads = max(1, physical_cores() // args.workers)
     return ServeConfig(
         model=args.model, precision=args.precision, name=args.name, providers=args.provider, threads=threads,
+        spinning=DEFAULT_SPINNING if args.spinning is None else args.spinning == "on",
         batch_size=args.batch_size, max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue=args.max_queue, timeout_ms=args.timeout_ms, max_body_mb=args.max_body_mb,
         max_image_pixels=args.max_image_pixels, max_images=args.max_images, sha256=args.sha256,

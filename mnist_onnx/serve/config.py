@@ -7,8 +7,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ServeConfig", "DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_QUEUE", "DEFAULT_TIMEOUT_MS", "DEFAULT_MAX_BODY_MB",
-           "DEFAULT_MIN_SAMPLE_ACCURACY", "STATIC_DIR", "CONFIG_ENV"]
+__all__ = ["ServeConfig", "DEFAULT_SPINNING", "DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_QUEUE", "DEFAULT_TIMEOUT_MS",
+           "DEFAULT_MAX_BODY_MB", "DEFAULT_MIN_SAMPLE_ACCURACY", "STATIC_DIR", "CONFIG_ENV"]
 
 #: Images per batch.  Large enough that a 1,024-image request runs as four
 #: batches on the data-parallel path at in-process speed, small enough that a
@@ -19,6 +19,10 @@ DEFAULT_MAX_QUEUE = 512
 #: Time a request may wait for its first batch before it is answered 504 uncomputed.
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_MAX_BODY_MB = 8.0
+#: Idle onnxruntime threads sleep instead of spinning: the event loop and the
+#: clients share the cores with them (single-image requests at concurrency 1
+#: and 32 were faster with spinning off in benchmarks/serve_load.py).
+DEFAULT_SPINNING = False
 #: Accuracy a model other than the bundled ones must reach on the bundled sample before the server is ready.
 DEFAULT_MIN_SAMPLE_ACCURACY = 0.98
 STATIC_DIR = Path(__file__).parent / "static"
@@ -36,11 +40,13 @@ class ServeConfig:
         name: The model's name in the protocol's URLs.
         providers: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         threads: onnxruntime threads, or None for one per physical core (divided among workers).
+        spinning: Whether idle onnxruntime threads spin (None: the runtime's default, on).
         batch_size: Images per onnxruntime call inside a batch, or None for the runtime's default.
         max_batch_size: Most images in one batch; larger requests are split.
         max_queue_delay_ms: How long a batch may wait for more requests (0: never).
         max_queue: Requests allowed to wait; more get 503 with Retry-After.
-        timeout_ms: A request not in a batch after this long gets 504 and is never computed.
+        timeout_ms: A request not in a batch after this long gets 504 and is never computed (an
+            inference request's own ``timeout`` parameter, in microseconds, replaces it).
         max_body_mb: Largest request body, in MiB; larger gets 413.
         max_image_pixels: Largest uploaded image, width x height.
         max_images: Most images in one multipart upload.
@@ -56,13 +62,14 @@ class ServeConfig:
     name: str = "digits"
     providers: str = "auto"
     threads: int | None = None
+    spinning: bool | None = DEFAULT_SPINNING
     batch_size: int | None = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_queue_delay_ms: float = 0.0
     max_queue: int = DEFAULT_MAX_QUEUE
     timeout_ms: float = DEFAULT_TIMEOUT_MS
     max_body_mb: float = DEFAULT_MAX_BODY_MB
-    max_image_pixels: int = 6000 * 4000
+    max_image_pixels: int = 64_000_000  # the runtime's MAX_IMAGE_PIXELS (a 50-megapixel photo fits)
     max_images: int = 1024
     sha256: str | None = None
     min_sample_accuracy: float | None = None

@@ -161,4 +161,4 @@ def _digit_classifier(config: ServeConfig) -> Any:
     from ..runtime import DigitClassifier
 
     return DigitClassifier(config.model, providers=config.providers, threads=config.threads,
-                           precision=config.precision, batch_size=config.batch_size)
+                           spinning=config.spinning, precision=config.precision, batch_size=config.batch_size)
