@@ -231,9 +231,9 @@ def _drawing_png(page) -> bytes:
 
 
 def _clear(page) -> None:
-    if page.is_enabled("#clear"):
+    if page.is_enabled("#clear"):  # disabled when there is nothing to clear
         page.click("#clear")
-    assert _wait_answer(page) == "empty"
+        assert _wait_answer(page) == "empty"
 
 
 def _without_addresses(text: str) -> str:
@@ -327,12 +327,14 @@ def test_uploaded_and_dropped_images_are_read(page, one_of_each_digit, tmp_path:
     assert page.inner_text("#digit").strip() == str(digit)
 
 
-def test_server_refusal_is_shown_as_a_message(page, server: Server, tmp_path: Path) -> None:
+def test_server_refusal_is_shown_as_a_message(page, server: Server, tmp_path: Path, one_of_each_digit) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
     status, answer = server.predict(broken.read_bytes())
     assert 400 <= status < 500 and answer.get("error"), (status, answer)
 
+    _draw(page, one_of_each_digit[5][1])
+    assert _wait_answer(page) == "shown"
     page.set_input_files("#file", str(broken))
     assert _wait_answer(page) == "error"
     message = page.locator("#message")
@@ -342,6 +344,15 @@ def test_server_refusal_is_shown_as_a_message(page, server: Server, tmp_path: Pa
     # Python's reprs in the reason (e.g. "<_io.BytesIO object at 0x7f...>") differ between requests.
     assert f"HTTP {status}" in text and _without_addresses(answer["error"]) in _without_addresses(text), text
     assert page.inner_text("#digit").strip() == "!"
+    # Nothing of an earlier answer stays on screen to be taken for this one's.
+    assert all(text.strip() == "–" for text in page.locator("#chart .pct").all_inner_texts())
+    assert _canvas_ink(page, "#prepared") == 0
+
+    # The next good answer takes the message away.
+    _clear(page)
+    _draw(page, one_of_each_digit[5][1])
+    assert _wait_answer(page) == "shown"
+    assert not page.locator("#message").is_visible()
 
 
 def test_unreachable_server_is_shown_as_a_message(browser, artifacts: Path, one_of_each_digit) -> None:

@@ -275,6 +275,7 @@
   }
 
   function showError(text) {
+    resetAnswer(); // the bars and image of an earlier drawing would read as this one's
     $("digit").textContent = "!";
     $("summary").textContent = "No answer.";
     showMessage(text);
