@@ -48,7 +48,8 @@ def _find_chromium() -> str | None:
 
 CHROMIUM = _find_chromium()
 if CHROMIUM is None:
-    pytest.skip("no Chromium installed (Debian: apt-get install chromium; or set CHROMIUM=/path/to/chrome)",
+    pytest.skip(f"no Chromium at CHROMIUM={os.environ['CHROMIUM']}" if os.environ.get("CHROMIUM") else
+                "no Chromium installed (Debian: apt-get install chromium; or set CHROMIUM=/path/to/chrome)",
                 allow_module_level=True)
 pytest.importorskip("starlette", reason="needs the 'serve' extra: pip install 'mnist-onnx[serve]'")
 pytest.importorskip("uvicorn", reason="needs the 'serve' extra: pip install 'mnist-onnx[serve]'")
