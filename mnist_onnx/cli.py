@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .export import cli as export_cli
     from .runtime import cli as runtime_cli
     from .runtime import tune_cli
+    from .serve import cli as serve_cli
     from .train import cli as train_cli
 
     parser = argparse.ArgumentParser(
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cli.register(sub)
     tune_cli.register(sub)
     bench_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 

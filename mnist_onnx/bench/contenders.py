@@ -52,7 +52,9 @@ def default_threads() -> int:
     return physical_cores()
 
 
-def ours(model: str | Path, precision: Precision | Literal["bf16"], *, threads: int | None = None, providers: str = "cpu") -> Contender:
+def ours(
+    model: str | Path, precision: Precision | Literal["bf16"], *, threads: int | None = None, providers: str = "cpu"
+) -> Contender:
     """Our runtime: one reusable :class:`~mnist_onnx.runtime.predictor.DigitClassifier`, as a service holds it."""
     from ..runtime.predictor import DigitClassifier
 

@@ -1,0 +1,411 @@
+"""The Starlette app: the Open Inference Protocol endpoints, ``/v1/predict``, metrics and the page.
+
+Endpoints:
+
+- ``GET /v2/health/live``: 200 while the process runs.
+- ``GET /v2/health/ready`` and ``GET /v2/models/{name}/ready``: 200 once the
+  model passed its start-up checks (see :mod:`.model`), else 503 with the reason.
+- ``GET /v2``: server metadata; ``GET /v2/models/{name}``: model metadata.
+- ``POST /v2/models/{name}[/versions/1]/infer``: inference, JSON or binary tensor data.
+- ``POST /v1/predict``: one image body, multipart images, or a Kaggle CSV.
+- ``GET /metrics``: Prometheus text format.
+- ``GET /`` and ``GET /static/{file}``: the draw-a-digit page.
+
+Every error is the protocol's JSON form ``{"error": "one line"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import MnistOnnxError
+from .batcher import DeadlineExceeded, QueueFull, ServerStopping
+from .config import ServeConfig
+from .metrics import ServerMetrics
+from .model import ServedModel
+from .protocol import INPUT_NAME, BadRequest, encode_infer_response, error_body, parse_infer_request
+from .uploads import prepare_image, read_csv_body
+
+__all__ = ["create_app", "app_from_env"]
+
+_log = logging.getLogger("mnist_onnx.serve")
+#: Below this top probability, /v1/predict adds a warning for the person who sent the image.
+LOW_CONFIDENCE = 0.5
+_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class PayloadTooLarge(BadRequest):
+    """The body is over ``--max-body-mb`` (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedType(BadRequest):
+    """The body's content type is not one the endpoint takes (HTTP 415)."""
+
+    status = 415
+
+
+class NotFound(BadRequest):
+    """No such model or file (HTTP 404)."""
+
+    status = 404
+
+
+class NotReady(RuntimeError):
+    """The model is still loading or failed its start-up checks (HTTP 503)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message), status_code=status, media_type="application/json", headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with :class:`PayloadTooLarge` as soon as it is known to exceed ``limit`` bytes.
+
+    A ``Content-Length`` over the limit is refused before any byte is read; a
+    streamed (chunked) body is refused at the chunk that crosses it.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body: {int(declared):,} bytes is over the limit of {limit:,} (--max-body-mb)")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes (--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Turn every failure into the protocol's JSON error with the right status; never a bare 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
+        except QueueFull as exc:
+            return _error(503, f"overloaded: {exc}; retry later", {"retry-after": "1"})
+        except (NotReady, ServerStopping) as exc:
+            return _error(503, str(exc), {"retry-after": "1"})
+        except DeadlineExceeded as exc:
+            return _error(504, f"timeout: {exc}")
+        except MnistOnnxError as exc:
+            return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # answered as 500 with one line; the traceback goes to the log
+            _log.exception("mnist-onnx serve: unexpected error on %s %s", request.method, request.url.path)
+            return _error(500, f"internal error: {type(exc).__name__}")
+
+    return guarded
+
+
+class _Server:
+    """The handlers, sharing the served model and the metrics."""
+
+    def __init__(self, config: ServeConfig, model: ServedModel) -> None:
+        self.config = config
+        self.model = model
+
+    # -- helpers ------------------------------------------------------------
+
+    def _check_model(self, request: Request) -> None:
+        name = request.path_params.get("name", self.config.name)
+        if name != self.config.name:
+            raise NotFound(f"unknown model {name!r}; this server serves {self.config.name!r}")
+        version = request.path_params.get("version")
+        if version is not None and version != "1":
+            raise NotFound(f"unknown version {version!r} of model {name!r}; the only version is '1'")
+
+    def _batcher(self) -> Any:
+        if not self.model.ready or self.model.batcher is None:
+            raise NotReady(f"model {self.config.name!r} is not ready: {self.model.problem}")
+        return self.model.batcher
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.timeout_ms / 1000.0
+
+    # -- health and metadata -------------------------------------------------
+
+    async def live(self, request: Request) -> Response:
+        return Response(b"", status_code=200)
+
+    async def ready(self, request: Request) -> Response:
+        self._check_model(request)
+        if self.model.ready:
+            return Response(b"", status_code=200)
+        return _error(503, f"model {self.config.name!r} is not ready: {self.model.problem}")
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": "mnist-onnx", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def model_metadata(self, request: Request) -> Response:
+        self._check_model(request)
+        classes = len(self.model.labels)
+        answer: dict[str, Any] = {
+            "name": self.config.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, 28, 28]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+            ],
+        }
+        if self.model.sha256:
+            answer["parameters"] = {"sha256": self.model.sha256, "state": self.model.state}
+        return JSONResponse(answer)
+
+    # -- inference ------------------------------------------------------------
+
+    async def infer(self, request: Request) -> Response:
+        self._check_model(request)
+        batcher = self._batcher()
+        arrived = time.monotonic()
+        body = await read_body(request, self.config.max_body_bytes)
+        parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"))
+        # A request's own `timeout` parameter (microseconds, as Triton's clients send it) replaces the default.
+        deadline = arrived + (parsed.timeout_s if parsed.timeout_s is not None else self.config.timeout_ms / 1000.0)
+        probabilities = await batcher.predict(parsed.images, deadline)
+        labels = self.model.labels[probabilities.argmax(axis=1)]
+        payload, headers = encode_infer_response(self.config.name, parsed, probabilities, labels)
+        return Response(payload, headers=headers)
+
+    async def predict(self, request: Request) -> Response:
+        batcher = self._batcher()
+        deadline = self._deadline()
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in ("text/csv", "application/csv"):
+            return await self._predict_csv(request, batcher, deadline)
+        body = await read_body(request, self.config.max_body_bytes)
+        if kind.startswith("image/") or kind == "application/octet-stream":
+            uploads = [(body, "request body")]
+        elif kind == "multipart/form-data":
+            uploads = await self._multipart(request, body)
+        else:
+            raise UnsupportedType(
+                f"content-type: expected image/png, image/jpeg (or another image type), "
+                f"multipart/form-data or text/csv, got {kind or 'none'!r}"
+            )
+        digits: list[np.ndarray] = []
+        notes: list[str] = []
+        for data, what in uploads:
+            # Decoding and preparing a phone photo takes tens of milliseconds: off the event loop.
+            digit, warnings = await run_in_threadpool(
+                prepare_image, data, what=what, max_pixels=self.config.max_image_pixels
+            )
+            digits.append(digit)
+            notes.extend(f"{what}: {w}" if len(uploads) > 1 else w for w in warnings)
+        images = np.stack(digits)
+        probabilities = await batcher.predict(images, deadline)
+        confidence = probabilities.max(axis=1)
+        for i in np.flatnonzero(confidence < LOW_CONFIDENCE).tolist():
+            notes.append(
+                f"{uploads[i][1]}: low confidence ({confidence[i]:.0%}): the digit may be unclear, "
+                f"cut off, or not a digit"
+            )
+        return JSONResponse(
+            {
+                "model_name": self.config.name,
+                "labels": self.model.labels[probabilities.argmax(axis=1)].tolist(),
+                "probabilities": probabilities.tolist(),
+                "confidence": confidence.tolist(),
+                "prepared": images.tolist(),
+                "warnings": notes,
+            }
+        )
+
+    async def _multipart(self, request: Request, body: bytes) -> list[tuple[bytes, str]]:
+        from starlette.datastructures import UploadFile
+        from starlette.formparsers import MultiPartException
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=self.config.max_images, max_fields=16)
+        except (MultiPartException, HTTPException) as exc:
+            detail = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+            raise BadRequest(f"multipart body: {detail}") from None
+        uploads = []
+        try:
+            for key, value in form.multi_items():
+                if not isinstance(value, UploadFile):
+                    raise BadRequest(f"multipart body: expected image files, got a text field {key!r}")
+                uploads.append((await value.read(), f"part {key!r} ({value.filename or 'no file name'})"))
+        finally:
+            await form.close()
+        if not uploads:
+            raise BadRequest("multipart body: expected at least one image file")
+        return uploads
+
+    async def _predict_csv(self, request: Request, batcher: Any, deadline: float) -> Response:
+        body = await read_body(request, self.config.max_body_bytes)
+        images = await run_in_threadpool(read_csv_body, body)
+        futures = batcher.submit(images, deadline)
+        first = await futures[0]  # a deadline missed before the first batch is still a 504, not a cut stream
+        labels = self.model.labels
+
+        async def rows() -> AsyncIterator[bytes]:
+            image_id = 1
+            for i, future in enumerate(futures):
+                block = first if i == 0 else await future
+                ids = np.arange(image_id, image_id + len(block))
+                image_id += len(block)
+                predicted = labels[block.argmax(axis=1)].tolist()
+                lines = "".join(f"{n},{label}\n" for n, label in zip(ids.tolist(), predicted, strict=True))
+                yield (("ImageId,Label\n" if i == 0 else "") + lines).encode()
+
+        return StreamingResponse(
+            rows(), media_type="text/csv", headers={"content-disposition": 'attachment; filename="submission.csv"'}
+        )
+
+    # -- metrics and the page ---------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        metrics: ServerMetrics = request.app.state.metrics
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def index(self, request: Request) -> Response:
+        return self._static_file("index.html")
+
+    async def static(self, request: Request) -> Response:
+        return self._static_file(request.path_params["file"])
+
+    def _static_file(self, name: str) -> Response:
+        path = Path(self.config.static_dir) / name
+        if not _STATIC_NAME.fullmatch(name) or not path.is_file():
+            raise NotFound(f"no file {name!r} in the page's folder")
+        return FileResponse(path)
+
+
+class _Metered:
+    """ASGI middleware: count each HTTP request by route and status, and time it to the last byte."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: list[Route]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self._labels: dict[tuple[str, str], str] = {}
+
+    def _endpoint(self, scope: Scope) -> str:
+        key = (scope["method"], scope["path"])
+        label = self._labels.get(key)
+        if label is None:
+            label = next((route.path for route in self.routes if route.matches(scope)[0] is not Match.NONE), "other")
+            if len(self._labels) < 4096:  # bounded: paths with arbitrary model names are matched each time
+                self._labels[key] = label
+        return label
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.observe(self._endpoint(scope), status, time.perf_counter() - started)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", None) or "error"
+    return _error(status, f"{request.method} {request.url.path}: {detail}")
+
+
+def create_app(
+    config: ServeConfig | None = None, *, classifier_factory: Callable[[ServeConfig], Any] | None = None
+) -> Starlette:
+    """Build the server's ASGI app.
+
+    Args:
+        config: Settings (default: :class:`ServeConfig`'s defaults, the bundled fp32 model).
+        classifier_factory: Builds the classifier from the config (default:
+            ``DigitClassifier``); anything with ``predict_proba`` and ``class_labels``.
+
+    Returns:
+        A Starlette app; the model loads when the app's lifespan starts.
+    """
+    config = config or ServeConfig()
+    metrics = ServerMetrics()
+    model = ServedModel(config, metrics.batch_stats(), classifier_factory)
+    server = _Server(config, model)
+    handlers = {
+        name: _guarded(getattr(server, name))
+        for name in (
+            "live",
+            "ready",
+            "server_metadata",
+            "model_metadata",
+            "infer",
+            "predict",
+            "metrics",
+            "index",
+            "static",
+        )
+    }
+    routes = [
+        Route("/v2/health/live", handlers["live"], methods=["GET"]),
+        Route("/v2/health/ready", handlers["ready"], methods=["GET"]),
+        Route("/v2", handlers["server_metadata"], methods=["GET"]),
+        Route("/v2/models/{name}", handlers["model_metadata"], methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", handlers["model_metadata"], methods=["GET"]),
+        Route("/v2/models/{name}/ready", handlers["ready"], methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", handlers["ready"], methods=["GET"]),
+        Route("/v2/models/{name}/infer", handlers["infer"], methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", handlers["infer"], methods=["POST"]),
+        Route("/v1/predict", handlers["predict"], methods=["POST"]),
+        Route("/metrics", handlers["metrics"], methods=["GET"]),
+        Route("/", handlers["index"], methods=["GET"]),
+        Route("/static/{file}", handlers["static"], methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        model.start()
+        try:
+            yield
+        finally:
+            model.close()  # in-flight requests were answered before the lifespan ends
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, 405: _http_error, 404: _http_error},
+    )
+    app.state.metrics = metrics
+    app.state.model = model
+    app.state.config = config
+    app.add_middleware(_Metered, metrics=metrics, routes=routes)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app with the settings a parent ``mnist-onnx serve`` process left in the environment (``--workers``)."""
+    return create_app(ServeConfig.from_env())

@@ -1,0 +1,275 @@
+"""Adaptive batching: one queue, one inference thread, whatever has queued goes in the next batch.
+
+Requests from the event loop are split into blocks of at most ``max_batch_size``
+images and put on one queue.  A single worker thread takes the oldest block and
+every block queued behind it (same pixel dtype) up to ``max_batch_size`` images,
+without waiting when nothing else is queued, unless ``max_queue_delay_s`` asks
+it to wait that long for company (Triton's ``max_queue_delay_microseconds``;
+0 by default, as there).  While a batch runs, new requests queue up and form the
+next batch, so the batch size adapts to the load on its own.
+
+A request whose deadline has passed before its first block joins a batch is
+answered with :class:`DeadlineExceeded` and never computed (once a block has
+joined a batch, the request's other blocks are computed too); a request that finds
+``max_queue`` requests waiting is refused at once with :class:`QueueFull`.
+
+Answers are those of the prediction function on the batch; with
+:meth:`DigitClassifier.predict_proba` each image's row is bitwise the one it
+gives for that image alone (onnxruntime's CPU kernels do not mix images of a
+batch; the tests check it on the bundled sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Batcher", "BatchStats", "QueueFull", "DeadlineExceeded", "ServerStopping"]
+
+
+class QueueFull(RuntimeError):
+    """The queue holds ``max_queue`` requests already; the client should retry later (HTTP 503)."""
+
+
+class DeadlineExceeded(RuntimeError):
+    """The request's deadline passed before it joined a batch; it was not computed (HTTP 504)."""
+
+
+class ServerStopping(RuntimeError):
+    """The server is shutting down and takes no new work (HTTP 503)."""
+
+
+@dataclass
+class _Request:
+    """What the blocks of one request share: whether one of them failed, so the rest are skipped."""
+
+    failed: bool = False
+    started: bool = False  # a block is in a batch: the deadline no longer applies to the rest
+    blocks_left: int = 0
+
+
+@dataclass
+class _Block:
+    images: np.ndarray
+    deadline: float | None
+    future: asyncio.Future[np.ndarray]
+    loop: asyncio.AbstractEventLoop
+    request: _Request
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """Callbacks the server's metrics hang on (all optional; called from the worker thread).
+
+    Attributes:
+        on_batch: Called with the images in each batch run.
+        on_wait: Called with each block's seconds in the queue.
+        on_depth: Called with the requests waiting, whenever that changes.
+    """
+
+    on_batch: Callable[[int], None] | None = None
+    on_wait: Callable[[float], None] | None = None
+    on_depth: Callable[[int], None] | None = None
+
+
+def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray | None, error: BaseException | None) -> None:
+    if future.done():  # the client went away and the handler was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)  # type: ignore[arg-type]
+
+
+class Batcher:
+    """Group concurrent prediction requests into batches run by one worker thread.
+
+    Args:
+        predict: The batch function: images shaped (n, 28, 28), uint8 or
+            float32 in [0, 1] -> float32 (n, classes).  Called from the worker
+            thread only, one batch at a time.
+        max_batch_size: Most images in one call of ``predict``; larger
+            requests are split into blocks of this size.
+        max_queue_delay_s: How long the worker may wait for more requests
+            once one is queued (0: never wait; it takes whatever queued while
+            the previous batch ran).
+        max_queue: Most requests waiting; one more is refused with
+            :class:`QueueFull`.
+        stats: Metric callbacks.
+
+    Raises:
+        ValueError: If a size is not positive or the delay is negative.
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float = 0.0,
+        max_queue: int = 1024,
+        stats: BatchStats | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0:
+            raise ValueError(
+                f"expected max_batch_size >= 1, max_queue >= 1 and max_queue_delay_s >= 0, got "
+                f"{max_batch_size}, {max_queue} and {max_queue_delay_s}"
+            )
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue = max_queue
+        self._stats = stats or BatchStats()
+        self._blocks: collections.deque[_Block] = collections.deque()
+        self._waiting_requests = 0
+        self._queued_images = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="mnist-onnx-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting_requests(self) -> int:
+        """Requests with at least one block still queued (what ``max_queue`` limits)."""
+        return self._waiting_requests
+
+    def submit(self, images: np.ndarray, deadline: float | None = None) -> list[asyncio.Future[np.ndarray]]:
+        """Queue ``images`` from the running event loop; return one future per block, in order.
+
+        Args:
+            images: (n, 28, 28) uint8, or float32 in [0, 1], n >= 1.
+            deadline: ``time.monotonic()`` after which blocks not yet in a
+                batch fail with :class:`DeadlineExceeded`; None for no deadline.
+
+        Returns:
+            Futures of float32 (block_n, classes) arrays; concatenated, the
+            rows of ``images`` in order.
+
+        Raises:
+            QueueFull: If ``max_queue`` requests are already waiting.
+            ServerStopping: If :meth:`close` was called.
+        """
+        loop = asyncio.get_running_loop()
+        request = _Request()
+        blocks = [
+            _Block(images[start : start + self.max_batch_size], deadline, loop.create_future(), loop, request)
+            for start in range(0, len(images), self.max_batch_size)
+        ]
+        request.blocks_left = len(blocks)
+        with self._cond:
+            if self._stopping:
+                raise ServerStopping("the server is shutting down")
+            if self._waiting_requests >= self.max_queue:
+                raise QueueFull(f"the queue holds {self._waiting_requests} requests (--max-queue {self.max_queue})")
+            self._waiting_requests += 1
+            self._queued_images += len(images)
+            self._blocks.extend(blocks)
+            self._cond.notify()
+            depth = self._waiting_requests
+        if self._stats.on_depth:
+            self._stats.on_depth(depth)
+        return [block.future for block in blocks]
+
+    async def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Queue ``images`` and wait for all their rows (see :meth:`submit`)."""
+        futures = self.submit(images, deadline)
+        if len(futures) == 1:
+            return await futures[0]
+        parts = await asyncio.gather(*futures)
+        return np.concatenate(parts)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new work, finish every queued block, and stop the worker thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # -- worker thread ------------------------------------------------------
+
+    def _take_batch(self) -> list[_Block] | None:
+        """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
+        with self._cond:
+            while not self._blocks:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            if self.max_queue_delay_s > 0 and self._queued_images < self.max_batch_size and not self._stopping:
+                until = self._blocks[0].enqueued + self.max_queue_delay_s
+                while self._queued_images < self.max_batch_size and not self._stopping:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            batch = [self._blocks.popleft()]
+            size, dtype = len(batch[0].images), batch[0].images.dtype
+            while (
+                self._blocks
+                and self._blocks[0].images.dtype == dtype
+                and size + len(self._blocks[0].images) <= self.max_batch_size
+            ):
+                block = self._blocks.popleft()
+                batch.append(block)
+                size += len(block.images)
+            for block in batch:
+                self._queued_images -= len(block.images)
+                block.request.blocks_left -= 1
+                if block.request.blocks_left == 0:
+                    self._waiting_requests -= 1
+            depth = self._waiting_requests
+        if self._stats.on_depth:
+            self._stats.on_depth(depth)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            now = time.monotonic()
+            live = []
+            for block in batch:
+                if self._stats.on_wait:
+                    self._stats.on_wait(now - block.enqueued)
+                if block.request.failed:
+                    self._fail(block, DeadlineExceeded("another part of the request missed its deadline"))
+                elif block.deadline is not None and now > block.deadline and not block.request.started:
+                    block.request.failed = True
+                    self._fail(
+                        block,
+                        DeadlineExceeded(
+                            f"the deadline passed after {now - block.enqueued:.3f} s in the queue; not computed"
+                        ),
+                    )
+                else:
+                    block.request.started = True
+                    live.append(block)
+            if live:
+                self._run(live)
+
+    def _run(self, batch: list[_Block]) -> None:
+        images = batch[0].images if len(batch) == 1 else np.concatenate([block.images for block in batch])
+        try:
+            scores = self._predict(images)
+        except Exception as exc:  # handed to every request of the batch, which answers with it
+            for block in batch:
+                self._fail(block, exc)
+            return
+        if self._stats.on_batch:
+            self._stats.on_batch(len(images))
+        start = 0
+        for block in batch:
+            stop = start + len(block.images)
+            block.loop.call_soon_threadsafe(_resolve, block.future, scores[start:stop], None)
+            start = stop
+
+    @staticmethod
+    def _fail(block: _Block, error: BaseException) -> None:
+        block.loop.call_soon_threadsafe(_resolve, block.future, None, error)

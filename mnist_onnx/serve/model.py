@@ -1,0 +1,183 @@
+"""Loading the served model and deciding when the server is ready.
+
+Ready means: the model file's sha256 was checked (against the model card for a
+bundled model, against ``--sha256`` when given), a warm-up ran at batch sizes 1
+and ``max_batch_size``, and the bundled labelled sample (1,000 held-out MNIST
+digits) was predicted with at least the expected accuracy.  Until then the
+inference endpoints answer 503 and ``/v2/health/ready`` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from ..errors import ModelError
+from .batcher import Batcher, BatchStats
+from .config import DEFAULT_MIN_SAMPLE_ACCURACY, ServeConfig
+
+__all__ = ["ServedModel", "SAMPLE", "MODEL_CARD"]
+
+_BUNDLED = Path(__file__).resolve().parent.parent / "runtime" / "bundled"
+SAMPLE = _BUNDLED / "sample.csv.gz"
+MODEL_CARD = _BUNDLED / "model_card.json"
+_log = logging.getLogger("mnist_onnx.serve")
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _card() -> dict[str, Any]:
+    with open(MODEL_CARD, encoding="utf-8") as handle:
+        card: dict[str, Any] = json.load(handle)
+    return card
+
+
+def check_model_file(config: ServeConfig) -> str:
+    """The model's sha256, checked against ``config.sha256`` or the model card.
+
+    Raises:
+        ModelError: If the file cannot be read or its sha256 differs from the expected one.
+    """
+    if config.model is None:
+        entry = _card()["files"][config.precision or "fp32"]
+        path, expected = str(_BUNDLED / entry["path"]), config.sha256 or entry["sha256"]
+    else:
+        path, expected = config.model, config.sha256
+    digest = _file_sha256(path)
+    if expected is not None and digest != expected.lower():
+        raise ModelError(f"{path}: expected sha256 {expected}, got {digest}")
+    return digest
+
+
+class ServedModel:
+    """The classifier, its batcher, and the readiness state, loaded on a background thread.
+
+    Args:
+        config: The server's settings.
+        stats: The batcher's metric callbacks.
+        classifier_factory: Builds the classifier (default: ``DigitClassifier``
+            from ``config``); tests pass a deliberately slow one.
+    """
+
+    def __init__(
+        self, config: ServeConfig, stats: BatchStats, classifier_factory: Callable[[ServeConfig], Any] | None = None
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self._factory = classifier_factory or _digit_classifier
+        self.classifier: Any = None
+        self.batcher: Batcher | None = None
+        self.sha256: str | None = None
+        self.sample_accuracy: float | None = None
+        self.labels: np.ndarray = np.arange(10, dtype=np.int64)
+        self.state = "loading"  # loading -> ready | failed
+        self.problem = "the model is loading"
+        self.loaded = threading.Event()
+        self._thread = threading.Thread(target=self._load, name="mnist-onnx-model-loader", daemon=True)
+
+    def start(self) -> None:
+        """Begin loading on a background thread (liveness answers meanwhile)."""
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Whether inference requests are taken."""
+        return self.state == "ready"
+
+    def close(self) -> None:
+        """Finish queued work and stop the batcher (waits for the loader first)."""
+        if self._thread.is_alive():
+            self._thread.join()
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            self.sha256 = check_model_file(self.config)
+            self.classifier = self._factory(self.config)
+            self.labels = _int_labels(self.classifier.class_labels)
+            self._warm_up()
+            self.sample_accuracy = self._check_sample()
+            self.batcher = Batcher(
+                self.classifier.predict_proba,
+                max_batch_size=self.config.max_batch_size,
+                max_queue_delay_s=self.config.max_queue_delay_ms / 1000.0,
+                max_queue=self.config.max_queue,
+                stats=self.stats,
+            )
+        except Exception as exc:  # reported by /v2/health/ready and the log; the process stays live
+            self.problem = f"the model failed its start-up checks: {exc}"
+            self.state = "failed"
+            _log.error("mnist-onnx serve: %s", self.problem)
+        else:
+            self.state, self.problem = "ready", ""
+            _log.info(
+                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%)",
+                self.config.name,
+                time.monotonic() - started,
+                self.sha256,
+                100 * self.sample_accuracy,
+            )
+        finally:
+            self.loaded.set()
+
+    def _warm_up(self) -> None:
+        for n in sorted({1, min(self.config.max_batch_size, 64), self.config.max_batch_size}):
+            self.classifier.predict_proba(np.zeros((n, 28, 28), dtype=np.uint8))
+
+    def _check_sample(self) -> float:
+        from ..runtime import read_kaggle_csv
+
+        sample = read_kaggle_csv(SAMPLE, require_labels=True)
+        predicted = self.classifier.predict_proba(sample.images).argmax(axis=1)
+        accuracy = float(np.mean(self.labels[predicted] == sample.labels))
+        expected = self.config.min_sample_accuracy
+        if expected is None:
+            expected = DEFAULT_MIN_SAMPLE_ACCURACY
+            if self.config.model is None:
+                expected = float(_card()["sample_accuracy"][self.config.precision or "fp32"])
+        if accuracy < expected:
+            raise ModelError(
+                f"accuracy {accuracy:.2%} on the bundled sample of {len(sample):,} labelled digits, "
+                f"expected at least {expected:.2%}"
+            )
+        return accuracy
+
+
+def _int_labels(class_labels: Any) -> np.ndarray:
+    labels = list(class_labels)
+    if all(isinstance(label, (int, np.integer)) for label in labels):
+        return np.asarray(labels, dtype=np.int64)
+    return np.arange(len(labels), dtype=np.int64)  # non-integer labels: the class index
+
+
+def _digit_classifier(config: ServeConfig) -> Any:
+    from ..runtime import DigitClassifier
+
+    # ServeConfig.precision is "fp32", "int8" or None (argparse choices); DigitClassifier checks it again.
+    return DigitClassifier(
+        config.model,
+        providers=config.providers,
+        threads=config.threads,
+        spinning=config.spinning,
+        precision=cast(Any, config.precision),
+        batch_size=config.batch_size,
+    )

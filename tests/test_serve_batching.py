@@ -1,0 +1,223 @@
+"""Adaptive batching, overload (503) and deadlines (504), with a classifier held at a gate.
+
+No test reads the clock for speed: the gate decides when a batch runs, so the
+order of events is fixed whatever the machine's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="needs the 'serve' extra")
+pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
+
+from _serve_support import GatedClassifier, binary_infer_body, read_binary_outputs, sample_digits  # noqa: E402
+
+from mnist_onnx.runtime import DigitClassifier  # noqa: E402
+from mnist_onnx.serve.app import create_app  # noqa: E402
+from mnist_onnx.serve.batcher import Batcher, BatchStats, DeadlineExceeded, QueueFull  # noqa: E402
+from mnist_onnx.serve.config import ServeConfig  # noqa: E402
+
+with warnings.catch_warnings():  # Starlette 1.10 suggests httpx2 for its test client; httpx works the same here
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+
+INFER = "/v2/models/digits/infer"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return DigitClassifier(precision="int8")
+
+
+def wait_until(condition, what: str, limit_s: float = 30.0) -> None:
+    """Poll ``condition`` (bounded); fail naming ``what`` if it never holds."""
+    end = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_batcher_groups_queued_requests_and_answers_bitwise(reference):
+    images = sample_digits(120)[0]
+    gated = GatedClassifier(reference)
+    sizes: list[int] = []
+    batcher = Batcher(gated.predict_proba, max_batch_size=32, stats=BatchStats(on_batch=sizes.append))
+    cuts = [0, 1, 4, 5, 40, 41, 77, 90, 120]  # requests of 1, 3, 1, 35 (two blocks), 1, 36, 13, 30 images
+
+    async def run() -> list[np.ndarray]:
+        gated.gate_on()
+        first = asyncio.ensure_future(batcher.predict(images[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        rest = [asyncio.ensure_future(batcher.predict(images[a:b])) for a, b in zip(cuts[1:], cuts[2:], strict=False)]
+        await asyncio.sleep(0)
+        gated.release()
+        return [await first] + [await r for r in rest]
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(images))
+    assert sum(sizes) == 120 and max(sizes) <= 32
+    assert len(sizes) < len(cuts) - 1 + 2  # queued requests shared batches (two requests needed two blocks)
+    assert gated.calls[0] == 1
+
+
+def test_batcher_refuses_when_the_queue_is_full(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=8, max_queue=2)
+    one = sample_digits(1)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(one))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        queued = [asyncio.ensure_future(batcher.predict(one)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            batcher.submit(one)
+        gated.release()
+        await asyncio.gather(running, *queued)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+
+
+def test_batcher_never_computes_a_request_past_its_deadline(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=8)
+    digits = sample_digits(6)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        late = asyncio.ensure_future(batcher.predict(digits[1:6], deadline=time.monotonic() + 0.05))
+        await asyncio.sleep(0.1)  # the deadline passes while the first batch is held
+        gated.release()
+        await running
+        with pytest.raises(DeadlineExceeded):
+            await late
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    assert gated.calls == [1]  # the late request's 5 images never reached the model
+
+
+def test_large_request_is_split_into_blocks(reference):
+    digits = sample_digits(70)[0]
+    gated = GatedClassifier(reference)
+    gated.gate_on()
+    gated.release()
+    batcher = Batcher(gated.predict_proba, max_batch_size=32)
+    try:
+        answer = asyncio.run(batcher.predict(digits))
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(answer, reference.predict_proba(digits))
+    assert gated.calls == [32, 32, 6]
+
+
+def test_close_finishes_queued_work(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=4)
+    digits = sample_digits(10)[0]
+
+    async def run() -> list[np.ndarray]:
+        gated.gate_on()
+        futures = [asyncio.ensure_future(batcher.predict(digits[i : i + 1])) for i in range(10)]
+        await asyncio.sleep(0)
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        closing = threading.Thread(target=batcher.close)
+        closing.start()
+        gated.release()
+        answers = [await f for f in futures]
+        closing.join(30)
+        return answers
+
+    answers = asyncio.run(run())
+    np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(digits))
+
+
+# -- through the app: the HTTP statuses -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gated_app(reference):
+    holder: dict[str, GatedClassifier] = {}
+
+    def factory(config: ServeConfig) -> GatedClassifier:
+        holder["clf"] = GatedClassifier(reference)
+        return holder["clf"]
+
+    app = create_app(
+        ServeConfig(precision="int8", max_queue=2, timeout_ms=100, max_batch_size=64), classifier_factory=factory
+    )
+    with TestClient(app) as client:
+        assert app.state.model.loaded.wait(120) and app.state.model.ready
+        gated = holder["clf"]
+        gated.gate_on()
+        try:
+            yield client, app, gated
+        finally:
+            gated.release()
+
+
+def _post_in_thread(client: TestClient, images: np.ndarray, results: list, **parameters: object) -> threading.Thread:
+    body, headers = binary_infer_body(images, binary_data_output=True, **parameters)
+    thread = threading.Thread(target=lambda: results.append(client.post(INFER, content=body, headers=headers)))
+    thread.start()
+    return thread
+
+
+def test_overload_gives_503_with_retry_after(gated_app, reference):
+    client, app, gated = gated_app
+    digits = sample_digits(3)[0]
+    results: list = []
+    first = _post_in_thread(client, digits[:1], results, timeout=60_000_000)
+    assert gated.started.wait(30)
+    queued = [_post_in_thread(client, digits[i : i + 1], results, timeout=60_000_000) for i in (1, 2)]
+    wait_until(lambda: app.state.model.batcher.waiting_requests == 2, "two queued requests")
+    body, headers = binary_infer_body(digits[:1])
+    refused = client.post(INFER, content=body, headers=headers)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "overloaded" in refused.json()["error"]
+    gated.release()
+    for thread in [first, *queued]:
+        thread.join(60)
+    assert [r.status_code for r in results] == [200, 200, 200]  # their own timeout parameter: 60 s
+    for response in results:
+        arrays = read_binary_outputs(response.content, int(response.headers["inference-header-content-length"]))
+        assert arrays["probabilities"].shape == (1, 10)
+    assert 'status="503"' in client.get("/metrics").text
+
+
+def test_deadline_gives_504_and_the_images_are_never_computed(gated_app):
+    client, app, gated = gated_app
+    digits = sample_digits(8)[0]
+    results: list = []
+    first = _post_in_thread(client, digits[:1], results)
+    assert gated.started.wait(30)
+    late = _post_in_thread(client, digits[1:8], results)
+    wait_until(lambda: app.state.model.batcher.waiting_requests == 1, "the second request queued")
+    time.sleep(0.2)  # past the 100 ms deadline while the first batch is held
+    gated.release()
+    first.join(60)
+    late.join(60)
+    by_size = {len(r.request.content): r for r in results}
+    late_response = by_size[max(by_size)]
+    assert late_response.status_code == 504 and "not computed" in late_response.json()["error"]
+    assert gated.calls == [1]
+    assert 'status="504"' in client.get("/metrics").text
