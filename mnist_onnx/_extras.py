@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 
 from .errors import MissingExtraError
@@ -13,10 +12,6 @@ __all__ = ["require"]
 
 def require(module: str, extra: str) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'mnist-onnx[extra]'``."""
-    if module in ("keras", "tensorflow", "tf2onnx"):
-        # TensorFlow's C++ logging floods the terminal with INFO lines about
-        # missing CUDA drivers; keep WARNING and up unless the user chose a level.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -228,27 +228,28 @@ def kaggle_split_order(n: int = N_IMAGES, seed: int = SPLIT_SEED) -> np.ndarray:
 def read_answers(labels_csv: str | os.PathLike[str], rows: int, *, of: str | os.PathLike[str]) -> np.ndarray:
     """Read the answers to a Kaggle test.csv: a ``test_labels.csv`` with columns ``ImageId,Label``.
 
+    The file is read by the runtime's answer reader
+    (:func:`mnist_onnx.runtime.answers.read_answers`, the one ``predict --labels`` uses);
+    this checks that there is one answer per row of ``of``.
+
     Args:
         labels_csv: The answers file, one row per row of ``of`` (may be gzipped).
         rows: How many data rows ``of`` has.
         of: The test file the answers belong to (named in errors).
 
     Returns:
-        The labels, int64, shape (rows,), in file order.
+        The labels, int64, shape (rows,), in ImageId order.
 
     Raises:
-        MnistOnnxError: If the file cannot be read, or its columns or row count differ.
+        MnistOnnxError: If the file cannot be read or is malformed (a ``CsvFormatError``
+            naming the line and column), or its row count differs.
     """
-    import pandas as pd
+    from .runtime.answers import read_answers as read
 
-    try:
-        answers = pd.read_csv(labels_csv)
-    except (OSError, ValueError) as exc:
-        raise MnistOnnxError(f"{labels_csv}: cannot read ({exc})") from exc
-    if list(answers.columns) != ["ImageId", "Label"] or len(answers) != rows:
-        raise MnistOnnxError(f"{labels_csv}: expected columns ImageId,Label and {rows:,} rows (one per row of "
-                             f"{of}), got {','.join(map(str, answers.columns))} and {len(answers):,} rows")
-    return answers["Label"].to_numpy(np.int64)
+    answers = read(labels_csv)
+    if len(answers) != rows:
+        raise MnistOnnxError(f"{labels_csv}: expected {rows:,} answers (one per row of {of}), got {len(answers):,}")
+    return answers
 
 
 def _format_rows(matrix: np.ndarray) -> bytes:

@@ -142,8 +142,11 @@ def test_csvs_and_images_are_not_mixed(tmp_path: Path) -> None:
 
 
 def test_image_options_need_images() -> None:
+    run = _cli("predict", str(CASES / "common" / "test40.csv"), "--save-prepared", "x")
+    assert run.returncode == 1 and "--save-prepared is for image inputs" in run.stderr
+    # --report serves both: a contact sheet for images, the confusion matrix for a labelled CSV
     run = _cli("predict", str(CASES / "common" / "test40.csv"), "--report", "x")
-    assert run.returncode == 1 and "--report is for image inputs" in run.stderr
+    assert run.returncode == 1 and "needs labels" in run.stderr
 
 
 def test_inspect_names_where_each_part_comes_from() -> None:

@@ -10,7 +10,7 @@ from _models import HAS_CUDA
 
 from mnist_onnx.cli import main
 from mnist_onnx.runtime import model_source
-from mnist_onnx.runtime.cli import terminal_progress
+from mnist_onnx.runtime._predict_io import ProgressBar
 
 
 def test_cli_default_run_needs_or_uses_the_bundled_model(capsys):
@@ -95,19 +95,18 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_only_on_a_terminal_and_only_on_long_runs():
-    now = [0.0]
     terminal = _Terminal()
-    progress = terminal_progress(terminal, clock=lambda: now[0])
-    progress(4096)  # within the first second: silent
-    assert terminal.getvalue() == ""
-    now[0] = 2.0
-    progress(8192)
-    assert terminal.getvalue() == "\rpredicting: 8,192 rows, 4,096 rows/s"
+    progress = ProgressBar(terminal, 28_000, delay_s=3600)  # a run shorter than the delay draws nothing
+    progress(4096)
     progress.close()
-    assert terminal.getvalue().endswith("\r\033[K")
+    assert terminal.getvalue() == ""
+    progress = ProgressBar(terminal, 28_000, delay_s=0, min_interval_s=0)
+    progress(8192)
+    progress.close()
+    assert "8192/28000" in terminal.getvalue() and terminal.getvalue().endswith("\r")  # erased when done
 
     pipe = io.StringIO()
-    progress = terminal_progress(pipe, clock=lambda: now[0] + 10)
+    progress = ProgressBar(pipe, 28_000, delay_s=0, min_interval_s=0)
     progress(8192)
     progress.close()
     assert pipe.getvalue() == ""

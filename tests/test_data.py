@@ -87,9 +87,9 @@ def test_read_answers_gives_the_labels_of_the_built_test_file(small_mnist, tmp_p
     answers = data.read_answers(files.test_labels, 40, of=files.test)
     assert answers.dtype == np.int64
     np.testing.assert_array_equal(answers, labels[data.kaggle_split_order(N)[60:]])
-    with pytest.raises(MnistOnnxError, match=r"expected columns ImageId,Label and 39 rows .* got ImageId,Label and 40"):
+    with pytest.raises(MnistOnnxError, match=r"expected 39 answers \(one per row of .*test.csv\), got 40"):
         data.read_answers(files.test_labels, 39, of=files.test)
-    with pytest.raises(MnistOnnxError, match=r"expected columns ImageId,Label .* got pixel0,pixel1"):
+    with pytest.raises(MnistOnnxError, match=r"line 1: expected the header 'ImageId,Label', got 'pixel0,pixel1"):
         data.read_answers(files.test, 40, of=files.test)
 
 

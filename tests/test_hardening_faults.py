@@ -318,7 +318,7 @@ def test_tampered_bundled_model_is_refused(bundle_copy, tamper, capsys):
                                          r"got [0-9a-f]{64}; the installation is damaged"):
         DigitClassifier(precision="int8", providers="cpu")
     assert DigitClassifier(precision="fp32", providers="cpu").contract.precision == "fp32", "fp32 is intact"
-    assert main(["predict", "--precision", "int8", "-q"]) == 1
+    assert main(["predict", "--precision", "int8"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mnist-onnx predict: error: bundled int8 model") and err.count("\n") == 1
 

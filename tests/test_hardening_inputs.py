@@ -165,7 +165,9 @@ NO_TENSORFLOW_CASES = [name for name in CLI_CASES if not name.startswith(("expor
 
 def _expect_one_line_error(argv: list[str], message: str, workdir: Path, capsys) -> None:
     before = sorted(p.name for p in workdir.iterdir())
-    code = main([*argv, "-q"])  # -q: no progress lines, so stderr holds the error alone
+    # -q: no progress lines, so stderr holds the error alone (predict refuses -q without --out: nothing shown)
+    quiet = [] if argv[0] == "predict" and "--out" not in argv else ["-q"]
+    code = main([*argv, *quiet])
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert captured.err.startswith(f"mnist-onnx {argv[0]}: error: ") and message in captured.err, captured.err

@@ -351,9 +351,9 @@ def test_ray_options_need_the_ray_engine(parts, arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_local_engine_never_imports_ray(holdout_sample):
+def test_local_engine_never_imports_ray(holdout_sample, tmp_path):
     code = ("import sys; from mnist_onnx.cli import main; "
-            f"rc = main(['predict', {str(holdout_sample)!r}, '-q']); "
+            f"rc = main(['predict', {str(holdout_sample)!r}, '-q', '--out', {str(tmp_path / 'out.csv')!r}]); "
             "print(rc, 'ray' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)

@@ -95,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def _run_bench(args: argparse.Namespace) -> int:
     from .._extras import require
     from .._progress import status_printer
+    from .._tf_logging import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()  # before TensorFlow is first imported
 
     # Fail before any work when the bench extra is missing.
     for module in ("tensorflow", "keras", "ai_edge_litert.interpreter", "matplotlib"):

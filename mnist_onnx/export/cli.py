@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def _run_export(args: argparse.Namespace) -> int:
     from .._progress import status_printer
+    from .._tf_logging import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()  # before TensorFlow is first imported
     from .convert import export_onnx
 
     emit = status_printer(args.quiet)

@@ -7,13 +7,13 @@ engine imports onnxruntime and the Ray engine imports Ray when they run.
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
@@ -53,7 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", metavar="PATH",
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
-                         help="write the predictions here (ImageId,Label); replaced only when complete")
+                         help="write the predictions here (ImageId,Label), replaced only when complete; "
+                              "'-' writes them to standard output (the summary then goes to standard error); "
+                              "a name ending in .gz is gzipped. Refused if it names an input")
+    predict.add_argument("--labels", metavar="ANSWERS.csv",
+                         help="score the predictions against this Kaggle-style answer file (ImageId,Label), "
+                              "e.g. the test_labels.csv that 'mnist-onnx data' writes: accuracy and confusions, "
+                              "as for a CSV with a label column")
+    predict.add_argument("--report", metavar="DIR",
+                         help="draw pictures into DIR: for images, contact_sheet.png (each input, what the model "
+                              "saw, label and confidence); for a labelled CSV (a label column or --labels), "
+                              "confusion_matrix.png and misclassified.png, the misread digits with their true and "
+                              "predicted labels and the model's confidence (needs: pip install 'mnist-onnx[plot]')")
     predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=None,
                          help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE} on the CPU, "
                               f"{DEFAULT_CUDA_BATCH_SIZE} on CUDA, {DEFAULT_OPENVINO_BATCH_SIZE} on OpenVINO)")
@@ -71,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "drops <= 0.1 points")
     predict.add_argument("--proba", action="store_true",
                          help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
-    predict.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings")
+    predict.add_argument("--quiet", "-q", action="store_true",
+                         help="print nothing but errors and warnings (a CSV needs --out then: without it, nothing "
+                              "would be shown or saved)")
     add_contract_options(predict)
     images = predict.add_argument_group("images", "options for image inputs (--invert also applies to CSVs)")
     images.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
@@ -82,8 +95,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)")
     images.add_argument("--recursive", "-r", action="store_true", help="look for images in subfolders too")
     images.add_argument("--save-prepared", metavar="DIR", help="write the 28x28 image the model saw for each input")
-    images.add_argument("--report", metavar="DIR",
-                        help="write DIR/contact_sheet.png: each input, what the model saw, label and confidence")
     ray = predict.add_argument_group(
         "Ray engine", "score many or large CSVs on a pool of Ray workers (needs: pip install 'mnist-onnx[ray]')")
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -97,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="GPUs each Ray actor asks for (0.5 shares a GPU between two; default: 0, CPU inference)")
     ray.add_argument("--out-dir", metavar="DIR",
                      help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)")
-    predict.set_defaults(handler=run_predict)
+    predict.set_defaults(handler=run_predict, usage_error=predict.error)
     register_inspect(sub)
 
 
@@ -122,12 +133,26 @@ def _run_locally(args: argparse.Namespace) -> int:
     """Score one CSV (default: the bundled sample) with :class:`~.predictor.DigitClassifier`; print a summary."""
     import onnxruntime as ort
 
+    from . import _predict_io as io
     from .predictor import DigitClassifier
 
     csvs, images = _local_inputs(args)
     csv_arg = csvs[0] if csvs else None
-    emit = status_printer(args.quiet, stream=sys.stdout)
     csv_path = Path(csv_arg) if csv_arg is not None else SAMPLE  # "" is a path error, not "no CSV"
+    to_stdout = args.out == io.STDOUT
+    if images:
+        if args.labels:
+            raise MnistOnnxError("--labels scores a Kaggle CSV against its ImageId,Label answers, not images")
+        io.refuse_output_over_input(args.out, images)
+        args.out = None if to_stdout else args.out  # images without --out are printed
+        checks = io.Checked(answers=None)
+    else:
+        if args.quiet and not args.out:
+            # Exits with status 2 and the usage line, like any other misuse of the options.
+            args.usage_error("--quiet without --out would predict the CSV and show nothing: add --out PATH "
+                             "(or --out - to print the predictions)")
+        checks = io.check_before_reading(csv_path, out=args.out, labels=args.labels, report=args.report)
+    emit = status_printer(args.quiet, stream=sys.stderr if to_stdout else sys.stdout)
     # onnxruntime-gpu 1.31 logs "No registered plugin EP device found for 'CUDAExecutionProvider'"
     # through its default logger on every CUDA session (seen on an H100) while CUDA works; the
     # providers really in use are checked and reported below instead.
@@ -144,17 +169,25 @@ def _run_locally(args: argparse.Namespace) -> int:
         from .image_cli import run_images
 
         return run_images(args, images, classifier, emit)
-    progress = None if args.quiet else terminal_progress(sys.stderr)
+    # With --out - or --labels the file is written after the run (the answers must match the rows first).
+    write_after = to_stdout or checks.answers is not None
+    progress = None if args.quiet else io.ProgressBar(sys.stderr, io.progress_total(csv_path, sys.stderr))
     try:
-        frame = classifier.predict_csv(csv_path, output=args.out, proba=args.proba, progress=progress,
-                                       invert=args.invert == "yes")
+        frame = classifier.predict_csv(csv_path, output=None if write_after else args.out, proba=args.proba,
+                                       progress=progress, invert=args.invert == "yes")
     finally:
         if progress is not None:
             progress.close()
+    drawn = io.finish(frame, classifier, checks, csv_path, out=args.out, write_after=write_after,
+                      report=args.report, bundled=args.model is None, quiet=args.quiet)
     _report_findings(frame, classifier.warnings, emit)
     if emit:
         for line in summary_lines(frame, csv_path, args.out, sample=csv_arg is None):
             emit(line)
+        if drawn:
+            emit(f"wrote {', '.join(str(path) for path in drawn)}")
+        if not args.out:
+            emit(io.not_saved_line())
     return 0
 
 
@@ -182,7 +215,7 @@ def _local_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
         raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
     image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
-                                           ("--save-prepared", args.save_prepared), ("--report", args.report))
+                                           ("--save-prepared", args.save_prepared))
                   if value]
     if image_only and not images:
         raise MnistOnnxError(f"{image_only[0]} is for image inputs")
@@ -195,11 +228,19 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     """Score ``args.csv`` (paths and globs) with :func:`~.ray_engine.predict_csv_files`; print a summary."""
     from .ray_engine import predict_csv_files
 
+    if args.quiet and not (args.out or args.out_dir):
+        args.usage_error("--quiet without --out or --out-dir would predict and show nothing: add --out PATH")
     if args.proba and not (args.out or args.out_dir):
         raise MnistOnnxError("--proba adds columns to the output files: give --out PATH or --out-dir DIR too")
+    for flag, value in (("--out -", args.out == "-"), ("--labels", args.labels), ("--report", args.report)):
+        if value:
+            raise MnistOnnxError(f"{flag} is for the local engine: drop --engine ray, or score the written files")
+    inputs = args.csv or [str(SAMPLE)]
+    from ._predict_io import refuse_output_over_input
+
+    refuse_output_over_input(args.out, [match for pattern in inputs for match in glob.glob(pattern) or [pattern]])
     quiet = args.quiet
     _configure_ray_data(quiet=quiet)
-    inputs = args.csv or [str(SAMPLE)]
     frame = predict_csv_files(
         inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
         providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
@@ -246,7 +287,8 @@ def summary_lines(frame: pd.DataFrame, csv_path: Path, out: str | None, *, sampl
             line += f"; most confused (true->predicted): {mistakes}"
         lines.append(line)
     if out:
-        lines.append(f"wrote {out} ({', '.join(frame.columns[:2])}"
+        where = "the predictions to standard output" if out == "-" else out
+        lines.append(f"wrote {where} ({', '.join(frame.columns[:2])}"
                      f"{', ...' if len(frame.columns) > 2 else ''}; {attrs['rows']:,} rows)")
     return lines
 
@@ -259,36 +301,3 @@ def _top_confusions(evaluation: Evaluation, most: int = 3) -> str:
                 pairs.append((int(count), evaluation.labels[t], evaluation.labels[p]))
     pairs.sort(key=lambda item: (-item[0], str(item[1]), str(item[2])))
     return ", ".join(f"{t}->{p} ({count})" for count, t, p in pairs[:most])
-
-
-class terminal_progress:  # noqa: N801 - used like a function
-    """A progress callback that redraws one line on a terminal, and does nothing elsewhere.
-
-    Silent for the first second, so short runs print no progress at all.
-    """
-
-    def __init__(self, stream: TextIO, *, delay_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._stream = stream
-        self._enabled = bool(getattr(stream, "isatty", lambda: False)())
-        self._clock = clock
-        self._start = clock()
-        self._delay = delay_s
-        self._drawn = False
-
-    def __call__(self, rows: int) -> None:
-        if not self._enabled:
-            return
-        elapsed = self._clock() - self._start
-        if elapsed < self._delay:
-            return
-        self._stream.write(f"\rpredicting: {rows:,} rows, {rows / elapsed:,.0f} rows/s")
-        self._stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        """Erase the progress line, if one was drawn."""
-        if self._drawn:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
-            self._drawn = False

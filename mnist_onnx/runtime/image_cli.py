@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._fileio import atomic_path
 from ..errors import MnistOnnxError
 from .image_files import IMAGE_FORMATS, describe_file, expand_image_inputs, sniff_image
 
@@ -95,6 +94,7 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emi
         The exit code (0).
     """
     from .image_predict import PreparedImages, write_image_outputs
+    from .results import write_csv
 
     frame = classifier.predict_images(
         images, invert=args.invert or "auto", preprocess=not args.no_preprocess, proba=True
@@ -103,8 +103,7 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emi
     if not args.proba:
         frame = frame[["path", "Label"]]
     if args.out:
-        with atomic_path(args.out, suffix=".csv") as tmp:
-            frame.to_csv(tmp, index=False, lineterminator="\n")
+        write_csv(frame, args.out)  # the one prediction writer: atomic, gzip for a .gz name
     else:
         frame.to_csv(sys.stdout, index=False, lineterminator="\n")
     prepared = PreparedImages(tuple(images), tuple(images), frame.attrs["prepared"])

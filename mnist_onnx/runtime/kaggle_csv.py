@@ -185,15 +185,20 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected, strict=False), start=1):
         if got != want:
-            raise CsvFormatError(str(p), 1, f"{index} ({got!r})",
-                                 f"expected header column {want!r}, got {got!r}")
+            raise CsvFormatError(str(p), 1, f"{index} ({_shown(got)})",
+                                 f"expected header column {want!r}, got {_shown(got)}")
     if len(names) != len(expected):
         kind = "train (label + 784 pixels)" if has_labels else "test (784 pixels)"
-        extra = f", first extra column {names[len(expected)]!r}" if len(names) > len(expected) else ""
+        extra = f", first extra column {_shown(names[len(expected)])}" if len(names) > len(expected) else ""
         raise CsvFormatError(str(p), 1, None,
                              f"expected {len(expected)} header columns for a {kind} file, "
                              f"got {len(names)}{extra}")
     return KaggleCsvInfo(p, has_labels, compressed)
+
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut with an ellipsis when long, so an error stays one short line."""
+    return repr(text) if len(text) <= _SHOWN_CELL_CHARS else repr(text[:_SHOWN_CELL_CHARS]) + "..."
 
 
 def _check_cell(value: str, *, is_label: bool) -> str | None:

@@ -9,10 +9,13 @@ probabilities as ``%.6g``) and the atomic replace are the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -180,19 +183,36 @@ class CsvSink:
         self._header = False
 
 
+#: gzip level of ``.gz`` outputs: 6 (gzip's own default) packs a submission nearly as small as 9, several times faster.
+GZIP_LEVEL = 6
+
+
 @contextlib.contextmanager
 def csv_sink(destination: PathLike) -> Iterator[CsvSink]:
     """Open ``destination`` for streaming predictions; it appears only when the block ends without an error.
+
+    A destination whose name ends in ``.gz`` is written gzip-compressed (the
+    gzip header records the name without ``.gz`` and no time stamp, so the same
+    predictions give the same bytes).
 
     Raises:
         MnistOnnxError: If the destination cannot be written (directory
             missing, disk full, permission denied); nothing is left behind.
     """
-    with atomic_path(destination) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(destination) as tmp:
         # OSErrors here name no file or the temporary one: atomic_path reports them against the destination.
-        yield CsvSink(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if str(destination).endswith(".gz"):
+            with open(tmp, "wb") as raw:
+                with gzip.GzipFile(filename=Path(destination).name, mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw,
+                                   mtime=0) as packed, io.TextIOWrapper(packed, encoding="utf-8", newline="") as text:
+                    yield CsvSink(text)
+                raw.flush()
+                os.fsync(raw.fileno())
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                yield CsvSink(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
 
 
 def write_csv(frame: pd.DataFrame, destination: PathLike) -> None:

@@ -71,7 +71,10 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .._tf_logging import quiet_tensorflow_logs
     from ..errors import MnistOnnxError
+
+    quiet_tensorflow_logs()  # before TensorFlow is first imported
     from .recipes import train
 
     if bool(args.test) != bool(args.test_labels):
