@@ -5,7 +5,9 @@ their defaults, as a user builds them; every call predicts ``batch`` digits at
 once (``predict_proba``).  Contenders are interleaved (shuffled order each
 round, a short pause before each block so the other's spinning threads are
 idle); each round's auto / CPU ratio is taken in that round (paired), and the
-median over rounds is reported, with the labels compared on every digit.
+median over rounds is reported, with the labels compared.  A second, identical
+CPU-provider classifier runs as a control: its ratio to the first is the
+run's noise floor (1.00x on a quiet machine).
 
 Usage::
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precisions.split(","):
         auto = DigitClassifier(precision=precision, providers="auto")  # type: ignore[arg-type]
         cpu = DigitClassifier(precision=precision, providers="cpu")  # type: ignore[arg-type]
+        control = DigitClassifier(precision=precision, providers="cpu")  # type: ignore[arg-type]
         choice = auto.provider_choice
         trial = (f"{choice.provider}, CPU provider below {choice.cpu_below} images, trial images/s by call size "
                  f"{ {s: {k: round(v) for k, v in d.items()} for s, d in sorted(choice.by_size.items())} }"
@@ -75,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 np.resize(images, (size, *images.shape[1:]))]
             checked = batches[:64]  # labels compared on the digits of up to 64 calls
             same = all((auto.predict(b) == cpu.predict(b)).all() for b in checked)
-            runners = {"auto": auto.predict_proba, "cpu": cpu.predict_proba}
-            speeds: dict[str, list[float]] = {"auto": [], "cpu": []}
+            runners = {"auto": auto.predict_proba, "cpu": cpu.predict_proba, "control": control.predict_proba}
+            speeds: dict[str, list[float]] = {name: [] for name in runners}
             for _ in range(args.rounds):
                 order = list(runners)
                 rng.shuffle(order)
@@ -84,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.05)
                     speeds[name].append(_rate(runners[name], batches, args.block_seconds))
             ratio = statistics.median(a / c for a, c in zip(speeds["auto"], speeds["cpu"], strict=True))
+            noise = statistics.median(a / c for a, c in zip(speeds["control"], speeds["cpu"], strict=True))
             row = {"precision": precision, "batch": size, "auto_ips": statistics.median(speeds["auto"]),
-                   "cpu_ips": statistics.median(speeds["cpu"]), "auto_over_cpu": ratio, "labels_identical": same,
+                   "cpu_ips": statistics.median(speeds["cpu"]), "auto_over_cpu": ratio,
+                   "control_over_cpu": noise, "labels_identical": same,
                    "labels_compared": sum(len(b) for b in checked),
                    "auto_provider": auto.providers[0],
                    "auto_cpu_below": choice.cpu_below if choice is not None else None}
             report["rows"].append(row)
             print(f"  batch {size:>4}: auto {row['auto_ips']:>9,.0f} images/s, CPU provider {row['cpu_ips']:>9,.0f}"
-                  f" -> auto / CPU {ratio:.2f}x (paired median); labels identical on "
+                  f" -> auto / CPU {ratio:.2f}x (control {noise:.2f}x); labels identical on "
                   f"{row['labels_compared']:,} digits: {same}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
