@@ -273,9 +273,11 @@ def test_auto_on_openvino_sends_calls_below_the_crossover_to_the_cpu_provider(
     for image, p in zip(singles, got, strict=True):
         np.testing.assert_allclose(p, cpu.predict_proba(image), rtol=0, atol=1e-6)
     assert (clf.predict(images[:15]) == cpu.predict(images[:15])).all() and openvino_runs == []
-    # At the crossover and above, OpenVINO runs them: the same labels.
+    # At the crossover and above, OpenVINO runs them (unless it would pad them): the same labels.
     assert (clf.predict(images[:16]) == cpu.predict(images[:16])).all() and openvino_runs == [16]
-    assert (clf.predict(images) == cpu.predict(images)).all()
+    assert (clf.predict(images[:17]) == cpu.predict(images[:17])).all() and openvino_runs == [16]
+    assert (clf.predict(images[:32]) == cpu.predict(images[:32])).all() and openvino_runs == [16, 32]
+    assert (clf.predict(images) == cpu.predict(images)).all() and openvino_runs == [16, 32, 512, 512]
     # The CSV path still streams through OpenVINO with the CPU provider's labels.
     frame = predict_csv(holdout_sample, precision="int8", chunk_rows=300)
     assert frame.attrs["providers"][0] == ov.OPENVINO

@@ -227,6 +227,17 @@ def test_routing_follows_the_cached_crossover(cache: TuneCache) -> None:
     assert [choice.runs_on_cpu(n) for n in (1, 15, 16, 512)] == [True, True, False, False]
     on_cpu = tuning.ProviderChoice("cpu", {}, "", True, cpu_below=0)
     assert on_cpu.runs_on_cpu(512)
+    # The classifier's router: below the crossover, or a run OpenVINO would pad to a power of two -> CPU provider.
+    from mnist_onnx.runtime.acceleration import SmallCalls
+
+    router = SmallCalls(choice, True, 512, lambda: "cpu twin")
+    assert {n: router.runs_on_cpu(n) for n in (1, 15, 16, 17, 32, 300, 512, 1000)} == {
+        1: True, 15: True, 16: False, 17: True, 32: False, 300: True, 512: False, 1000: False}
+    assert router.runs_on_cpu(1000, batch_size=100) and not router.runs_on_cpu(1000, batch_size=64)
+    assert (router.classifier_for(15), router.classifier_for(16)) == ("cpu twin", None)
+    for not_routed in (SmallCalls(None, True, 512, lambda: "x"), SmallCalls(choice, False, 512, lambda: "x"),
+                       SmallCalls(on_cpu, True, 512, lambda: "x")):  # pinned, fallen back, CPU chosen
+        assert not not_routed.runs_on_cpu(1) and not_routed.classifier_for(1) is None
 
 
 @pytest.mark.parametrize("entry", [{"provider": "openvino"},  # written by a trial of one call size

@@ -5,8 +5,8 @@
   onnxruntime's CPU provider and OpenVINO for this model and batch size
   (:func:`mnist_onnx.runtime.tuning.choose_provider`, cached per machine).
   When OpenVINO wins, the same trial measures smaller calls, and calls below
-  the crossover run on a CPU-provider twin of the classifier
-  (:class:`SmallCalls`), so single images are not slowed down.
+  the crossover, or that OpenVINO would pad, run on a CPU-provider twin of
+  the classifier (:class:`SmallCalls`), so small calls are not slowed down.
 * Every classifier that runs on OpenVINO in f32 is checked once, when it is
   created: its labels on the 1,000 bundled held-out digits must equal the CPU
   provider's (:func:`check_label_parity`).
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ProviderError, ProviderFallbackWarning
 from . import tuning
-from .openvino import OPENVINO, openvino_available, plugin_installed, supports_bf16
+from .openvino import OPENVINO, openvino_available, padded_size, plugin_installed, supports_bf16
 
 __all__ = [
     "AUTO_MEASURE_ENV",
@@ -171,25 +171,39 @@ def provider_key(sha256: str, batch_size: int) -> tuning.TrialKey:
 
 
 class SmallCalls:
-    """Where the calls of a classifier that ``auto`` put on OpenVINO go: below the measured crossover, to a
-    CPU-provider twin of the classifier, built on first use (thread-safe).
+    """Where the calls of a classifier that ``auto`` put on OpenVINO go: the CPU-provider twin of the classifier
+    (built on first use, thread-safe) takes those the trial did not show OpenVINO winning.
+
+    Those are calls below the measured crossover, and calls OpenVINO would pad
+    (:func:`~.openvino.padded_size`: fewer images per run than its batch size
+    and not a power of two), where it would do up to twice the work the trial timed.
 
     Args:
         choice: The classifier's provider choice (None: it was not measured, e.g. a pinned provider).
         on_openvino: Whether the classifier really runs on OpenVINO (False after a fallback).
+        batch_size: The classifier's batch size on OpenVINO.
         make_cpu: Builds the same classifier on the CPU provider.
     """
 
-    def __init__(self, choice: tuning.ProviderChoice | None, on_openvino: bool, make_cpu: Callable[[], Any]):
-        self.cpu_below = choice.cpu_below if choice is not None and on_openvino and choice.provider == "openvino" \
-            else 0
+    def __init__(self, choice: tuning.ProviderChoice | None, on_openvino: bool, batch_size: int,
+                 make_cpu: Callable[[], Any]):
+        self.choice = choice if choice is not None and on_openvino and choice.provider == "openvino" else None
+        self.batch_size = batch_size
         self._make_cpu = make_cpu
         self._lock = threading.Lock()
         self._cpu: Any = None
 
-    def classifier_for(self, images: int) -> Any:
-        """The CPU-provider classifier for a call of ``images`` images, or None to keep it on OpenVINO."""
-        if images >= self.cpu_below:
+    def runs_on_cpu(self, images: int, batch_size: int | None = None) -> bool:
+        """Whether a call of ``images`` images, split into batches of ``batch_size`` (None: the classifier's),
+        belongs on the CPU provider."""
+        per_run = min(images, batch_size or self.batch_size)
+        if self.choice is None or per_run < 1:  # a bad batch size is refused by the classifier itself
+            return False
+        return self.choice.runs_on_cpu(images) or padded_size(per_run, self.batch_size) != per_run
+
+    def classifier_for(self, images: int, batch_size: int | None = None) -> Any:
+        """The CPU-provider classifier for this call (see :meth:`runs_on_cpu`), or None to keep it on OpenVINO."""
+        if not self.runs_on_cpu(images, batch_size):
             return None
         if self._cpu is None:
             with self._lock:

@@ -63,7 +63,8 @@ def run_tune(args: argparse.Namespace) -> int:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
                 speeds = speeds or "no other provider to compare: OpenVINO is not available or CUDA is"
-                small = (f"; calls of fewer than {choice.cpu_below} images run on the CPU provider"
+                small = (f"; calls of fewer than {choice.cpu_below} images, or that OpenVINO would pad, run on "
+                         f"the CPU provider"
                          if choice.provider == "openvino" and choice.cpu_below else "")
                 emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds}){small}")
     if emit:
