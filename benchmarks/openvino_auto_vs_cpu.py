@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_onnx.runtime import acceleration
+from mnist_onnx.runtime import acceleration, tuning
 from mnist_onnx.runtime.predictor import DigitClassifier
 
 
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     images, _, sample = acceleration.sample_digits()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     rng = random.Random(args.seed)
-    report: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "sample": sample, "rows": []}
+    report: dict[str, Any] = {"cpu": tuning.machine_id(), "python": platform.python_version(), "sample": sample,
+                              "rows": []}
     print(f"# {sample}; {args.rounds} rounds, >= {args.block_seconds} s a block")
     for precision in args.precisions.split(","):
         auto = DigitClassifier(precision=precision, providers="auto")  # type: ignore[arg-type]
