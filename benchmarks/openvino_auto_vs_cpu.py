@@ -4,7 +4,7 @@ Both are :class:`~mnist_onnx.runtime.predictor.DigitClassifier` objects with
 their defaults, as a user builds them; every call predicts ``batch`` digits at
 once (``predict_proba``).  Contenders are interleaved (shuffled order each
 round, a short pause before each block so the other's spinning threads are
-idle); each round's auto / CPU ratio is taken in that round (paired), and the
+idle); each round's auto / CPU ratio is paired within the round, and the
 median over rounds is reported, with the labels compared.  A second, identical
 CPU-provider classifier runs as a control: its ratio to the first is the
 run's noise floor (1.00x on a quiet machine).
