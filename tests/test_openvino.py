@@ -225,8 +225,63 @@ def test_auto_runs_the_measured_choice_and_caches_it(fresh_choices: Path, monkey
     assert clf.provider_choice is not None and clf.provider_choice.images_per_second == speeds
     again = DigitClassifier(precision="int8")
     assert again.providers[0] == expected and again.provider_choice is not None
-    assert again.provider_choice.from_cache and len(trials) == 1
+    assert again.provider_choice.from_cache
+    # One trial: the smaller call sizes are measured only when OpenVINO won the main one.
+    main, smaller = acceleration.TRIAL_CHUNK, sorted(acceleration.TRIAL_SIZES, reverse=True)
+    assert trials == ([main, *smaller] if expected == ov.OPENVINO else [main])
     assert (fresh_choices / "measured-choices.json").exists()
+
+
+
+@needs_plugin
+def test_auto_on_openvino_sends_calls_below_the_crossover_to_the_cpu_provider(
+        fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, holdout_sample: Path,
+        sample: tuple[np.ndarray, np.ndarray]) -> None:
+    from mnist_onnx.runtime import acceleration
+    from mnist_onnx.runtime.predictor import DigitClassifier, predict_csv
+
+    if acceleration._cuda_offered():
+        pytest.skip("with CUDA offered, auto means CUDA")
+    images, _ = sample
+    # OpenVINO wins at 256 and 16 images per call, loses at 1: the crossover is 16.
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {
+        "cpu": 100.0, "openvino": 1000.0 if batch >= 16 else 10.0})
+    clf = DigitClassifier(precision="int8")
+    assert clf.providers[0] == ov.OPENVINO
+    assert clf.provider_choice is not None and clf.provider_choice.cpu_below == 16
+    cached = DigitClassifier(precision="int8")  # the crossover comes back from the cache
+    assert cached.provider_choice is not None and cached.provider_choice.from_cache
+    assert cached.provider_choice.cpu_below == 16
+    openvino_runs: list[int] = []
+    real_run = clf.session.run
+
+    def spy(output_names: object, feed: dict[str, np.ndarray], *args: object) -> object:
+        openvino_runs.append(len(next(iter(feed.values()))))
+        return real_run(output_names, feed, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clf.session, "run", spy)
+    cpu = DigitClassifier(precision="int8", providers="cpu")
+    builds: list[int] = []
+    make_cpu = clf._small_calls._make_cpu
+    monkeypatch.setattr(clf._small_calls, "_make_cpu", lambda: builds.append(1) or make_cpu())
+    # Small calls, from several threads at once: the CPU-provider twin runs them (built once), OpenVINO never.
+    singles = [images[i] for i in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(clf.predict_proba, singles))
+    assert openvino_runs == [] and builds == [1]
+    assert clf._small_calls._cpu.providers == ["CPUExecutionProvider"]
+    for image, p in zip(singles, got, strict=True):
+        np.testing.assert_allclose(p, cpu.predict_proba(image), rtol=0, atol=1e-6)
+    assert (clf.predict(images[:15]) == cpu.predict(images[:15])).all() and openvino_runs == []
+    # At the crossover and above, OpenVINO runs them (unless it would pad them): the same labels.
+    assert (clf.predict(images[:16]) == cpu.predict(images[:16])).all() and openvino_runs == [16]
+    assert (clf.predict(images[:17]) == cpu.predict(images[:17])).all() and openvino_runs == [16]
+    assert (clf.predict(images[:32]) == cpu.predict(images[:32])).all() and openvino_runs == [16, 32]
+    assert (clf.predict(images) == cpu.predict(images)).all() and openvino_runs == [16, 32, 512, 512]
+    # The CSV path still streams through OpenVINO with the CPU provider's labels.
+    frame = predict_csv(holdout_sample, precision="int8", chunk_rows=300)
+    assert frame.attrs["providers"][0] == ov.OPENVINO
+    assert (frame["Label"].to_numpy() == cpu.predict(images)).all()
 
 
 @needs_plugin

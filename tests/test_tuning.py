@@ -204,3 +204,91 @@ def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache,
     assert len(wrong_builds) == 1  # the second verdict came from the cache
     passed = tuning.bf16_gate(key, exact, exact, images, labels, evaluation="sample", cache=cache, remeasure=True)
     assert passed.passed and passed.agreement == 1.0
+
+
+# -- the crossover: calls below it stay on the CPU provider ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("openvino", "expected"), [({1: 9.0, 16: 9.0, 256: 9.0}, 0), ({1: 4.0, 16: 9.0, 256: 9.0}, 16),
+                                                    ({1: 9.0, 16: 4.0, 256: 9.0}, 256), ({1: 9.0, 16: 9.0, 256: 4.0},
+                                                                                          None)])
+def test_crossover_is_where_openvino_wins_at_every_larger_size(openvino: dict[int, float],
+                                                               expected: int | None) -> None:
+    by_size = {size: {"cpu": 5.0, "openvino": ips} for size, ips in openvino.items()}
+    assert tuning.crossover(by_size) == expected
+
+
+def test_routing_follows_the_cached_crossover(cache: TuneCache) -> None:
+    cache.put(_key(), {"provider": "openvino", "images_per_second": {"cpu": 5.0, "openvino": 9.0}, "cpu_below": 16,
+                       "by_size": {"1": {"cpu": 5.0, "openvino": 4.0}, "16": {"cpu": 5.0, "openvino": 9.0}}})
+    choice = tuning.choice_from_entry(cache.get(_key()), ["cpu", "openvino"])
+    assert choice is not None and (choice.cpu_below, choice.from_cache) == (16, True)
+    assert choice.by_size[1] == {"cpu": 5.0, "openvino": 4.0}
+    assert [choice.runs_on_cpu(n) for n in (1, 15, 16, 512)] == [True, True, False, False]
+    on_cpu = tuning.ProviderChoice("cpu", {}, "", True, cpu_below=0)
+    assert on_cpu.runs_on_cpu(512)
+    # The classifier's router: below the crossover, or a run OpenVINO would pad to a power of two -> CPU provider.
+    from mnist_onnx.runtime.acceleration import SmallCalls
+
+    router = SmallCalls(choice, True, 512, lambda: "cpu twin")
+    assert {n: router.runs_on_cpu(n) for n in (1, 15, 16, 17, 32, 300, 512, 1000)} == {
+        1: True, 15: True, 16: False, 17: True, 32: False, 300: True, 512: False, 1000: False}
+    assert router.runs_on_cpu(1000, batch_size=100) and not router.runs_on_cpu(1000, batch_size=64)
+    assert (router.classifier_for(15), router.classifier_for(16)) == ("cpu twin", None)
+    for not_routed in (SmallCalls(None, True, 512, lambda: "x"), SmallCalls(choice, False, 512, lambda: "x"),
+                       SmallCalls(on_cpu, True, 512, lambda: "x")):  # pinned, fallen back, CPU chosen
+        assert not not_routed.runs_on_cpu(1) and not_routed.classifier_for(1) is None
+
+
+@pytest.mark.parametrize("entry", [{"provider": "openvino"},  # written by a trial of one call size
+                                   {"provider": "openvino", "cpu_below": "16"}, {"provider": "openvino",
+                                                                                 "cpu_below": -1},
+                                   {"provider": "openvino", "cpu_below": 16, "by_size": {"x": {}}}])
+def test_entries_without_a_valid_crossover_are_measured_again(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
+                                                              digits: tuple[np.ndarray, np.ndarray],
+                                                              entry: dict[str, object]) -> None:
+    cache.put(_key(), entry)
+    assert tuning.choice_from_entry(cache.get(_key()), ["cpu", "openvino"]) is None
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: {"cpu": 1.0, "openvino": 9.0})
+    openvino = _Factory()
+    choice = tuning.choose_provider(_key(), {"cpu": _Factory(), "openvino": openvino}, digits[0], cache=cache)
+    assert (choice.from_cache, openvino.built, cache.get(_key())["cpu_below"]) == (False, 1, 0)  # type: ignore[index]
+
+
+def test_trial_measures_smaller_calls_only_when_openvino_wins_and_caches_the_crossover(
+        cache: TuneCache, monkeypatch: pytest.MonkeyPatch, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    measured: list[int] = []
+    openvino_ips = {256: 9.0, 16: 9.0, 4: 5.0, 1: 9.0}
+
+    def fake_measure(candidates: dict[str, tuning.Predict], images: np.ndarray, batch: int,
+                     **_: object) -> dict[str, float]:
+        measured.append(batch)
+        return {"cpu": 5.0, "openvino": openvino_ips[batch]}
+
+    monkeypatch.setattr(tuning, "measure", fake_measure)
+    candidates = {"cpu": _Factory(), "openvino": _Factory()}
+    choice = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 4, 16))
+    # Largest first, stopping at the first size the CPU provider wins: 1 is never measured.
+    assert measured == [256, 16, 4]
+    assert (choice.provider, choice.cpu_below, choice.images_per_second) == ("openvino", 16, {"cpu": 5.0,
+                                                                                             "openvino": 9.0})
+    entry = cache.get(_key())
+    assert entry is not None and entry["cpu_below"] == 16 and set(entry["by_size"]) == {"4", "16", "256"}
+    again = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 4, 16))
+    assert (again.from_cache, again.cpu_below, len(measured)) == (True, 16, 3)
+    # When the CPU provider wins the main trial, no smaller call is measured.
+    measured.clear()
+    openvino_ips[256] = 4.0
+    lost = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 16),
+                                  remeasure=True)
+    assert (lost.provider, lost.cpu_below, measured) == ("cpu", 0, [256])
+
+
+def test_provider_key_names_the_trial_sizes() -> None:
+    from mnist_onnx.runtime import acceleration
+
+    key = acceleration.provider_key("a" * 64, 0)
+    assert dict(key.extra)["trial_sizes"] == ",".join(map(str, (*acceleration.TRIAL_SIZES,
+                                                                acceleration.TRIAL_CHUNK)))
+    # A choice cached under the key of the one-size trial is not found under the new key.
+    assert key.text() != tuning.TrialKey("provider", "a" * 64, 0, key.machine, key.versions).text()

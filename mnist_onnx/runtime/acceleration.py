@@ -4,6 +4,9 @@
   loads, a short trial on the bundled held-out digits picks the faster of
   onnxruntime's CPU provider and OpenVINO for this model and batch size
   (:func:`mnist_onnx.runtime.tuning.choose_provider`, cached per machine).
+  When OpenVINO wins, the same trial measures smaller calls, and calls below
+  the crossover, or that OpenVINO would pad, run on a CPU-provider twin of
+  the classifier (:class:`SmallCalls`), so small calls are not slowed down.
 * Every classifier that runs on OpenVINO in f32 is checked once, when it is
   created: its labels on the 1,000 bundled held-out digits must equal the CPU
   provider's (:func:`check_label_parity`).
@@ -29,7 +32,7 @@ import numpy as np
 
 from ..errors import ProviderError, ProviderFallbackWarning
 from . import tuning
-from .openvino import OPENVINO, openvino_available, plugin_installed, supports_bf16
+from .openvino import OPENVINO, openvino_available, padded_size, plugin_installed, supports_bf16
 
 __all__ = [
     "AUTO_MEASURE_ENV",
@@ -38,7 +41,10 @@ __all__ = [
     "sample_digits",
     "model_sha256",
     "check_label_parity",
+    "TRIAL_SIZES",
+    "provider_key",
     "choose_cpu_provider",
+    "SmallCalls",
     "gate_bf16",
     "pick_provider",
     "verify_openvino",
@@ -54,6 +60,8 @@ OPENVINO_NAMES = ("openvino", OPENVINO)
 PredictFactory = Callable[[], tuning.Predict]
 #: Digits per call in the provider trial: each predict function splits them into its own batches.
 TRIAL_CHUNK = 256
+#: Call sizes measured for the crossover when OpenVINO wins at :data:`TRIAL_CHUNK` (part of the cache key).
+TRIAL_SIZES = (1, 16)
 
 
 def wants_openvino(providers: str | Sequence[Any]) -> bool:
@@ -140,7 +148,8 @@ def choose_cpu_provider(
         batch_size: The batch size the classifier will run (a key of the choice).
         candidates: ``{"cpu": factory, "openvino": factory}``; factories of
             predict functions that batch by themselves: the trial hands each
-            :data:`TRIAL_CHUNK` bundled digits per call.
+            :data:`TRIAL_CHUNK` bundled digits per call, then, when OpenVINO
+            wins, :data:`TRIAL_SIZES` digits per call for the crossover.
         remeasure: Measure even when a choice is cached (``mnist-onnx tune``).
         cache: Where choices are kept; None is the user's cache directory.
 
@@ -150,8 +159,57 @@ def choose_cpu_provider(
     if not openvino_available():
         candidates = {"cpu": candidates["cpu"]}
     images, _, _ = sample_digits()
-    key = tuning.TrialKey("provider", sha256, batch_size)
-    return tuning.choose_provider(key, candidates, images, cache=cache, remeasure=remeasure, chunk=TRIAL_CHUNK)
+    return tuning.choose_provider(provider_key(sha256, batch_size), candidates, images, cache=cache,
+                                  remeasure=remeasure, chunk=TRIAL_CHUNK, sizes=TRIAL_SIZES)
+
+
+def provider_key(sha256: str, batch_size: int) -> tuning.TrialKey:
+    """The cache key of the provider choice for a model and batch size; it names the trial's call sizes, so a
+    choice made by a different trial is measured again."""
+    sizes = ",".join(str(s) for s in (*TRIAL_SIZES, TRIAL_CHUNK))
+    return tuning.TrialKey("provider", sha256, batch_size, extra=(("trial_sizes", sizes),))
+
+
+class SmallCalls:
+    """Where the calls of a classifier that ``auto`` put on OpenVINO go: the CPU-provider twin of the classifier
+    (built on first use, thread-safe) takes those the trial did not show OpenVINO winning.
+
+    Those are calls below the measured crossover, and calls OpenVINO would pad
+    (:func:`~.openvino.padded_size`: fewer images per run than its batch size
+    and not a power of two), where it would do up to twice the work the trial timed.
+
+    Args:
+        choice: The classifier's provider choice (None: it was not measured, e.g. a pinned provider).
+        on_openvino: Whether the classifier really runs on OpenVINO (False after a fallback).
+        batch_size: The classifier's batch size on OpenVINO.
+        make_cpu: Builds the same classifier on the CPU provider.
+    """
+
+    def __init__(self, choice: tuning.ProviderChoice | None, on_openvino: bool, batch_size: int,
+                 make_cpu: Callable[[], Any]):
+        self.choice = choice if choice is not None and on_openvino and choice.provider == "openvino" else None
+        self.batch_size = batch_size
+        self._make_cpu = make_cpu
+        self._lock = threading.Lock()
+        self._cpu: Any = None
+
+    def runs_on_cpu(self, images: int, batch_size: int | None = None) -> bool:
+        """Whether a call of ``images`` images, split into batches of ``batch_size`` (None: the classifier's),
+        belongs on the CPU provider."""
+        per_run = min(images, batch_size or self.batch_size)
+        if self.choice is None or per_run < 1:  # a bad batch size is refused by the classifier itself
+            return False
+        return self.choice.runs_on_cpu(images) or padded_size(per_run, self.batch_size) != per_run
+
+    def classifier_for(self, images: int, batch_size: int | None = None) -> Any:
+        """The CPU-provider classifier for this call (see :meth:`runs_on_cpu`), or None to keep it on OpenVINO."""
+        if not self.runs_on_cpu(images, batch_size):
+            return None
+        if self._cpu is None:
+            with self._lock:
+                if self._cpu is None:
+                    self._cpu = self._make_cpu()
+        return self._cpu
 
 
 def gate_bf16(sha256: str, fp32: PredictFactory, bf16: PredictFactory, *, remeasure: bool = False,
@@ -234,10 +292,9 @@ def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: 
     sha256 = model_sha256(model_data)
     if not remeasure:
         # A cached "cpu" needs no plugin: loading OpenVINO's libraries would only slow the start.
-        cached = tuning.TuneCache().get(tuning.TrialKey("provider", sha256, batch_size or 0))
-        if cached is not None and cached.get("provider") == "cpu":
-            return "cpu", tuning.ProviderChoice("cpu", dict(cached.get("images_per_second", {})),
-                                                str(cached.get("measured_at", "")), True)
+        cached = tuning.choice_from_entry(tuning.TuneCache().get(provider_key(sha256, batch_size or 0)), ["cpu"])
+        if cached is not None:
+            return "cpu", cached
     if not openvino_available():
         return providers, None
     choice = choose_cpu_provider(

@@ -83,7 +83,8 @@ class DigitClassifier:
             without CUDA runs the faster of the CPU provider and OpenVINO for
             this model and batch size, measured once per machine and cached
             (:mod:`mnist_onnx.runtime.acceleration`; the choice made is
-            :attr:`provider_choice`).  On OpenVINO, the labels of the bundled
+            :attr:`provider_choice`; calls below its measured crossover, or that
+            OpenVINO would pad, run on the CPU provider).  On OpenVINO, the labels of the bundled
             held-out digits are checked against the CPU provider's once per
             process and model.
         threads: CPU threads for inference; None uses one per physical core.
@@ -125,6 +126,8 @@ class DigitClassifier:
         MissingExtraError: If OpenVINO or bf16 is asked for without the ``openvino`` extra.
         GateError: If ``precision="bf16"`` fails the bf16 gate (the message has the figures).
     """
+
+    _small_calls = acceleration.SmallCalls(None, False, 1, lambda: None)  # no routing until __init__ settles it
 
     def __init__(
         self,
@@ -172,6 +175,8 @@ class DigitClassifier:
                     raise
                 acceleration.warn_fallback(self.model_name, exc)
                 self._open(source, "cpu", threads, spinning, batch_size, cuda_device, bf16=False)
+        self._small_calls = acceleration.SmallCalls(self.provider_choice, self._on_openvino, self.batch_size,
+                                                    lambda: pinned("cpu"))
         #: What looked wrong with the model at load (each also emitted as a :class:`ContractWarning`).
         self.warnings: list[str] = check_at_load(self)
 
@@ -230,7 +235,8 @@ class DigitClassifier:
         message = inverted_message(count_bright_borders(pixels), len(pixels), "images")
         if message:
             warnings.warn(InvertedDigitsWarning(message), stacklevel=2)
-        probabilities = self._probabilities(pixels, self._batch_size(batch_size))
+        runner = self._small_calls.classifier_for(len(pixels), batch_size) or self  # see acceleration.SmallCalls
+        probabilities = runner._probabilities(pixels, runner._batch_size(batch_size))
         return probabilities[0] if single else probabilities
 
     def predict(self, images: npt.ArrayLike | pd.DataFrame, *, batch_size: int | None = None) -> Any:

@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         description=(
             "Run the short trial behind --provider auto again: onnxruntime's CPU provider against the OpenVINO "
             "execution provider (needs: pip install 'mnist-onnx[openvino]') on the 1,000 bundled held-out "
-            "digits, interleaved, for each batch size; the answer is cached per CPU, library versions, model and "
-            "batch size in the user's cache directory ($MNIST_ONNX_CACHE_DIR, else $XDG_CACHE_HOME/mnist-onnx). "
+            "digits, interleaved, for each batch size (when OpenVINO wins, also calls of 16 and 1 images, to find "
+            "the call size below which the CPU provider stays faster); the answer is cached per CPU, library "
+            "versions, model and batch size in the user's cache directory ($MNIST_ONNX_CACHE_DIR, else "
+            "$XDG_CACHE_HOME/mnist-onnx). "
             "With --precision bf16, rerun the bf16 gate (agreement with fp32 >= 99.8%%, accuracy drop <= 0.1 "
             "points) instead."
         ),
@@ -61,7 +63,10 @@ def run_tune(args: argparse.Namespace) -> int:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
                 speeds = speeds or "no other provider to compare: OpenVINO is not available or CUDA is"
-                emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds})")
+                small = (f"; calls of fewer than {choice.cpu_below} images, or that OpenVINO would pad, run on "
+                         f"the CPU provider"
+                         if choice.provider == "openvino" and choice.cpu_below else "")
+                emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds}){small}")
     if emit:
         emit(f"cached in {cache.path}")
     return 0

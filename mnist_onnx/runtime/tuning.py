@@ -5,7 +5,9 @@ a short trial the first time a (CPU, library versions, model sha256, batch
 size) is seen: both run the same real digits, interleaved, and OpenVINO is
 taken only when it is at least :data:`MIN_SPEEDUP` times as fast, so ``auto``
 is never slower than the CPU provider alone by more than the trial's noise.
-The answer is cached as JSON in the user's cache directory (see
+When OpenVINO wins, smaller calls (down to one image) are measured too, and
+the :func:`crossover` below which the CPU provider stays faster is kept with
+the choice: calls below it run on the CPU provider.  The answer is cached as JSON in the user's cache directory (see
 :func:`cache_dir`); ``mnist-onnx tune`` measures again.
 
 The bf16 gate (fp32 model, bf16 compute in OpenVINO) compares bf16 with fp32
@@ -26,7 +28,7 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +50,8 @@ __all__ = [
     "TrialKey",
     "TuneCache",
     "ProviderChoice",
+    "crossover",
+    "choice_from_entry",
     "measure",
     "choose_provider",
     "Bf16Report",
@@ -72,8 +76,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 def cache_dir() -> Path:
     """Where measured choices are kept: ``$MNIST_ONNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnist-onnx``,
     else ``~/.cache/mnist-onnx``."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
+    if override := os.environ.get(CACHE_ENV):
         return Path(override)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mnist-onnx"
@@ -178,23 +181,26 @@ class TuneCache:
             entry = self._read().get(key.text())
         return entry if isinstance(entry, dict) else None
 
+    def _write(self, entries: dict[str, Any]) -> None:
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"format": _FORMAT, "entries": entries}, fh, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
     def put(self, key: TrialKey, entry: dict[str, Any]) -> None:
         """Store ``entry`` under ``key`` (atomically).  A cache that cannot be written is skipped silently:
         the choice is then measured again next time, which costs time but never correctness."""
         with self._lock():
             entries = self._read()
             entries[key.text()] = entry
-            path = self.path
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                        json.dump({"format": _FORMAT, "entries": entries}, fh, indent=1, sort_keys=True)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                self._write(entries)
             except OSError:
                 return
 
@@ -202,16 +208,9 @@ class TuneCache:
         """Forget entries (all, or those of one ``purpose``); returns how many were removed."""
         with self._lock():
             entries = self._read()
-        removed = [k for k in entries if purpose is None or json.loads(k).get("purpose") == purpose]
-        if not removed:
-            return 0
-        with self._lock():
-            entries = {k: v for k, v in self._read().items() if k not in removed}
-            path = self.path
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"format": _FORMAT, "entries": entries}, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
+            removed = [k for k in entries if purpose is None or json.loads(k).get("purpose") == purpose]
+            if removed:
+                self._write({k: v for k, v in entries.items() if k not in removed})
         return len(removed)
 
 
@@ -268,16 +267,63 @@ class ProviderChoice:
     """The outcome of a provider trial.
 
     Attributes:
-        provider: ``"cpu"`` or ``"openvino"``.
-        images_per_second: Trial figure of each candidate.
+        provider: ``"cpu"`` or ``"openvino"``: what runs calls of ``cpu_below`` images or more.
+        images_per_second: Trial figure of each candidate at the largest trial size.
         measured_at: When the trial ran (UTC, ISO 8601).
         from_cache: True when this came from the cache, False when just measured.
+        cpu_below: Calls with fewer images run on the CPU provider even when
+            ``provider`` is ``"openvino"`` (0: none); see :func:`crossover`.
+        by_size: Images per call -> each candidate's figure at that size.
     """
 
     provider: str
     images_per_second: dict[str, float]
     measured_at: str
     from_cache: bool
+    cpu_below: int = 0
+    by_size: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def runs_on_cpu(self, images: int) -> bool:
+        """Whether a call of ``images`` images belongs on the CPU provider."""
+        return self.provider != "openvino" or images < self.cpu_below
+
+
+def crossover(by_size: Mapping[int, Mapping[str, float]], min_speedup: float = MIN_SPEEDUP) -> int | None:
+    """The smallest trial size from which OpenVINO beats the CPU provider by ``min_speedup`` at every larger one.
+
+    ``by_size``: images per call -> ``{"cpu": images/s, "openvino": images/s}``.  Returns that size (calls
+    below it run on the CPU provider; 0 when OpenVINO wins at every size), or None when it loses at the largest.
+
+    >>> crossover({1: {"cpu": 5, "openvino": 4}, 16: {"cpu": 5, "openvino": 9}, 256: {"cpu": 5, "openvino": 9}})
+    16
+    """
+    sizes = sorted(by_size, reverse=True)
+    below: int | None = None
+    for size in sizes:
+        speeds = by_size[size]
+        if speeds.get("openvino", 0.0) < min_speedup * speeds.get("cpu", 0.0):
+            break
+        below = size
+    if below is None:
+        return None
+    return 0 if below == sizes[-1] else below
+
+
+def choice_from_entry(entry: Mapping[str, Any] | None, offered: Sequence[str]) -> ProviderChoice | None:
+    """A cached provider choice, or None when it must be measured again: its provider is not ``offered``, it
+    holds no crossover (``cpu_below``, a non-negative integer: a one-size trial wrote it) or it is damaged."""
+    if entry is None or entry.get("provider") not in offered:
+        return None
+    below = entry.get("cpu_below")
+    if not isinstance(below, int) or isinstance(below, bool) or below < 0:
+        return None
+    try:
+        by_size = {int(size): {str(k): float(v) for k, v in speeds.items()}
+                   for size, speeds in dict(entry.get("by_size", {})).items()}
+        speeds = {str(k): float(v) for k, v in dict(entry.get("images_per_second", {})).items()}
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return ProviderChoice(str(entry["provider"]), speeds, str(entry.get("measured_at", "")), True, below, by_size)
 
 
 def choose_provider(
@@ -289,11 +335,15 @@ def choose_provider(
     remeasure: bool = False,
     min_speedup: float = MIN_SPEEDUP,
     chunk: int | None = None,
+    sizes: Sequence[int] = (),
 ) -> ProviderChoice:
-    """The fastest of ``candidates`` for ``key``, from the cache or by a trial.
+    """The fastest of ``candidates`` for ``key``, from the cache or by a trial, with its :func:`crossover`.
+
+    When a candidate other than ``cpu`` wins the main trial, the smaller ``sizes`` are measured too, largest
+    first, until the CPU provider wins one.
 
     Args:
-        key: What the answer depends on (its ``batch_size`` is the trial's).
+        key: What the answer depends on (its ``batch_size`` is the classifier's).
         candidates: name -> factory of a predict function; must include ``"cpu"``,
             the default any other must beat by ``min_speedup``.  Factories are
             only called when a trial runs.
@@ -301,8 +351,8 @@ def choose_provider(
         cache: Where answers are kept; None is :class:`TuneCache` ().
         remeasure: Ignore a cached answer and measure again.
         min_speedup: How much faster than ``cpu`` another candidate must be.
-        chunk: Images per predict call in the trial (None: ``key.batch_size``);
-            larger when the predict functions batch by themselves.
+        chunk: Images per predict call in the main trial (None: ``key.batch_size``).
+        sizes: Smaller images-per-call sizes to measure for the crossover.
 
     Returns:
         The :class:`ProviderChoice`.
@@ -310,20 +360,29 @@ def choose_provider(
     if "cpu" not in candidates:
         raise MnistOnnxError(f"expected a 'cpu' candidate, got {', '.join(candidates)}")
     cache = cache if cache is not None else TuneCache()
-    if not remeasure:
-        entry = cache.get(key)
-        if entry is not None and entry.get("provider") in candidates:
-            return ProviderChoice(entry["provider"], dict(entry.get("images_per_second", {})),
-                                  str(entry.get("measured_at", "")), True)
+    cached = None if remeasure else choice_from_entry(cache.get(key), list(candidates))
+    if cached is not None:
+        return cached
     if len(candidates) == 1:
         return ProviderChoice("cpu", {}, _now(), False)
-    speeds = measure({name: make() for name, make in candidates.items()}, images, chunk or key.batch_size)
+    main = chunk or key.batch_size
+    predicts = {name: make() for name, make in candidates.items()}
+    by_size = {main: measure(predicts, images, main)}
+    speeds = by_size[main]
     best = max(speeds, key=lambda name: speeds[name])
     provider = best if best == "cpu" or speeds[best] >= min_speedup * speeds["cpu"] else "cpu"
+    if provider != "cpu":
+        for size in sorted((s for s in set(sizes) if 0 < s < main), reverse=True):
+            by_size[size] = measure({"cpu": predicts["cpu"], provider: predicts[provider]}, images, size)
+            if by_size[size][provider] < min_speedup * by_size[size]["cpu"]:
+                break
+    cpu_below = crossover({s: {"cpu": v["cpu"], "openvino": v.get(provider, 0.0)} for s, v in by_size.items()},
+                          min_speedup) or 0
     entry = {"provider": provider, "images_per_second": speeds, "measured_at": _now(), "min_speedup": min_speedup,
-             "trial_images": int(len(images)), "key": asdict(key)}
+             "trial_images": int(len(images)), "cpu_below": cpu_below,
+             "by_size": {str(s): v for s, v in sorted(by_size.items())}, "key": asdict(key)}
     cache.put(key, entry)
-    return ProviderChoice(provider, speeds, entry["measured_at"], False)
+    return ProviderChoice(provider, speeds, str(entry["measured_at"]), False, cpu_below, by_size)
 
 
 @dataclass(frozen=True)
