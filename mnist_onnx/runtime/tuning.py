@@ -6,9 +6,8 @@ size) is seen: both run the same real digits, interleaved, and OpenVINO is
 taken only when it is at least :data:`MIN_SPEEDUP` times as fast, so ``auto``
 is never slower than the CPU provider alone by more than the trial's noise.
 When OpenVINO wins, smaller calls (down to one image) are measured too, and
-the :func:`crossover` below which the CPU provider stays faster is kept with
-the choice: calls below it run on the CPU provider.  The answer is cached as JSON in the user's cache directory (see
-:func:`cache_dir`); ``mnist-onnx tune`` measures again.
+the :func:`crossover` below which the CPU provider stays faster is kept: calls below it run on the CPU provider.
+The answer is cached as JSON in the user's cache directory (:func:`cache_dir`); ``mnist-onnx tune`` measures again.
 
 The bf16 gate (fp32 model, bf16 compute in OpenVINO) compares bf16 with fp32
 on labelled held-out digits: it passes when the labels agree on at least
@@ -63,8 +62,9 @@ __all__ = [
 CACHE_ENV = "MNIST_ONNX_CACHE_DIR"
 _CACHE_FILE = "measured-choices.json"
 _FORMAT = 1
-#: OpenVINO must be at least this much faster than the CPU provider in the trial to be chosen.
-MIN_SPEEDUP = 1.05
+#: OpenVINO must be this much faster than the CPU provider in the trial to be chosen: an identical CPU control read
+#: 0.83-1.34x on a loaded 2-core machine, OpenVINO's real wins are 2x and more (benchmarks/openvino.md).
+MIN_SPEEDUP = 1.25
 #: The bf16 gate, as for int8 quantization: label agreement with fp32 and accuracy drop (points).
 BF16_MIN_AGREEMENT = 0.998
 BF16_MAX_ACCURACY_DROP_PP = 0.1
