@@ -192,6 +192,28 @@ def test_blank_page_is_refused() -> None:
         preprocess_digit(np.full((50, 60), 230, dtype=np.uint8))
 
 
+@pytest.mark.parametrize("preprocess", [True, False])
+@pytest.mark.parametrize("level", [0, 255, 90])
+def test_uniform_image_is_refused_not_predicted(preprocess: bool, level: int) -> None:
+    # A blank 28x28 canvas (all black, all white, all grey) is no digit, prepared or not:
+    # it used to be passed through as it was and read as some digit.
+    with pytest.raises(ImageError, match="no digit"):
+        preprocess_digit(np.full((28, 28), level, dtype=np.uint8), preprocess=preprocess)
+
+
+@pytest.mark.parametrize("preprocess", [True, False])
+def test_faint_28x28_digits_are_brought_to_full_ink(
+    mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier, preprocess: bool
+) -> None:
+    # A 0/1 mask (``(img > t).astype(np.uint8)``) and a faint scan are light on black but
+    # far from MNIST's full ink (every bundled held-out digit peaks at 254 or 255).
+    images, labels = mnist
+    for faint in ((images > 100).astype(np.uint8), (images * 0.2).astype(np.uint8)):
+        prepared = np.stack([preprocess_digit(image, preprocess=preprocess) for image in faint])
+        assert prepared.reshape(len(prepared), -1).max(axis=1).min() == 255
+        assert (classifier.predict(prepared) == labels).mean() >= 0.95
+
+
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     # A 1-bit 12,000 x 12,000 PNG: 144 megapixels in a file of a few kilobytes.
     path = tmp_path / "bomb.png"
