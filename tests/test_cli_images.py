@@ -146,6 +146,18 @@ def test_image_options_need_images() -> None:
     assert run.returncode == 1 and "--report is for image inputs" in run.stderr
 
 
+def test_invert_auto_is_not_silently_ignored_on_a_csv(tmp_path: Path) -> None:
+    # `--invert auto` used to be taken as "no" for a CSV: dark-on-light rows scored 20%, exit 0.
+    frame = pd.read_csv(CASES / "common" / "train40.csv")
+    frame.iloc[:, 1:] = 255 - frame.iloc[:, 1:]
+    inverted = tmp_path / "inverted.csv"
+    frame.to_csv(inverted, index=False)
+    run = _cli("predict", str(inverted), "--invert", "auto", "--out", str(tmp_path / "out.csv"))
+    assert run.returncode == 1, run.stdout
+    assert run.stderr.count("\n") == 1 and "--invert yes" in run.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_inspect_names_where_each_part_comes_from() -> None:
     run = _cli("inspect", str(ZOO))
     assert run.returncode == 0, run.stderr

@@ -71,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     images = predict.add_argument_group("images", "options for image inputs (--invert also applies to CSVs)")
     images.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
                         help="yes: digits are dark on light (inverted to MNIST's light on black); no: they are "
-                             "light on dark already; auto: decide from each image's background "
-                             "(default: auto for images, no for CSVs)")
+                             "light on dark already; auto: decide from each image file's background "
+                             "(default: auto for images, no for CSVs, which take only yes or no)")
     images.add_argument("--no-preprocess", action="store_true",
                         help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)")
     images.add_argument("--recursive", "-r", action="store_true", help="look for images in subfolders too")
@@ -181,6 +181,9 @@ def _local_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
                   if value]
     if image_only and not images:
         raise MnistOnnxError(f"{image_only[0]} is for image inputs")
+    if args.invert == "auto" and not images:
+        raise MnistOnnxError("--invert auto decides per image file; for a CSV pass --invert yes (digits dark on "
+                             "light) or --invert no")
     if args.proba and not args.out and not images:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     return csvs, images
