@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
-from ..errors import MnistOnnxError
+from ..errors import ContractWarning, MnistOnnxError, ProviderFallbackWarning
 from ._types import PRECISIONS
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
 from .inspect_cli import add_contract_options
@@ -195,15 +195,25 @@ def _run_on_ray(args: argparse.Namespace) -> int:
 
     if args.proba and not (args.out or args.out_dir):
         raise MnistOnnxError("--proba adds columns to the output files: give --out PATH or --out-dir DIR too")
+    if args.invert in ("yes", "auto"):
+        raise MnistOnnxError(f"--invert {args.invert} is for the local engine: drop --engine ray, or invert the "
+                             "pixels (255 - p) in the files")
     quiet = args.quiet
     _configure_ray_data(quiet=quiet)
     inputs = args.csv or [str(SAMPLE)]
-    frame = predict_csv_files(
-        inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
-        providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
-        workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
-        ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING, "log_to_driver": not quiet},
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = predict_csv_files(
+            inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
+            providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
+            workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
+            ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING,
+                              "log_to_driver": not quiet},
+            pixel_scale=args.pixel_scale, normalize=args.normalize, output_name=args.output,
+        )
+    for warning in caught:  # ours only (not Ray's own), printed even with --quiet as the local engine does
+        if issubclass(warning.category, (ContractWarning, ProviderFallbackWarning)):
+            print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
     emit = status_printer(quiet, stream=sys.stdout)
     if emit:
         files = frame.attrs["files"]
