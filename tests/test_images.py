@@ -93,6 +93,19 @@ def test_alpha_only_ink_is_composited_on_white(classifier: DigitClassifier) -> N
     assert classifier.predict(preprocess_digit(path)[None])[0] == 5
 
 
+def test_light_ink_on_transparent_is_read(mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier) -> None:
+    # White strokes on a transparent canvas (a drawing app imitating MNIST) vanish on white:
+    # they used to be refused as "no digit found".
+    images, labels = mnist
+    prepared = []
+    for image in images[:40]:
+        rgba = np.zeros((84, 84, 4), dtype=np.uint8)
+        rgba[..., :3] = 255
+        rgba[..., 3] = np.asarray(Image.fromarray(image).resize((84, 84), Image.Resampling.BILINEAR))
+        prepared.append(preprocess_digit(Image.fromarray(rgba, mode="RGBA")))
+    assert (classifier.predict(np.stack(prepared)) == labels[:40]).mean() >= 0.95
+
+
 # -- behaviour of preprocess_digit ------------------------------------------------------
 
 

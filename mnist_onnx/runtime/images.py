@@ -76,7 +76,9 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
        upright is stored sideways.
     2. Transparency is composited on white: a drawing exported with an alpha
        channel often stores the ink only in alpha, over "transparent black"
-       colour values, and would otherwise read as black on black.
+       colour values, and would otherwise read as black on black.  Light ink
+       (white strokes on a transparent canvas) would vanish on white, so it
+       goes on black instead (whichever backing leaves the more contrast).
     3. Colour becomes luma (ITU-R 601-2, Pillow's ``convert("L")``): ink colour
        carries no digit identity.
 
@@ -118,8 +120,13 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         picture = ImageOps.exif_transpose(picture)
         if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
             rgba = picture.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            picture = Image.alpha_composite(white, rgba)
+            on_white, on_black = (
+                Image.alpha_composite(Image.new("RGBA", rgba.size, (level, level, level, 255)), rgba)
+                for level in (255, 0)
+            )
+            # Light ink on transparency (white strokes) vanishes on white: keep the backing with more contrast.
+            contrast = [float(np.asarray(c.convert("L"), dtype=np.float32).std()) for c in (on_white, on_black)]
+            picture = on_black if contrast[1] > contrast[0] else on_white
         if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             picture = _wide_to_l(picture)
         return picture.convert("L")
