@@ -108,6 +108,17 @@ def test_save_prepared_and_report(folder: Path, tmp_path: Path) -> None:
     assert sheet.format == "PNG" and sheet.size[0] > 400
 
 
+@pytest.mark.parametrize("option", ["--save-prepared", "--report"])
+def test_unusable_output_folder_leaves_no_predictions_behind(folder: Path, tmp_path: Path, option: str) -> None:
+    # The folder is a file: the run fails, and used to leave --out written behind it.
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    out = tmp_path / "p.csv"
+    run = _cli("predict", str(folder), option, str(blocker), "--out", str(out))
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and str(blocker) in run.stderr
+    assert not out.exists()
+
+
 def test_no_preprocess_and_invert(tmp_path: Path) -> None:
     light_on_dark = tmp_path / "digit.png"
     Image.open(IMAGES / "mnist_0000_3.png").save(light_on_dark)
