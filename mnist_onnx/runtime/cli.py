@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", metavar="PATH",
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
-                         help="write the predictions here (ImageId,Label); replaced only when complete")
+                         help="write the predictions here (ImageId,Label for a CSV, path,Label for images); "
+                              "replaced only when complete")
     predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=None,
                          help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE} on the CPU, "
                               f"{DEFAULT_CUDA_BATCH_SIZE} on CUDA)")
