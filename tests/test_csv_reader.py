@@ -161,6 +161,27 @@ def test_wrong_field_counts(tmp_path: Path, sample_rows, mutate, line, column, w
 
 
 @pytest.mark.parametrize(
+    "pixel_names",
+    [
+        [f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)],  # the widely shared "MNIST in CSV"
+        [f"pixel{i}" for i in range(1, 785)],  # 1-based pixel names
+    ],
+    ids=["row-x-column", "one-based"],
+)
+@pytest.mark.parametrize("labels", [True, False])
+def test_other_common_headers_are_read_with_a_note(tmp_path: Path, sample_rows, pixel_names, labels: bool) -> None:
+    # These headers name the same row-major pixels; they used to be refused ("expected header column 'pixel0'").
+    header = ",".join((["label"] if labels else []) + pixel_names)
+    path = _write(tmp_path, "\n".join([header, *_csv_text(sample_rows, labels=labels).splitlines()[1:]]) + "\n")
+    batch = read_kaggle_csv(path)
+    expected = read_kaggle_csv(_write(tmp_path, _csv_text(sample_rows, labels=labels), "kaggle.csv"))
+    np.testing.assert_array_equal(batch.images, expected.images)
+    assert (batch.labels is None) == (not labels)
+    if labels:
+        np.testing.assert_array_equal(batch.labels, expected.labels)
+
+
+@pytest.mark.parametrize(
     "header, column, words",
     [
         (HEADER_TRAIN.replace("pixel5,", "pixel6,", 1), "7 ('pixel6')", "expected header column 'pixel5'"),
