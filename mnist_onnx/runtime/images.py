@@ -26,7 +26,7 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageStat
 
 from ..errors import ImageError
 
@@ -125,7 +125,7 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
                 for level in (255, 0)
             )
             # Light ink on transparency (white strokes) vanishes on white: keep the backing with more contrast.
-            contrast = [float(np.asarray(c.convert("L"), dtype=np.float32).std()) for c in (on_white, on_black)]
+            contrast = [ImageStat.Stat(c.convert("L")).stddev[0] for c in (on_white, on_black)]  # from histograms
             picture = on_black if contrast[1] > contrast[0] else on_white
         if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             picture = _wide_to_l(picture)
