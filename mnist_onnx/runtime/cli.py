@@ -199,6 +199,16 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     if args.invert in ("yes", "auto"):
         raise MnistOnnxError(f"--invert {args.invert} is for the local engine: drop --engine ray, or invert the "
                              "pixels (255 - p) in the files")
+    image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
+                                           ("--save-prepared", args.save_prepared), ("--report", args.report)) if value]
+    if image_only:
+        raise MnistOnnxError(f"{image_only[0]} is for image inputs, which the local engine predicts: drop --engine ray")
+    from .image_files import is_image_file
+
+    for path in args.csv or []:  # before Ray starts (seconds), not as a failed file after the run
+        if is_image_file(path):
+            raise MnistOnnxError(f"{path}: is an image; the Ray engine reads Kaggle CSVs, images are predicted by "
+                                 "the local engine: drop --engine ray")
     quiet = args.quiet
     _configure_ray_data(quiet=quiet)
     inputs = args.csv or [str(SAMPLE)]
