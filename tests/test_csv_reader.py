@@ -106,6 +106,8 @@ def _replace_cell(rows: list[list[int]], row: int, col: int, value: str) -> str:
 BAD_CELLS = [
     ("non-integer", lambda r: _replace_cell(r, 4, 300, "abc"), 6, "pixel299", "expected an integer"),
     ("fraction", lambda r: _replace_cell(r, 0, 1, "12.5"), 2, "pixel0", "expected an integer"),
+    # pixels scaled to [0, 1] (df / 255 saved back): the message says how to fix the file
+    ("scaled to 0-1", lambda r: _replace_cell(r, 2, 300, "0.5803921568627451"), 4, "pixel299", "x 255"),
     ("too large", lambda r: _replace_cell(r, 9, 784, "256"), 11, "pixel783", "out of range"),
     ("negative", lambda r: _replace_cell(r, 2, 10, "-1"), 4, "pixel9", "out of range"),
     ("NaN", lambda r: _replace_cell(r, 3, 5, "NaN"), 5, "pixel4", "expected an integer"),

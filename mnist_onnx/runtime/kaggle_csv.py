@@ -210,7 +210,9 @@ def _check_cell(value: str, *, is_label: bool) -> str | None:
         return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
     x = float(s)
     if math.isinf(x) or x != int(x):
-        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
+        fraction = 0 < x < 1 and not is_label
+        scaled = "; pixels scaled to [0, 1]? save them as integers 0-255 (x 255, rounded)" if fraction else ""
+        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}{scaled}"
     high = 9 if is_label else 255
     if not 0 <= x <= high:
         what = "label" if is_label else "pixel"
