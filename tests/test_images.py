@@ -106,6 +106,20 @@ def test_light_ink_on_transparent_is_read(mnist: tuple[np.ndarray, np.ndarray], 
     assert (classifier.predict(np.stack(prepared)) == labels[:40]).mean() >= 0.95
 
 
+def test_dark_ink_on_white_canvas_with_transparent_margins(mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    # On black the margins give far more contrast than the ink does: the canvas must still go on white,
+    # and be prepared exactly as the same drawing on an opaque white page.
+    images, _ = mnist
+    for image in images[:10]:
+        rgba = np.zeros((200, 200, 4), dtype=np.uint8)
+        canvas = 255 - np.asarray(Image.fromarray(image).resize((120, 120), Image.Resampling.BILINEAR))
+        rgba[40:160, 40:160, :3] = canvas[..., None]
+        rgba[40:160, 40:160, 3] = 255
+        page = np.full((200, 200, 3), 255, dtype=np.uint8)  # colour, as the composite is before greyscale
+        page[40:160, 40:160] = canvas[..., None]
+        assert np.array_equal(preprocess_digit(Image.fromarray(rgba, mode="RGBA")), preprocess_digit(page))
+
+
 # -- behaviour of preprocess_digit ------------------------------------------------------
 
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
-from PIL import Image, ImageOps, ImageStat
+from PIL import Image, ImageOps
 
 from ..errors import ImageError
 
@@ -62,6 +62,8 @@ _MAX_STROKE = 2.8
 # as scans: thresholding at the ink's core drops the grey rim that MNIST's
 # anti-aliasing leaves around its 20 px box.
 _DIGIT_BOX = 19
+# A composite whose grey levels span at most this much is blank (no ink left on it).
+_BLANK_SPREAD = 2
 # The faintest peak of an MNIST digit (bundled held-out sample: every digit peaks at 254 or 255).
 _MNIST_MIN_PEAK = 254
 
@@ -77,8 +79,8 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
     2. Transparency is composited on white: a drawing exported with an alpha
        channel often stores the ink only in alpha, over "transparent black"
        colour values, and would otherwise read as black on black.  Light ink
-       (white strokes on a transparent canvas) would vanish on white, so it
-       goes on black instead (whichever backing leaves the more contrast).
+       (white strokes on a transparent canvas) vanishes on white: when the
+       composite on white is blank, the image goes on black instead.
     3. Colour becomes luma (ITU-R 601-2, Pillow's ``convert("L")``): ink colour
        carries no digit identity.
 
@@ -124,9 +126,10 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
                 Image.alpha_composite(Image.new("RGBA", rgba.size, (level, level, level, 255)), rgba)
                 for level in (255, 0)
             )
-            # Light ink on transparency (white strokes) vanishes on white: keep the backing with more contrast.
-            contrast = [ImageStat.Stat(c.convert("L")).stddev[0] for c in (on_white, on_black)]  # from histograms
-            picture = on_black if contrast[1] > contrast[0] else on_white
+            # Light ink on transparency (white strokes) vanishes on white: then, and only then, back it with
+            # black.  Comparing contrasts instead would put a white canvas with transparent margins on black.
+            low, high = cast(tuple[int, int], on_white.convert("L").getextrema())  # one band: (min, max)
+            picture = on_black if high - low <= _BLANK_SPREAD else on_white
         if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             picture = _wide_to_l(picture)
         return picture.convert("L")
