@@ -108,6 +108,17 @@ def test_save_prepared_and_report(folder: Path, tmp_path: Path) -> None:
     assert sheet.format == "PNG" and sheet.size[0] > 400
 
 
+@pytest.mark.parametrize("option", ["--save-prepared", "--report"])
+def test_unusable_output_folder_leaves_no_predictions_behind(folder: Path, tmp_path: Path, option: str) -> None:
+    # The folder is a file: the run fails, and used to leave --out written behind it.
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    out = tmp_path / "p.csv"
+    run = _cli("predict", str(folder), option, str(blocker), "--out", str(out))
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and str(blocker) in run.stderr
+    assert not out.exists()
+
+
 def test_no_preprocess_and_invert(tmp_path: Path) -> None:
     light_on_dark = tmp_path / "digit.png"
     Image.open(IMAGES / "mnist_0000_3.png").save(light_on_dark)
@@ -147,6 +158,18 @@ def test_image_options_need_images() -> None:
     # --report serves both: a contact sheet for images, the confusion matrix for a labelled CSV
     run = _cli("predict", str(CASES / "common" / "test40.csv"), "--report", "x")
     assert run.returncode == 1 and "needs labels" in run.stderr
+
+
+def test_invert_auto_is_not_silently_ignored_on_a_csv(tmp_path: Path) -> None:
+    # `--invert auto` used to be taken as "no" for a CSV: dark-on-light rows scored 20%, exit 0.
+    frame = pd.read_csv(CASES / "common" / "train40.csv")
+    frame.iloc[:, 1:] = 255 - frame.iloc[:, 1:]
+    inverted = tmp_path / "inverted.csv"
+    frame.to_csv(inverted, index=False)
+    run = _cli("predict", str(inverted), "--invert", "auto", "--out", str(tmp_path / "out.csv"))
+    assert run.returncode == 1, run.stdout
+    assert run.stderr.count("\n") == 1 and "--invert yes" in run.stderr
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_inspect_names_where_each_part_comes_from() -> None:

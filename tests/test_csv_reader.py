@@ -106,6 +106,8 @@ def _replace_cell(rows: list[list[int]], row: int, col: int, value: str) -> str:
 BAD_CELLS = [
     ("non-integer", lambda r: _replace_cell(r, 4, 300, "abc"), 6, "pixel299", "expected an integer"),
     ("fraction", lambda r: _replace_cell(r, 0, 1, "12.5"), 2, "pixel0", "expected an integer"),
+    # pixels scaled to [0, 1] (df / 255 saved back): the message says how to fix the file
+    ("scaled to 0-1", lambda r: _replace_cell(r, 2, 300, "0.5803921568627451"), 4, "pixel299", "x 255"),
     ("too large", lambda r: _replace_cell(r, 9, 784, "256"), 11, "pixel783", "out of range"),
     ("negative", lambda r: _replace_cell(r, 2, 10, "-1"), 4, "pixel9", "out of range"),
     ("NaN", lambda r: _replace_cell(r, 3, 5, "NaN"), 5, "pixel4", "expected an integer"),
@@ -158,6 +160,27 @@ def test_wrong_field_counts(tmp_path: Path, sample_rows, mutate, line, column, w
         read_kaggle_csv(path)
     assert (info.value.line, info.value.column) == (line, column)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "pixel_names",
+    [
+        [f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)],  # the widely shared "MNIST in CSV"
+        [f"pixel{i}" for i in range(1, 785)],  # 1-based pixel names
+    ],
+    ids=["row-x-column", "one-based"],
+)
+@pytest.mark.parametrize("labels", [True, False])
+def test_other_common_headers_are_read_with_a_note(tmp_path: Path, sample_rows, pixel_names, labels: bool) -> None:
+    # These headers name the same row-major pixels; they used to be refused ("expected header column 'pixel0'").
+    header = ",".join((["label"] if labels else []) + pixel_names)
+    path = _write(tmp_path, "\n".join([header, *_csv_text(sample_rows, labels=labels).splitlines()[1:]]) + "\n")
+    batch = read_kaggle_csv(path)
+    expected = read_kaggle_csv(_write(tmp_path, _csv_text(sample_rows, labels=labels), "kaggle.csv"))
+    np.testing.assert_array_equal(batch.images, expected.images)
+    assert (batch.labels is None) == (not labels)
+    if labels:
+        np.testing.assert_array_equal(batch.labels, expected.labels)
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,33 @@ def test_alpha_only_ink_is_composited_on_white(classifier: DigitClassifier) -> N
     assert classifier.predict(preprocess_digit(path)[None])[0] == 5
 
 
+def test_light_ink_on_transparent_is_read(mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier) -> None:
+    # White strokes on a transparent canvas (a drawing app imitating MNIST) vanish on white:
+    # they used to be refused as "no digit found".
+    images, labels = mnist
+    prepared = []
+    for image in images[:40]:
+        rgba = np.zeros((84, 84, 4), dtype=np.uint8)
+        rgba[..., :3] = 255
+        rgba[..., 3] = np.asarray(Image.fromarray(image).resize((84, 84), Image.Resampling.BILINEAR))
+        prepared.append(preprocess_digit(Image.fromarray(rgba, mode="RGBA")))
+    assert (classifier.predict(np.stack(prepared)) == labels[:40]).mean() >= 0.95
+
+
+def test_dark_ink_on_white_canvas_with_transparent_margins(mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    # On black the margins give far more contrast than the ink does: the canvas must still go on white,
+    # and be prepared exactly as the same drawing on an opaque white page.
+    images, _ = mnist
+    for image in images[:10]:
+        rgba = np.zeros((200, 200, 4), dtype=np.uint8)
+        canvas = 255 - np.asarray(Image.fromarray(image).resize((120, 120), Image.Resampling.BILINEAR))
+        rgba[40:160, 40:160, :3] = canvas[..., None]
+        rgba[40:160, 40:160, 3] = 255
+        page = np.full((200, 200, 3), 255, dtype=np.uint8)  # colour, as the composite is before greyscale
+        page[40:160, 40:160] = canvas[..., None]
+        assert np.array_equal(preprocess_digit(Image.fromarray(rgba, mode="RGBA")), preprocess_digit(page))
+
+
 # -- behaviour of preprocess_digit ------------------------------------------------------
 
 
@@ -190,6 +217,28 @@ def test_bad_inputs_are_refused_with_one_line(value: object, message: str) -> No
 def test_blank_page_is_refused() -> None:
     with pytest.raises(ImageError, match="no digit"):
         preprocess_digit(np.full((50, 60), 230, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("preprocess", [True, False])
+@pytest.mark.parametrize("level", [0, 255, 90])
+def test_uniform_image_is_refused_not_predicted(preprocess: bool, level: int) -> None:
+    # A blank 28x28 canvas (all black, all white, all grey) is no digit, prepared or not:
+    # it used to be passed through as it was and read as some digit.
+    with pytest.raises(ImageError, match="no digit"):
+        preprocess_digit(np.full((28, 28), level, dtype=np.uint8), preprocess=preprocess)
+
+
+@pytest.mark.parametrize("preprocess", [True, False])
+def test_faint_28x28_digits_are_brought_to_full_ink(
+    mnist: tuple[np.ndarray, np.ndarray], classifier: DigitClassifier, preprocess: bool
+) -> None:
+    # A 0/1 mask (``(img > t).astype(np.uint8)``) and a faint scan are light on black but
+    # far from MNIST's full ink (every bundled held-out digit peaks at 254 or 255).
+    images, labels = mnist
+    for faint in ((images > 100).astype(np.uint8), (images * 0.2).astype(np.uint8)):
+        prepared = np.stack([preprocess_digit(image, preprocess=preprocess) for image in faint])
+        assert prepared.reshape(len(prepared), -1).max(axis=1).min() == 255
+        assert (classifier.predict(prepared) == labels).mean() >= 0.95
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:

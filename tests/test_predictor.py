@@ -48,6 +48,8 @@ def test_uint8_scaling_is_exactly_training_scaling(classifier):
         (np.array([["a"] * 784]), "got dtype <U1"),
         (np.zeros((3, 27, 28), dtype=np.uint8), r"expected images shaped \(N, 28, 28\).*got \(3, 27, 28\)"),
         (np.zeros((3, 2, 28, 28), dtype=np.uint8), r"got \(3, 2, 28, 28\)"),
+        # pd.read_csv("train.csv").values keeps the label column: say so, not just the shapes
+        (np.zeros((3, 785), dtype=np.int64), r"got \(3, 785\): .*label first.*drop"),
         (np.zeros((0, 28, 28), dtype=np.uint8), "expected at least one image, got an empty array"),
         (np.full((2, 784), np.nan, dtype=np.float32), "expected finite pixel values, got nan in image 0"),
         (np.full((2, 784), 255.0), "expected float pixels in .0, 1., got values from 255 to 255 .divide by 255"),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .._argtypes import positive_int as _positive_int
 from .._progress import status_printer
-from ..errors import MnistOnnxError
+from ..errors import ContractWarning, MnistOnnxError, ProviderFallbackWarning
 from ._types import PRECISIONS
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE, DEFAULT_OPENVINO_BATCH_SIZE
 from .inspect_cli import add_contract_options
@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", metavar="PATH",
                          help="ONNX model (default: the bundled model of --precision)")
     predict.add_argument("--out", metavar="PATH",
-                         help="write the predictions here (ImageId,Label), replaced only when complete; "
+                         help="write the predictions here (ImageId,Label for a CSV, path,Label for images), replaced "
+                              "only when complete; "
                               "'-' writes them to standard output (the summary then goes to standard error); "
                               "a name ending in .gz is gzipped. Refused if it names an input")
     predict.add_argument("--labels", metavar="ANSWERS.csv",
@@ -89,8 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     images = predict.add_argument_group("images", "options for image inputs (--invert also applies to CSVs)")
     images.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
                         help="yes: digits are dark on light (inverted to MNIST's light on black); no: they are "
-                             "light on dark already; auto: decide from each image's background "
-                             "(default: auto for images, no for CSVs)")
+                             "light on dark already; auto: decide from each image file's background "
+                             "(default: auto for images, no for CSVs, which take only yes or no)")
     images.add_argument("--no-preprocess", action="store_true",
                         help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)")
     images.add_argument("--recursive", "-r", action="store_true", help="look for images in subfolders too")
@@ -219,6 +220,9 @@ def _local_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
                   if value]
     if image_only and not images:
         raise MnistOnnxError(f"{image_only[0]} is for image inputs")
+    if args.invert == "auto" and not images:
+        raise MnistOnnxError("--invert auto decides per image file; for a CSV pass --invert yes (digits dark on "
+                             "light) or --invert no")
     if args.proba and not args.out and not images:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     return csvs, images
@@ -232,21 +236,26 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         args.usage_error("--quiet without --out or --out-dir would predict and show nothing: add --out PATH")
     if args.proba and not (args.out or args.out_dir):
         raise MnistOnnxError("--proba adds columns to the output files: give --out PATH or --out-dir DIR too")
-    for flag, value in (("--out -", args.out == "-"), ("--labels", args.labels), ("--report", args.report)):
-        if value:
-            raise MnistOnnxError(f"{flag} is for the local engine: drop --engine ray, or score the written files")
-    inputs = args.csv or [str(SAMPLE)]
+    _refuse_local_only_options(args)
     from ._predict_io import refuse_output_over_input
 
+    inputs = args.csv or [str(SAMPLE)]
     refuse_output_over_input(args.out, [match for pattern in inputs for match in glob.glob(pattern) or [pattern]])
     quiet = args.quiet
     _configure_ray_data(quiet=quiet)
-    frame = predict_csv_files(
-        inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
-        providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
-        workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
-        ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING, "log_to_driver": not quiet},
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = predict_csv_files(
+            inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
+            providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
+            workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
+            ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING,
+                              "log_to_driver": not quiet},
+            pixel_scale=args.pixel_scale, normalize=args.normalize, output_name=args.output,
+        )
+    for warning in caught:  # ours only (not Ray's own), printed even with --quiet as the local engine does
+        if issubclass(warning.category, (ContractWarning, ProviderFallbackWarning)):
+            print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
     emit = status_printer(quiet, stream=sys.stdout)
     if emit:
         files = frame.attrs["files"]
@@ -257,6 +266,26 @@ def _run_on_ray(args: argparse.Namespace) -> int:
             emit(f"wrote {len(files)} per-file outputs to {args.out_dir} (NAME.predictions.csv)")
     return 0
 
+
+
+def _refuse_local_only_options(args: argparse.Namespace) -> None:
+    """Refuse, before Ray starts (seconds), what only the local engine does: images, stdout, answers, pictures."""
+    for flag, value in (("--out -", args.out == "-"), ("--labels", args.labels), ("--report", args.report)):
+        if value:
+            raise MnistOnnxError(f"{flag} is for the local engine: drop --engine ray, or score the written files")
+    if args.invert in ("yes", "auto"):
+        raise MnistOnnxError(f"--invert {args.invert} is for the local engine: drop --engine ray, or invert the "
+                             "pixels (255 - p) in the files")
+    image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
+                                           ("--save-prepared", args.save_prepared)) if value]
+    if image_only:
+        raise MnistOnnxError(f"{image_only[0]} is for image inputs, which the local engine predicts: drop --engine ray")
+    from .image_files import is_image_file
+
+    for path in args.csv or []:  # before Ray starts (seconds), not as a failed file after the run
+        if is_image_file(path):
+            raise MnistOnnxError(f"{path}: is an image; the Ray engine reads Kaggle CSVs, images are predicted by "
+                                 "the local engine: drop --engine ray")
 
 def _configure_ray_data(*, quiet: bool) -> None:
     from .._extras import require

@@ -327,7 +327,9 @@ def _check_shape(shape: tuple[int, ...]) -> None:
                              f"pass images[None] for a batch of one")
     if not (len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
             or len(shape) == 2 and shape[1] == 784):
-        raise MnistOnnxError(f"expected images shaped {_IMAGE_SHAPES}, got {shape}")
+        hint = (": rows of 785 values look like train.csv rows with the label first; drop the label column"
+                if shape[-1:] == (785,) else "")
+        raise MnistOnnxError(f"expected images shaped {_IMAGE_SHAPES}, got {shape}{hint}")
     if shape[0] == 0:
         raise MnistOnnxError(f"expected at least one image, got an empty array shaped {shape}")
 

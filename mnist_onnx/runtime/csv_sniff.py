@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["HeaderlessLayout", "headerless_layout", "separator_problem"]
+__all__ = ["HeaderlessLayout", "headerless_layout", "other_pixel_header", "separator_problem"]
 
 PIXELS = 784
 _INTEGER = re.compile(r"\s*\d+(\.0*)?\s*")
@@ -56,6 +56,37 @@ def headerless_layout(first_line: str) -> HeaderlessLayout | None:
             return None
         return HeaderlessLayout(True, "no header row: read as an MNIST CSV with the label first and 784 pixels")
     return HeaderlessLayout(False, "no header row: read as 784 pixels a row, without labels")
+
+
+# Other spellings of the 784 row-major pixel names seen in shared MNIST CSVs, with how each is described.
+_OTHER_PIXEL_NAMES = (
+    (tuple(f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)), "'1x1'...'28x28' (row x column)"),
+    (tuple(f"pixel{i}" for i in range(1, PIXELS + 1)), "'pixel1'...'pixel784' (counted from 1)"),
+)
+
+
+def other_pixel_header(names: list[str]) -> HeaderlessLayout | None:
+    """Whether a header names the 784 pixels another common way than Kaggle's ``pixel0..pixel783``.
+
+    Args:
+        names: The header's fields, stripped.
+
+    Returns:
+        The layout (``has_labels`` when a ``label`` column comes first) with a
+        note for the user, or None.
+
+    >>> other_pixel_header(["label"] + [f"{r}x{c}" for r in range(1, 29) for c in range(1, 29)]).has_labels
+    True
+    >>> other_pixel_header(["label"] + [f"pixel{i}" for i in range(784)]) is None
+    True
+    """
+    has_labels = len(names) == PIXELS + 1 and names[0] == "label"
+    pixels = tuple(names[1:] if has_labels else names)
+    for spelling, described in _OTHER_PIXEL_NAMES:
+        if pixels == spelling:
+            return HeaderlessLayout(has_labels, f"header names the pixels {described}: read as Kaggle's "
+                                                f"{'label + ' if has_labels else ''}pixel0...pixel783, row by row")
+    return None
 
 
 def separator_problem(first_line: str) -> str | None:

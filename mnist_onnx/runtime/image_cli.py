@@ -93,9 +93,12 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emi
     Returns:
         The exit code (0).
     """
-    from .image_predict import PreparedImages, write_image_outputs
+    from .image_predict import PreparedImages, output_folder, write_image_outputs
     from .results import write_csv
 
+    for folder in (args.save_prepared, args.report):  # before anything is written, so a bad one leaves nothing
+        if folder is not None:
+            output_folder(folder)
     frame = classifier.predict_images(
         images, invert=args.invert or "auto", preprocess=not args.no_preprocess, proba=True
     )

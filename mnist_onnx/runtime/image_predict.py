@@ -16,7 +16,7 @@ from ..errors import ImageError
 from .image_files import SheetEntry, write_contact_sheet, write_prepared
 from .images import InvertMode, preprocess_digit
 
-__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs", "predict_images"]
+__all__ = ["PreparedImages", "prepare_images", "image_frame", "write_image_outputs", "predict_images", "output_folder"]
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,11 @@ def write_image_outputs(
     written: list[Path] = []
     width = len(str(len(prepared.names)))
     if save_prepared is not None:
-        folder = _folder(save_prepared)
+        folder = output_folder(save_prepared)
         for index, (name, pixels) in enumerate(zip(prepared.names, prepared.pixels, strict=True)):
             written.append(write_prepared(folder, f"{index:0{width}d}_{Path(name).stem}", pixels))
     if report is not None:
-        folder = _folder(report)
+        folder = output_folder(report)
         entries = [
             SheetEntry(Path(name).name, original, pixels, label, float(row.max()))
             for name, original, pixels, label, row in zip(
@@ -153,7 +153,12 @@ def write_image_outputs(
     return written
 
 
-def _folder(path: str | os.PathLike[str]) -> Path:
+def output_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` if missing; returns it.
+
+    Raises:
+        ImageError: It cannot be created (e.g. a file of that name exists).
+    """
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -62,6 +62,10 @@ _MAX_STROKE = 2.8
 # as scans: thresholding at the ink's core drops the grey rim that MNIST's
 # anti-aliasing leaves around its 20 px box.
 _DIGIT_BOX = 19
+# A composite whose grey levels span at most this much is blank (no ink left on it).
+_BLANK_SPREAD = 2
+# The faintest peak of an MNIST digit (bundled held-out sample: every digit peaks at 254 or 255).
+_MNIST_MIN_PEAK = 254
 
 
 def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -74,7 +78,9 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
        upright is stored sideways.
     2. Transparency is composited on white: a drawing exported with an alpha
        channel often stores the ink only in alpha, over "transparent black"
-       colour values, and would otherwise read as black on black.
+       colour values, and would otherwise read as black on black.  Light ink
+       (white strokes on a transparent canvas) vanishes on white: when the
+       composite on white is blank, the image goes on black instead.
     3. Colour becomes luma (ITU-R 601-2, Pillow's ``convert("L")``): ink colour
        carries no digit identity.
 
@@ -116,8 +122,14 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
         picture = ImageOps.exif_transpose(picture)
         if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
             rgba = picture.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            picture = Image.alpha_composite(white, rgba)
+            on_white, on_black = (
+                Image.alpha_composite(Image.new("RGBA", rgba.size, (level, level, level, 255)), rgba)
+                for level in (255, 0)
+            )
+            # Light ink on transparency (white strokes) vanishes on white: then, and only then, back it with
+            # black.  Comparing contrasts instead would put a white canvas with transparent margins on black.
+            low, high = cast(tuple[int, int], on_white.convert("L").getextrema())  # one band: (min, max)
+            picture = on_black if high - low <= _BLANK_SPREAD else on_white
         if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             picture = _wide_to_l(picture)
         return picture.convert("L")
@@ -161,7 +173,10 @@ def preprocess_digit(
         field's centre, rounded to a whole pixel and kept inside the field.
 
     With ``preprocess=False`` only steps 1-4 run and the image is resized to
-    28x28 as it is (for images already cropped and centred like MNIST).
+    28x28 as it is (for images already cropped and centred like MNIST).  An
+    image kept as it is (step 5, or ``preprocess=False``) is refused when
+    uniform, and a faint one (peak under 254, e.g. a 0/1 mask) is scaled to
+    MNIST's full ink (peak 255).
 
     Args:
         image: See :func:`load_image`: a path, bytes, a PIL image or an array of
@@ -192,7 +207,7 @@ def preprocess_digit(
     light_background = _background_level(pixels) > 127.5
     flip = light_background if invert_mode == "auto" else invert_mode == "yes"
     if invert_mode == "auto" and pixels.shape == (MNIST_SIDE, MNIST_SIDE) and not flip:
-        return np.asarray(grey, dtype=np.uint8).copy()
+        return _full_ink(np.asarray(grey, dtype=np.uint8), name)
     if not preprocess:
         digit = 255.0 - pixels if flip else pixels
         small = Image.fromarray(np.clip(digit, 0, 255).astype(np.uint8))
@@ -201,7 +216,7 @@ def preprocess_digit(
                 (MNIST_SIDE, MNIST_SIDE),
                 Image.Resampling.BOX if min(small.size) > MNIST_SIDE else Image.Resampling.BILINEAR,
             )
-        return np.asarray(small, dtype=np.uint8).copy()
+        return _full_ink(np.asarray(small, dtype=np.uint8), name)
     ink = _ink(255.0 - pixels if flip else pixels)
     if not np.any(ink > 0):
         raise ImageError(f"{name}: no digit found (the image is blank after background removal)")
@@ -209,6 +224,21 @@ def preprocess_digit(
     ink = _normalise_stroke(ink)
     fitted = _fit_in_box(ink, _DIGIT_BOX)
     return _centre_by_mass(fitted, MNIST_SIDE)
+
+
+def _full_ink(digit: np.ndarray, name: str) -> np.ndarray:
+    """An image taken as it is (steps 5 and ``preprocess=False``), refused if blank, brought to full ink.
+
+    A uniform image holds no digit.  MNIST's strokes reach full ink (each of the
+    bundled 1,000 held-out digits peaks at 254 or 255), so a fainter image (a 0/1
+    mask, a faint scan) is scaled until its peak is 255, as step 10 does.
+    """
+    low, peak = int(digit.min()), int(digit.max())
+    if peak <= low:
+        raise ImageError(f"{name}: no digit found (the image is one uniform level, {peak})")
+    if peak >= _MNIST_MIN_PEAK:
+        return digit.copy()
+    return np.clip(np.rint(digit.astype(np.float32) * (255.0 / peak)), 0, 255).astype(np.uint8)
 
 
 def _describe(image: Any) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CsvFormatError
-from .csv_sniff import headerless_layout, separator_problem
+from .csv_sniff import headerless_layout, other_pixel_header, separator_problem
 
 __all__ = [
     "PIXEL_COLUMNS",
@@ -98,7 +98,8 @@ class KaggleCsvInfo:
 
     Attributes:
         header: False for a header-less MNIST CSV (its first line is data).
-        note: How a header-less file is read, for the user; None for a Kaggle CSV.
+        note: How a header-less file (or one naming its pixels another way) is read, for the user;
+            None for a Kaggle CSV.
         invert: Pixels are inverted (255 - p) as they are parsed (digits drawn dark on light).
     """
 
@@ -181,6 +182,9 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     if layout is not None:
         return KaggleCsvInfo(p, layout.has_labels, compressed, header=False, note=layout.note)
     names = [n.strip() for n in next(csv.reader([text]), [])]
+    other = other_pixel_header(names)
+    if other is not None:
+        return KaggleCsvInfo(p, other.has_labels, compressed, note=other.note)
     has_labels = bool(names) and names[0] == LABEL_COLUMN
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected, strict=False), start=1):
@@ -211,7 +215,9 @@ def _check_cell(value: str, *, is_label: bool) -> str | None:
         return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
     x = float(s)
     if math.isinf(x) or x != int(x):
-        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}"
+        fraction = 0 < x < 1 and not is_label
+        scaled = "; pixels scaled to [0, 1]? save them as integers 0-255 (x 255, rounded)" if fraction else ""
+        return f"expected an integer {'0-9' if is_label else '0-255'}, got {shown!r}{scaled}"
     high = 9 if is_label else 255
     if not 0 <= x <= high:
         what = "label" if is_label else "pixel"

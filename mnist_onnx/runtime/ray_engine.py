@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class DigitBatchPredictor:
         batch_size: Images per onnxruntime call (a Ray batch may hold many);
             None uses the default of the provider in use (16 on the CPU, 1,024 on CUDA).
         proba: Also add ``p<label>`` for each class and ``confidence``.
+        pixel_scale, normalize, output: The model's input contract, as for
+            :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
 
     Raises:
         ModelError: If the model cannot be used.
@@ -99,9 +102,13 @@ class DigitBatchPredictor:
         precision: Precision | None = None,
         batch_size: int | None = None,
         proba: bool = False,
+        pixel_scale: float | None = None,
+        normalize: tuple[float, float] | None = None,
+        output: str | None = None,
     ) -> None:
         self.classifier = DigitClassifier(model, providers=providers, threads=threads,
-                                          precision=precision, batch_size=batch_size)
+                                          precision=precision, batch_size=batch_size,
+                                          pixel_scale=pixel_scale, normalize=normalize, output=output)
         self.proba = proba
         self._labels = np.asarray(self.classifier.class_labels)
 
@@ -206,6 +213,9 @@ def predict_csv_files(
     gpus_per_worker: float = 0.0,
     address: str | None = None,
     ray_init_options: dict[str, Any] | None = None,
+    pixel_scale: float | None = None,
+    normalize: tuple[float, float] | None = None,
+    output_name: str | None = None,
 ) -> pd.DataFrame:
     """Predict every row of one or many Kaggle CSVs with a pool of Ray actors.
 
@@ -237,6 +247,14 @@ def predict_csv_files(
         gpus_per_worker: GPUs each actor asks Ray for.
         address: A Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
         ray_init_options: More keyword arguments for ``ray.init`` when this call starts Ray.
+        pixel_scale, normalize: The model's input contract, as for
+            :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        output_name: The model output holding the class scores (``output=`` of
+            :class:`~mnist_onnx.runtime.predictor.DigitClassifier`).
+
+    Warns:
+        ContractWarning: As :class:`~mnist_onnx.runtime.predictor.DigitClassifier`
+            does when the model looks fed in the wrong input convention.
 
     Returns:
         The predictions of all files as one DataFrame, as
@@ -259,7 +277,8 @@ def predict_csv_files(
     precision = check_precision(precision)
     # The workers get the model's bytes, so they need not see the same file system.
     source = load_model(model, precision=precision)
-    settings = {"providers": providers, "threads": threads, "precision": precision, "batch_size": batch_size}
+    settings = {"providers": providers, "threads": threads, "precision": precision, "batch_size": batch_size,
+                "pixel_scale": pixel_scale, "normalize": normalize, "output": output_name}
     pool = _score_on_ray(files, None if model is None else source.data, settings, chunk_rows=chunk_rows,
                          proba=proba, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
                          ray_init_options=ray_init_options)
@@ -318,7 +337,9 @@ def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, An
         # (Ray keeps only the text of an error raised in an actor's constructor).
         check = ray.remote(num_cpus=plan.actor_cpus, num_gpus=plan.gpus_per_worker)(_describe_classifier)
         try:
-            class_labels, used_providers = ray.get(check.remote(model, **settings))
+            class_labels, used_providers, found = ray.get(check.remote(model, **settings))
+            for warning in found:  # the load-time contract check ran on the worker: say it here
+                warnings.warn(warning, stacklevel=3)
             columns = _collect(_build_dataset(ray, files, plan, model, chunk_rows=chunk_rows, proba=proba,
                                               **settings))
         except Exception as exc:
@@ -376,10 +397,14 @@ def _collect(dataset: Any) -> dict[str, np.ndarray]:
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _describe_classifier(model: bytes | None, **settings: Any) -> tuple[tuple[Any, ...], list[str]]:
-    """Ray task: build the classifier as an actor will; return its class labels and providers."""
-    classifier = DigitClassifier(model, **settings)
-    return classifier.class_labels, classifier.providers
+def _describe_classifier(
+    model: bytes | None, **settings: Any
+) -> tuple[tuple[Any, ...], list[str], list[Warning | str]]:
+    """Ray task: build the classifier as an actor will; return its class labels, providers and warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier = DigitClassifier(model, **settings)
+    return classifier.class_labels, classifier.providers, [warning.message for warning in caught]
 
 
 def _our_error(exc: BaseException) -> MnistOnnxError | None:
