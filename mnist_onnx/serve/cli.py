@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from .config import (
 )
 
 EXTRA = "serve"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 # import name -> the distribution the extra installs
 _NEEDED = {
     "starlette": "starlette",
@@ -36,9 +39,9 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value:g}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value:g}")
     return value
 
 
@@ -47,6 +50,21 @@ def _positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("expected a number > 0, got 0")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value:g} (0.99 means 99%)")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not _NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected letters, digits, '.', '_' or '-' (it goes in the URLs), got {text!r}"
+        )
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type
@@ -96,7 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         choices=("fp32", "int8"),
         help="which bundled model (default: fp32); with --model, checked against its metadata",
     )
-    model.add_argument("--name", default="digits", help="the model's name in the URLs (default: digits)")
+    model.add_argument(
+        "--name", type=_model_name, default="digits", help="the model's name in the URLs (default: digits)"
+    )
     model.add_argument(
         "--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (default: auto)"
     )
@@ -126,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     )
     model.add_argument(
         "--min-sample-accuracy",
-        type=_positive_float,
+        type=_fraction,
         metavar="FRACTION",
         help="accuracy the model must reach on the bundled labelled sample before the server is "
         f"ready (default: the model card's figure for a bundled model, else "
