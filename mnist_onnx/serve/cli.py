@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -261,6 +262,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so a port in use fails in one line before the model loads."""
+    from ..errors import MnistOnnxError
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise MnistOnnxError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 def run_server(
     config: ServeConfig,
     *,
@@ -287,7 +300,8 @@ def run_server(
 
     Raises:
         ModelError: If the model file cannot be read or fails its sha256 check.
-        MnistOnnxError: If ``classifier_factory`` is given with more than one worker.
+        MnistOnnxError: If ``host:port`` cannot be bound (in use, not this machine's), or if
+            ``classifier_factory`` is given with more than one worker.
     """
     import uvicorn
 
@@ -296,6 +310,7 @@ def run_server(
 
     if classifier_factory is not None and workers > 1:
         raise MnistOnnxError("a classifier factory cannot be handed to --workers processes")
+    _check_address(host, port)
     check_model_file(config)  # a wrong path or sha256 fails here, once, not in every worker
     options: dict[str, Any] = dict(
         host=host,
