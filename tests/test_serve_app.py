@@ -370,3 +370,8 @@ def test_page_and_static_files(tmp_path):
     empty = create_app(ServeConfig(precision="int8", static_dir=str(tmp_path / "none")))
     with TestClient(empty) as client:
         one_line_error(client.get("/"), 404)
+
+
+def test_a_json_body_that_is_not_an_object_is_named_once(client):
+    message = one_line_error(client.post(INFER, content=b"[1, 2]"), 400)
+    assert message == "request: expected a JSON object, got list"

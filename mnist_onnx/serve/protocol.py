@@ -241,9 +241,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """
     json_part, binary = _split_body(body, header_length)
     try:
-        request = _object(json.loads(json_part), "request")
+        decoded = json.loads(json_part)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0][:80]})") from None
+    request = _object(decoded, "request")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
         got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
