@@ -375,3 +375,10 @@ def test_page_and_static_files(tmp_path):
 def test_a_json_body_that_is_not_an_object_is_named_once(client):
     message = one_line_error(client.post(INFER, content=b"[1, 2]"), 400)
     assert message == "request: expected a JSON object, got list"
+
+
+def test_an_unreadable_image_error_leaks_no_object_address(client):
+    message = one_line_error(
+        client.post("/v1/predict", content=b"\x89PNG\r\n\x1a\n garbage", headers={"content-type": "image/png"}), 400
+    )
+    assert message.startswith("request body: not an image Pillow can read") and " at 0x" not in message, message
