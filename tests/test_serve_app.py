@@ -382,3 +382,40 @@ def test_an_unreadable_image_error_leaks_no_object_address(client):
         client.post("/v1/predict", content=b"\x89PNG\r\n\x1a\n garbage", headers={"content-type": "image/png"}), 400
     )
     assert message.startswith("request body: not an image Pillow can read") and " at 0x" not in message, message
+
+
+@pytest.mark.parametrize("path", [INFER, "/v1/predict"])
+def test_a_client_gone_mid_body_is_not_an_internal_error(served, caplog, path):
+    import asyncio
+
+    app = served[1]
+    messages = [
+        {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/png"), (b"content-length", b"100000")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    assert status == 400
+    assert "unexpected error" not in caplog.text

@@ -28,7 +28,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -108,6 +108,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return _error(503, str(exc), {"retry-after": "1"})
         except DeadlineExceeded as exc:
             return _error(504, f"timeout: {exc}")
+        except ClientDisconnect:  # nobody reads this answer; it keeps the client's fault out of the 500s
+            return _error(400, "request body: the client closed the connection before sending all of it")
         except MnistOnnxError as exc:
             return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception as exc:  # answered as 500 with one line; the traceback goes to the log
