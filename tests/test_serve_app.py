@@ -419,3 +419,28 @@ def test_a_client_gone_mid_body_is_not_an_internal_error(served, caplog, path):
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     assert status == 400
     assert "unexpected error" not in caplog.text
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_request_bodies_as_tritonclient_sends_them(client, reference, digits, encoding):
+    import gzip
+    import zlib
+
+    compress = gzip.compress if encoding == "gzip" else zlib.compress  # tritonclient's request_compression_algorithm
+    images = digits[0][:5]
+    body, headers = binary_infer_body(images, binary_data_output=True)
+    response = client.post(INFER, content=compress(body), headers={**headers, "Content-Encoding": encoding})
+    assert response.status_code == 200, response.text
+    arrays = read_binary_outputs(response.content, int(response.headers["inference-header-content-length"]))
+    np.testing.assert_array_equal(arrays["probabilities"], reference.predict_proba(images))
+    bomb = compress(bytes(3 * 1024 * 1024))  # a few KiB that unpack past the fixture's 1 MiB limit
+    assert "limit" in one_line_error(client.post(INFER, content=bomb, headers={"Content-Encoding": encoding}), 413)
+    assert encoding in one_line_error(
+        client.post(INFER, content=b"not compressed", headers={"Content-Encoding": encoding}), 400
+    )
+
+
+def test_an_unknown_content_encoding_is_a_415(client):
+    assert "Content-Encoding" in one_line_error(
+        client.post(INFER, content=b"{}", headers={"Content-Encoding": "br"}), 415
+    )

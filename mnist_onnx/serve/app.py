@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with :class:`PayloadTooLarge` as soon as it is known to exceed ``limit`` bytes.
 
     A ``Content-Length`` over the limit is refused before any byte is read; a
-    streamed (chunked) body is refused at the chunk that crosses it.
+    streamed (chunked) body is refused at the chunk that crosses it. A gzip or
+    deflate ``Content-Encoding`` is undone, with the same limit on what it unpacks to.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -91,7 +93,29 @@ async def read_body(request: Request, limit: int) -> bytes:
         if total > limit:
             raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes (--max-body-mb)")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decoded(b"".join(chunks), request.headers.get("content-encoding", "").strip().lower(), limit)
+
+
+#: Content-Encoding -> zlib's wbits (tritonclient's ``request_compression_algorithm`` sends gzip or deflate).
+_ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` with its Content-Encoding undone, refused past ``limit`` bytes (a small gzip unpacks to gigabytes)."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in _ENCODINGS:
+        raise UnsupportedType(f"Content-Encoding: expected gzip, deflate or none, got {encoding[:40]!r}")
+    decoder = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"request body: not {encoding} data ({exc})") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes once decompressed (--max-body-mb)")
+    if not decoder.eof:
+        raise BadRequest(f"request body: the {encoding} data is cut short")
+    return data
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
