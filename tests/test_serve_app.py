@@ -204,6 +204,8 @@ def _bad_requests():
     yield "two inputs", json.dumps({"inputs": [tensor, tensor]}).encode(), None, "got 2"
     yield "wrong name", json.dumps({"inputs": [{**tensor, "name": "x"}]}).encode(), None, "inputs[0].name"
     yield "wrong datatype", json.dumps({"inputs": [{**tensor, "datatype": "INT8"}]}).encode(), None, "datatype"
+    yield "datatype a list", json.dumps({"inputs": [{**tensor, "datatype": ["UINT8"]}]}).encode(), None, "datatype"
+    yield "datatype an object", json.dumps({"inputs": [{**tensor, "datatype": {}}]}).encode(), None, "datatype"
     yield "wrong shape", json.dumps({"inputs": [{**tensor, "shape": [1, 27, 28]}]}).encode(), None, "shape"
     yield (
         "zero images",
@@ -222,6 +224,7 @@ def _bad_requests():
         "[0, 1]",
     )
     yield "unknown output", json.dumps({**good, "outputs": [{"name": "logits"}]}).encode(), None, "outputs[0].name"
+    yield "output name a list", json.dumps({**good, "outputs": [{"name": ["label"]}]}).encode(), None, "outputs[0].name"
     yield "bad timeout", json.dumps({**good, "parameters": {"timeout": -1}}).encode(), None, "timeout"
     header = json.dumps(
         {"inputs": [{**{k: v for k, v in tensor.items() if k != "data"}, "parameters": {"binary_data_size": 784}}]}
