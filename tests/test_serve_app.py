@@ -447,3 +447,23 @@ def test_an_unknown_content_encoding_is_a_415(client):
     assert "Content-Encoding" in one_line_error(
         client.post(INFER, content=b"{}", headers={"Content-Encoding": "br"}), 415
     )
+
+
+def test_a_png_broken_after_its_header_is_a_400(client):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(range(0, 160, 5)) for _ in range(32))  # 32x32 grey, filter 0 per row
+    packed = zlib.compress(rows)
+    broken = (  # the image data's second chunk has a garbled type: Pillow raises SyntaxError while decoding
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", packed[: len(packed) // 2])
+        + chunk(b"G\xd2\xb0\x1d", packed[len(packed) // 2 :])
+        + chunk(b"IEND", b"")
+    )
+    message = one_line_error(client.post("/v1/predict", content=broken, headers={"content-type": "image/png"}), 400)
+    assert message.startswith("request body: cannot decode the image") and "broken PNG" in message

@@ -54,6 +54,8 @@ def prepare_image(
         problem = str(exc).split(": ", 1)[-1].splitlines()[0]
         problem = _OBJECT_REPR.sub("", problem)  # Pillow names the in-memory file by its address
         raise BadRequest(f"{what}: {problem}") from None
+    except SyntaxError as exc:  # Pillow's PNG reader raises it for a chunk broken after the header
+        raise BadRequest(f"{what}: cannot decode the image ({str(exc).splitlines()[0][:80]})") from None
     return np.ascontiguousarray(digit, dtype=np.uint8), []
 
 
