@@ -467,3 +467,12 @@ def test_a_png_broken_after_its_header_is_a_400(client):
     )
     message = one_line_error(client.post("/v1/predict", content=broken, headers={"content-type": "image/png"}), 400)
     assert message.startswith("request body: cannot decode the image") and "broken PNG" in message
+
+
+def test_a_file_name_with_a_line_break_keeps_the_error_on_one_line(client):
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="a"; filename="a.png\nX: y"\r\n'
+        b"Content-Type: image/png\r\n\r\nnot a png\r\n--b--\r\n"
+    )
+    response = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert "not an image" in one_line_error(response, 400)

@@ -275,7 +275,8 @@ class _Server:
             for key, value in form.multi_items():
                 if not isinstance(value, UploadFile):
                     raise BadRequest(f"multipart body: expected image files, got a text field {key!r}")
-                uploads.append((await value.read(), f"part {key!r} ({value.filename or 'no file name'})"))
+                name = " ".join((value.filename or "no file name").split())  # error lines stay one line
+                uploads.append((await value.read(), f"part {key!r} ({name})"))
         finally:
             await form.close()
         if not uploads:
