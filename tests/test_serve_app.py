@@ -476,3 +476,16 @@ def test_a_file_name_with_a_line_break_keeps_the_error_on_one_line(client):
     )
     response = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
     assert "not an image" in one_line_error(response, 400)
+
+
+def test_each_worker_of_several_takes_connections_only_once_its_model_is_loaded(monkeypatch):
+    # With --workers N the port is shared: a worker that accepted connections while still loading answered
+    # 503 to requests that a ready sibling had just passed the readiness probe for.
+    from mnist_onnx.serve.app import app_from_env
+    from mnist_onnx.serve.config import CONFIG_ENV
+
+    monkeypatch.setenv(CONFIG_ENV, ServeConfig(precision="int8").to_env())
+    app = app_from_env()
+    with TestClient(app) as client:  # entering runs the lifespan's start-up, as a worker does before accepting
+        assert app.state.model.loaded.is_set()
+        assert client.get("/v2/health/ready").status_code == 200

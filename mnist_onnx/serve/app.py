@@ -367,7 +367,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    config: ServeConfig | None = None, *, classifier_factory: Callable[[ServeConfig], Any] | None = None
+    config: ServeConfig | None = None,
+    *,
+    classifier_factory: Callable[[ServeConfig], Any] | None = None,
+    load_before_serving: bool = False,
 ) -> Starlette:
     """Build the server's ASGI app.
 
@@ -375,6 +378,10 @@ def create_app(
         config: Settings (default: :class:`ServeConfig`'s defaults, the bundled fp32 model).
         classifier_factory: Builds the classifier from the config (default:
             ``DigitClassifier``); anything with ``predict_proba`` and ``class_labels``.
+        load_before_serving: Finish loading (and the start-up checks) before
+            the lifespan's start-up returns, so this process takes no connection
+            before it is ready (processes sharing a port); by default it loads in
+            the background and answers liveness meanwhile.
 
     Returns:
         A Starlette app; the model loads when the app's lifespan starts.
@@ -416,6 +423,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         model.start()
+        if load_before_serving:
+            await run_in_threadpool(model.loaded.wait)
         try:
             yield
         finally:
@@ -434,5 +443,9 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """The app with the settings a parent ``mnist-onnx serve`` process left in the environment (``--workers``)."""
-    return create_app(ServeConfig.from_env())
+    """The app with the settings a parent ``mnist-onnx serve`` process left in the environment (``--workers``).
+
+    The workers share one port: each loads its model before taking connections,
+    so a readiness probe answered by one never vouches for a sibling still loading.
+    """
+    return create_app(ServeConfig.from_env(), load_before_serving=True)
