@@ -204,6 +204,8 @@ def _bad_requests():
     yield "two inputs", json.dumps({"inputs": [tensor, tensor]}).encode(), None, "got 2"
     yield "wrong name", json.dumps({"inputs": [{**tensor, "name": "x"}]}).encode(), None, "inputs[0].name"
     yield "wrong datatype", json.dumps({"inputs": [{**tensor, "datatype": "INT8"}]}).encode(), None, "datatype"
+    yield "datatype a list", json.dumps({"inputs": [{**tensor, "datatype": ["UINT8"]}]}).encode(), None, "datatype"
+    yield "datatype an object", json.dumps({"inputs": [{**tensor, "datatype": {}}]}).encode(), None, "datatype"
     yield "wrong shape", json.dumps({"inputs": [{**tensor, "shape": [1, 27, 28]}]}).encode(), None, "shape"
     yield (
         "zero images",
@@ -222,6 +224,7 @@ def _bad_requests():
         "[0, 1]",
     )
     yield "unknown output", json.dumps({**good, "outputs": [{"name": "logits"}]}).encode(), None, "outputs[0].name"
+    yield "output name a list", json.dumps({**good, "outputs": [{"name": ["label"]}]}).encode(), None, "outputs[0].name"
     yield "bad timeout", json.dumps({**good, "parameters": {"timeout": -1}}).encode(), None, "timeout"
     header = json.dumps(
         {"inputs": [{**{k: v for k, v in tensor.items() if k != "data"}, "parameters": {"binary_data_size": 784}}]}
@@ -370,3 +373,119 @@ def test_page_and_static_files(tmp_path):
     empty = create_app(ServeConfig(precision="int8", static_dir=str(tmp_path / "none")))
     with TestClient(empty) as client:
         one_line_error(client.get("/"), 404)
+
+
+def test_a_json_body_that_is_not_an_object_is_named_once(client):
+    message = one_line_error(client.post(INFER, content=b"[1, 2]"), 400)
+    assert message == "request: expected a JSON object, got list"
+
+
+def test_an_unreadable_image_error_leaks_no_object_address(client):
+    message = one_line_error(
+        client.post("/v1/predict", content=b"\x89PNG\r\n\x1a\n garbage", headers={"content-type": "image/png"}), 400
+    )
+    assert message.startswith("request body: not an image Pillow can read") and " at 0x" not in message, message
+
+
+@pytest.mark.parametrize("path", [INFER, "/v1/predict"])
+def test_a_client_gone_mid_body_is_not_an_internal_error(served, caplog, path):
+    import asyncio
+
+    app = served[1]
+    messages = [
+        {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/png"), (b"content-length", b"100000")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    assert status == 400
+    assert "unexpected error" not in caplog.text
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_request_bodies_as_tritonclient_sends_them(client, reference, digits, encoding):
+    import gzip
+    import zlib
+
+    compress = gzip.compress if encoding == "gzip" else zlib.compress  # tritonclient's request_compression_algorithm
+    images = digits[0][:5]
+    body, headers = binary_infer_body(images, binary_data_output=True)
+    response = client.post(INFER, content=compress(body), headers={**headers, "Content-Encoding": encoding})
+    assert response.status_code == 200, response.text
+    arrays = read_binary_outputs(response.content, int(response.headers["inference-header-content-length"]))
+    np.testing.assert_array_equal(arrays["probabilities"], reference.predict_proba(images))
+    bomb = compress(bytes(3 * 1024 * 1024))  # a few KiB that unpack past the fixture's 1 MiB limit
+    assert "limit" in one_line_error(client.post(INFER, content=bomb, headers={"Content-Encoding": encoding}), 413)
+    assert encoding in one_line_error(
+        client.post(INFER, content=b"not compressed", headers={"Content-Encoding": encoding}), 400
+    )
+
+
+def test_an_unknown_content_encoding_is_a_415(client):
+    assert "Content-Encoding" in one_line_error(
+        client.post(INFER, content=b"{}", headers={"Content-Encoding": "br"}), 415
+    )
+
+
+def test_a_png_broken_after_its_header_is_a_400(client):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(range(0, 160, 5)) for _ in range(32))  # 32x32 grey, filter 0 per row
+    packed = zlib.compress(rows)
+    broken = (  # the image data's second chunk has a garbled type: Pillow raises SyntaxError while decoding
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", packed[: len(packed) // 2])
+        + chunk(b"G\xd2\xb0\x1d", packed[len(packed) // 2 :])
+        + chunk(b"IEND", b"")
+    )
+    message = one_line_error(client.post("/v1/predict", content=broken, headers={"content-type": "image/png"}), 400)
+    assert message.startswith("request body: cannot decode the image") and "broken PNG" in message
+
+
+def test_a_file_name_with_a_line_break_keeps_the_error_on_one_line(client):
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="a"; filename="a.png\nX: y"\r\n'
+        b"Content-Type: image/png\r\n\r\nnot a png\r\n--b--\r\n"
+    )
+    response = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert "not an image" in one_line_error(response, 400)
+
+
+def test_each_worker_of_several_takes_connections_only_once_its_model_is_loaded(monkeypatch):
+    # With --workers N the port is shared: a worker that accepted connections while still loading answered
+    # 503 to requests that a ready sibling had just passed the readiness probe for.
+    from mnist_onnx.serve.app import app_from_env
+    from mnist_onnx.serve.config import CONFIG_ENV
+
+    monkeypatch.setenv(CONFIG_ENV, ServeConfig(precision="int8").to_env())
+    app = app_from_env()
+    with TestClient(app) as client:  # entering runs the lifespan's start-up, as a worker does before accepting
+        assert app.state.model.loaded.is_set()
+        assert client.get("/v2/health/ready").status_code == 200

@@ -233,3 +233,33 @@ def test_missing_extra_exits_4_naming_the_install(monkeypatch, capsys):
 def test_bad_model_path_exits_1(capsys, tmp_path):
     assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 1
     assert "missing.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--max-body-mb", "inf"], "--max-body-mb"),  # every request answered 500 (OverflowError)
+        (["--max-queue-delay-ms", "inf"], "--max-queue-delay-ms"),  # the batching thread died on the first wait
+        (["--timeout-ms", "nan"], "--timeout-ms"),
+        (["--min-sample-accuracy", "2"], "--min-sample-accuracy"),  # never ready: 200% accuracy required
+        (["--name", "a/b"], "--name"),  # no URL can reach a model name with a slash
+        (["--name", ""], "--name"),
+    ],
+)
+def test_bad_flag_values_are_usage_errors_before_anything_starts(monkeypatch, capsys, flags, named):
+    started = []
+    monkeypatch.setattr("mnist_onnx.serve.cli.run_server", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *flags])
+    assert exit_info.value.code == 2 and not started
+    assert named in capsys.readouterr().err
+
+
+def test_a_port_in_use_exits_1_with_one_line(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--precision", "int8"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("mnist-onnx serve: error:") and str(port) in last and "in use" in last

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,7 +81,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with :class:`PayloadTooLarge` as soon as it is known to exceed ``limit`` bytes.
 
     A ``Content-Length`` over the limit is refused before any byte is read; a
-    streamed (chunked) body is refused at the chunk that crosses it.
+    streamed (chunked) body is refused at the chunk that crosses it. A gzip or
+    deflate ``Content-Encoding`` is undone, with the same limit on what it unpacks to.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -91,7 +93,29 @@ async def read_body(request: Request, limit: int) -> bytes:
         if total > limit:
             raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes (--max-body-mb)")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decoded(b"".join(chunks), request.headers.get("content-encoding", "").strip().lower(), limit)
+
+
+#: Content-Encoding -> zlib's wbits (tritonclient's ``request_compression_algorithm`` sends gzip or deflate).
+_ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` with its Content-Encoding undone, refused past ``limit`` bytes (a small gzip unpacks to gigabytes)."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in _ENCODINGS:
+        raise UnsupportedType(f"Content-Encoding: expected gzip, deflate or none, got {encoding[:40]!r}")
+    decoder = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"request body: not {encoding} data ({exc})") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes once decompressed (--max-body-mb)")
+    if not decoder.eof:
+        raise BadRequest(f"request body: the {encoding} data is cut short")
+    return data
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -108,6 +132,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return _error(503, str(exc), {"retry-after": "1"})
         except DeadlineExceeded as exc:
             return _error(504, f"timeout: {exc}")
+        except ClientDisconnect:  # nobody reads this answer; it keeps the client's fault out of the 500s
+            return _error(400, "request body: the client closed the connection before sending all of it")
         except MnistOnnxError as exc:
             return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception as exc:  # answered as 500 with one line; the traceback goes to the log
@@ -249,7 +275,8 @@ class _Server:
             for key, value in form.multi_items():
                 if not isinstance(value, UploadFile):
                     raise BadRequest(f"multipart body: expected image files, got a text field {key!r}")
-                uploads.append((await value.read(), f"part {key!r} ({value.filename or 'no file name'})"))
+                name = " ".join((value.filename or "no file name").split())  # error lines stay one line
+                uploads.append((await value.read(), f"part {key!r} ({name})"))
         finally:
             await form.close()
         if not uploads:
@@ -340,7 +367,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    config: ServeConfig | None = None, *, classifier_factory: Callable[[ServeConfig], Any] | None = None
+    config: ServeConfig | None = None,
+    *,
+    classifier_factory: Callable[[ServeConfig], Any] | None = None,
+    load_before_serving: bool = False,
 ) -> Starlette:
     """Build the server's ASGI app.
 
@@ -348,6 +378,10 @@ def create_app(
         config: Settings (default: :class:`ServeConfig`'s defaults, the bundled fp32 model).
         classifier_factory: Builds the classifier from the config (default:
             ``DigitClassifier``); anything with ``predict_proba`` and ``class_labels``.
+        load_before_serving: Finish loading (and the start-up checks) before
+            the lifespan's start-up returns, so this process takes no connection
+            before it is ready (processes sharing a port); by default it loads in
+            the background and answers liveness meanwhile.
 
     Returns:
         A Starlette app; the model loads when the app's lifespan starts.
@@ -389,6 +423,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         model.start()
+        if load_before_serving:
+            await run_in_threadpool(model.loaded.wait)
         try:
             yield
         finally:
@@ -407,5 +443,9 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """The app with the settings a parent ``mnist-onnx serve`` process left in the environment (``--workers``)."""
-    return create_app(ServeConfig.from_env())
+    """The app with the settings a parent ``mnist-onnx serve`` process left in the environment (``--workers``).
+
+    The workers share one port: each loads its model before taking connections,
+    so a readiness probe answered by one never vouches for a sibling still loading.
+    """
+    return create_app(ServeConfig.from_env(), load_before_serving=True)

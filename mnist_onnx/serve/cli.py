@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
+import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +26,7 @@ from .config import (
 )
 
 EXTRA = "serve"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 # import name -> the distribution the extra installs
 _NEEDED = {
     "starlette": "starlette",
@@ -36,9 +40,9 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value:g}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value:g}")
     return value
 
 
@@ -47,6 +51,21 @@ def _positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("expected a number > 0, got 0")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value:g} (0.99 means 99%)")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not _NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected letters, digits, '.', '_' or '-' (it goes in the URLs), got {text!r}"
+        )
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type
@@ -96,7 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         choices=("fp32", "int8"),
         help="which bundled model (default: fp32); with --model, checked against its metadata",
     )
-    model.add_argument("--name", default="digits", help="the model's name in the URLs (default: digits)")
+    model.add_argument(
+        "--name", type=_model_name, default="digits", help="the model's name in the URLs (default: digits)"
+    )
     model.add_argument(
         "--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (default: auto)"
     )
@@ -126,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     )
     model.add_argument(
         "--min-sample-accuracy",
-        type=_positive_float,
+        type=_fraction,
         metavar="FRACTION",
         help="accuracy the model must reach on the bundled labelled sample before the server is "
         f"ready (default: the model card's figure for a bundled model, else "
@@ -241,6 +262,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so a port in use fails in one line before the model loads."""
+    from ..errors import MnistOnnxError
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise MnistOnnxError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 def run_server(
     config: ServeConfig,
     *,
@@ -267,7 +300,8 @@ def run_server(
 
     Raises:
         ModelError: If the model file cannot be read or fails its sha256 check.
-        MnistOnnxError: If ``classifier_factory`` is given with more than one worker.
+        MnistOnnxError: If ``host:port`` cannot be bound (in use, not this machine's), or if
+            ``classifier_factory`` is given with more than one worker.
     """
     import uvicorn
 
@@ -276,6 +310,7 @@ def run_server(
 
     if classifier_factory is not None and workers > 1:
         raise MnistOnnxError("a classifier factory cannot be handed to --workers processes")
+    _check_address(host, port)
     check_model_file(config)  # a wrong path or sha256 fails here, once, not in every worker
     options: dict[str, Any] = dict(
         host=host,

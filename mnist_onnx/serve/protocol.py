@@ -152,7 +152,7 @@ def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
     for i, entry in enumerate(asked):
         entry = _object(entry, f"outputs[{i}]")
         name = entry.get("name")
-        if name not in OUTPUTS:
+        if not isinstance(name, str) or name not in OUTPUTS:
             raise BadRequest(f"outputs[{i}].name: expected one of {', '.join(OUTPUTS)}, got {json.dumps(name)}")
         binary = _object(entry.get("parameters", {}), f"outputs[{i}].parameters").get("binary_data", binary_all)
         if not isinstance(binary, bool):
@@ -189,7 +189,7 @@ def _input_images(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
     if tensor.get("name") != INPUT_NAME:
         raise BadRequest(f"inputs[0].name: expected {INPUT_NAME!r}, got {json.dumps(tensor.get('name'))[:40]}")
     datatype = tensor.get("datatype")
-    if datatype not in _INPUT_DTYPES:
+    if not isinstance(datatype, str) or datatype not in _INPUT_DTYPES:
         raise BadRequest(
             f"inputs[0].datatype: expected UINT8 (pixels 0-255) or FP32 (pixels in [0, 1]), "
             f"got {json.dumps(datatype)[:40]}"
@@ -241,9 +241,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """
     json_part, binary = _split_body(body, header_length)
     try:
-        request = _object(json.loads(json_part), "request")
+        decoded = json.loads(json_part)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0][:80]})") from None
+    request = _object(decoded, "request")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
         got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__

@@ -8,6 +8,7 @@ that unpacks to gigabytes (a decompression bomb) is refused from its header.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = ["prepare_image", "read_csv_body", "DEFAULT_MAX_IMAGE_PIXELS"]
 
 #: Largest image accepted, in pixels (width x height): the runtime's ``MAX_IMAGE_PIXELS``, as ``predict`` uses.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def prepare_image(
@@ -50,7 +52,10 @@ def prepare_image(
     except ImageError as exc:
         # The runtime names bytes by their size; the request names the part.
         problem = str(exc).split(": ", 1)[-1].splitlines()[0]
+        problem = _OBJECT_REPR.sub("", problem)  # Pillow names the in-memory file by its address
         raise BadRequest(f"{what}: {problem}") from None
+    except SyntaxError as exc:  # Pillow's PNG reader raises it for a chunk broken after the header
+        raise BadRequest(f"{what}: cannot decode the image ({str(exc).splitlines()[0][:80]})") from None
     return np.ascontiguousarray(digit, dtype=np.uint8), []
 
 
