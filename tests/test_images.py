@@ -421,3 +421,43 @@ def test_sort_inputs_and_files_that_are_neither(tmp_path: Path) -> None:
     pdf.write_bytes(b"%PDF-1.4\n\xff\xfe binary")
     with pytest.raises(MnistOnnxError, match=r"scan.pdf: is a PDF document; expected a Kaggle CSV .*PNG, JPEG"):
         sort_inputs([str(pdf)])
+
+
+def _png_broken_after_its_header() -> bytes:
+    """A 32x32 grey PNG whose image data's second chunk has a garbled type (Pillow raises SyntaxError decoding it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packed = zlib.compress(b"".join(b"\x00" + bytes(range(0, 160, 5)) for _ in range(32)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", packed[: len(packed) // 2])
+        + chunk(b"G\xd2\xb0\x1d", packed[len(packed) // 2 :])
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_broken_after_its_header_is_an_image_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.png"
+    path.write_bytes(_png_broken_after_its_header())
+    with pytest.raises(ImageError, match="broken.png: cannot decode the image"):
+        preprocess_digit(path)
+
+
+def test_an_image_over_max_pixels_is_refused_before_it_is_decoded(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.png"
+    Image.new("L", (200, 200)).save(path)
+
+    def no_decoding(self: Image.Image) -> None:
+        raise AssertionError("decoded an image over the pixel limit")
+
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError, match="more than the limit of 10,000"):
+        preprocess_digit(path, max_pixels=10_000)

@@ -105,9 +105,9 @@ def load_image(image: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
     elif isinstance(image, Image.Image):
         picture = image
     elif isinstance(image, (bytes, bytearray, memoryview)):
-        picture = _open(io.BytesIO(bytes(image)), name)
+        picture = _open(io.BytesIO(bytes(image)), name, max_pixels)
     elif isinstance(image, (str, os.PathLike)):
-        picture = _open(image, name)
+        picture = _open(image, name, max_pixels)
     else:
         raise ImageError(f"{name}: expected a path, bytes, a PIL image or a numpy array, got {type(image).__name__}")
     width, height = picture.size
@@ -263,7 +263,7 @@ def _invert_mode(invert: Any) -> str:
     raise ImageError(f"expected invert to be 'auto', 'yes' or 'no', got {invert!r}")
 
 
-def _open(source: Any, name: str) -> Image.Image:
+def _open(source: Any, name: str, max_pixels: int) -> Image.Image:
     # Pillow's decompression-bomb guard warns at 89 MP; the size check after opening
     # (header only, nothing decoded yet) is ours, so the warning is noise here.
     try:
@@ -279,12 +279,12 @@ def _open(source: Any, name: str) -> Image.Image:
         raise ImageError(f"{name}: is a directory, expected an image file") from None
     except PermissionError:
         raise ImageError(f"{name}: permission denied") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises SyntaxError for some broken headers
         raise ImageError(f"{name}: not an image Pillow can read ({exc})") from exc
-    if picture.size[0] * picture.size[1] <= MAX_IMAGE_PIXELS:
+    if picture.size[0] * picture.size[1] <= max_pixels:  # else refused by the caller, never decoded
         try:
             picture.load()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{name}: cannot decode the image ({exc})") from exc
     return picture
 
