@@ -35,11 +35,24 @@ if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1].startswith("-") or sys.argv[2].startswith("-"):
         sys.exit(f"usage: python {sys.argv[0]} KERAS_MODEL DATA_DIR [mnist-onnx bench options]")
     keras_model, data = sys.argv[1], Path(sys.argv[2])
-    sys.exit(main([
-        "bench", keras_model,
-        "--test", str(data / "test.csv"), "--test-labels", str(data / "test_labels.csv"),
-        "--calibration", str(data / "train.csv"),
-        "--onnx", str(BUNDLED / "digit_cnn.onnx"), "--int8", str(BUNDLED / "digit_cnn.int8.onnx"),
-        "--out", str(REPO / "benchmarks" / "results"),
-        *sys.argv[3:],
-    ]))
+    sys.exit(
+        main(
+            [
+                "bench",
+                keras_model,
+                "--test",
+                str(data / "test.csv"),
+                "--test-labels",
+                str(data / "test_labels.csv"),
+                "--calibration",
+                str(data / "train.csv"),
+                "--onnx",
+                str(BUNDLED / "digit_cnn.onnx"),
+                "--int8",
+                str(BUNDLED / "digit_cnn.int8.onnx"),
+                "--out",
+                str(REPO / "benchmarks" / "results"),
+                *sys.argv[3:],
+            ]
+        )
+    )

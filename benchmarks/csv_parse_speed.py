@@ -45,7 +45,8 @@ def main() -> None:
         contenders = {
             "read_kaggle_csv (numpy blocks)": lambda p=path: _values(read_kaggle_csv(p)),
             "iter_kaggle_csv, 4,096-row chunks": lambda p=path: np.concatenate(
-                [_values(b) for b in iter_kaggle_csv(p, chunk_rows=4096)]),
+                [_values(b) for b in iter_kaggle_csv(p, chunk_rows=4096)]
+            ),
             "pandas C parser to uint8, whole file": lambda p=path: _pandas_whole(p),
             "pandas C parser to uint8, 4,096-row chunks": lambda p=path: _pandas_chunks(p),
         }

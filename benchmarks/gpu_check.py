@@ -50,8 +50,7 @@ def _rate(predict, images: np.ndarray, batch: int, seconds: float) -> dict[str, 
         latencies.append(time.perf_counter() - t)
         calls += 1
     elapsed = time.perf_counter() - start
-    return {"images_per_s": round(calls * batch / elapsed, 1),
-            "p50_ms": round(float(np.median(latencies)) * 1e3, 3)}
+    return {"images_per_s": round(calls * batch / elapsed, 1), "p50_ms": round(float(np.median(latencies)) * 1e3, 3)}
 
 
 _GPU = "cuda"
@@ -67,10 +66,13 @@ def _answers(precision: str, sample, use_tf32: bool | None) -> dict:
     gpu = DigitClassifier(precision=precision, providers=providers)
     p_cpu, p_gpu = cpu.predict_proba(sample.images), gpu.predict_proba(sample.images)
     d_cpu, d_gpu = p_cpu.argmax(axis=1), p_gpu.argmax(axis=1)
-    return {"providers": gpu.providers, "max_abs_diff": float(np.abs(p_cpu - p_gpu).max()),
-            "digits_differ": int((d_cpu != d_gpu).sum()),
-            "accuracy_cpu": float((d_cpu == sample.labels).mean()),
-            "accuracy_gpu": float((d_gpu == sample.labels).mean())}
+    return {
+        "providers": gpu.providers,
+        "max_abs_diff": float(np.abs(p_cpu - p_gpu).max()),
+        "digits_differ": int((d_cpu != d_gpu).sum()),
+        "accuracy_cpu": float((d_cpu == sample.labels).mean()),
+        "accuracy_gpu": float((d_gpu == sample.labels).mean()),
+    }
 
 
 def main() -> None:
@@ -107,8 +109,9 @@ def main() -> None:
         for batch in (1, 16, 64, 256, 1024, 8192):
             row = {}
             for name, clf in (("cuda_iobinding", gpu), ("cuda_tf32", tf32), ("cuda_plain_run", plain), ("cpu", cpu)):
-                row[name] = _rate(lambda x, c=clf, b=batch: c.predict_proba(x, batch_size=b), sample.images, batch,
-                                  args.seconds)
+                row[name] = _rate(
+                    lambda x, c=clf, b=batch: c.predict_proba(x, batch_size=b), sample.images, batch, args.seconds
+                )
             result["throughput"][f"{precision} batch {batch}"] = row
             print(precision, batch, row, flush=True)
 
@@ -128,8 +131,10 @@ def main() -> None:
                 print(key, result["end_to_end"][key], flush=True)
 
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    lines = ["| precision, batch | CUDA, IOBinding img/s | same, TF32 on | CUDA, plain run | CPU img/s |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| precision, batch | CUDA, IOBinding img/s | same, TF32 on | CUDA, plain run | CPU img/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for key, row in result["throughput"].items():
         rates = [row[name]["images_per_s"] for name in ("cuda_iobinding", "cuda_tf32", "cuda_plain_run", "cpu")]
         lines.append(f"| {key} | " + " | ".join(f"{rate:,.0f}" for rate in rates) + " |")

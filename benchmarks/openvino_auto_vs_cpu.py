@@ -62,21 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     images, _, sample = acceleration.sample_digits()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     rng = random.Random(args.seed)
-    report: dict[str, Any] = {"cpu": tuning.machine_id(), "python": platform.python_version(), "sample": sample,
-                              "rows": []}
+    report: dict[str, Any] = {
+        "cpu": tuning.machine_id(),
+        "python": platform.python_version(),
+        "sample": sample,
+        "rows": [],
+    }
     print(f"# {sample}; {args.rounds} rounds, >= {args.block_seconds} s a block")
     for precision in args.precisions.split(","):
         auto = DigitClassifier(precision=precision, providers="auto")  # type: ignore[arg-type]
         cpu = DigitClassifier(precision=precision, providers="cpu")  # type: ignore[arg-type]
         control = DigitClassifier(precision=precision, providers="cpu")  # type: ignore[arg-type]
         choice = auto.provider_choice
-        trial = (f"{choice.provider}, CPU provider below {choice.cpu_below} images, trial images/s by call size "
-                 f"{ {s: {k: round(v) for k, v in d.items()} for s, d in sorted(choice.by_size.items())} }"
-                 if choice is not None else "no trial (OpenVINO unavailable, or CUDA offered)")
+        trial = (
+            f"{choice.provider}, CPU provider below {choice.cpu_below} images, trial images/s by call size "
+            f"{ {s: {k: round(v) for k, v in d.items()} for s, d in sorted(choice.by_size.items())} }"
+            if choice is not None
+            else "no trial (OpenVINO unavailable, or CUDA offered)"
+        )
         print(f"{precision}: auto runs on {auto.providers[0]}; choice: {trial}")
         for size in sizes:
-            batches = [images[i:i + size] for i in range(0, len(images) - size + 1, size)] or [
-                np.resize(images, (size, *images.shape[1:]))]
+            batches = [images[i : i + size] for i in range(0, len(images) - size + 1, size)] or [
+                np.resize(images, (size, *images.shape[1:]))
+            ]
             checked = batches[:64]  # labels compared on the digits of up to 64 calls
             same = all((auto.predict(b) == cpu.predict(b)).all() for b in checked)
             runners = {"auto": auto.predict_proba, "cpu": cpu.predict_proba, "control": control.predict_proba}
@@ -89,16 +97,24 @@ def main(argv: list[str] | None = None) -> int:
                     speeds[name].append(_rate(runners[name], batches, args.block_seconds))
             ratio = statistics.median(a / c for a, c in zip(speeds["auto"], speeds["cpu"], strict=True))
             noise = statistics.median(a / c for a, c in zip(speeds["control"], speeds["cpu"], strict=True))
-            row = {"precision": precision, "batch": size, "auto_ips": statistics.median(speeds["auto"]),
-                   "cpu_ips": statistics.median(speeds["cpu"]), "auto_over_cpu": ratio,
-                   "control_over_cpu": noise, "labels_identical": same,
-                   "labels_compared": sum(len(b) for b in checked),
-                   "auto_provider": auto.providers[0],
-                   "auto_cpu_below": choice.cpu_below if choice is not None else None}
+            row = {
+                "precision": precision,
+                "batch": size,
+                "auto_ips": statistics.median(speeds["auto"]),
+                "cpu_ips": statistics.median(speeds["cpu"]),
+                "auto_over_cpu": ratio,
+                "control_over_cpu": noise,
+                "labels_identical": same,
+                "labels_compared": sum(len(b) for b in checked),
+                "auto_provider": auto.providers[0],
+                "auto_cpu_below": choice.cpu_below if choice is not None else None,
+            }
             report["rows"].append(row)
-            print(f"  batch {size:>4}: auto {row['auto_ips']:>9,.0f} images/s, CPU provider {row['cpu_ips']:>9,.0f}"
-                  f" -> auto / CPU {ratio:.2f}x (control {noise:.2f}x); labels identical on "
-                  f"{row['labels_compared']:,} digits: {same}")
+            print(
+                f"  batch {size:>4}: auto {row['auto_ips']:>9,.0f} images/s, CPU provider {row['cpu_ips']:>9,.0f}"
+                f" -> auto / CPU {ratio:.2f}x (control {noise:.2f}x); labels identical on "
+                f"{row['labels_compared']:,} digits: {same}"
+            )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0

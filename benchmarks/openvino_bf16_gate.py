@@ -27,7 +27,7 @@ def _probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.ndar
     inp = session.get_inputs()[0]
     parts = []
     for i in range(0, len(images), 512):
-        x = images[i:i + 512].reshape(-1, 1, 28, 28)
+        x = images[i : i + 512].reshape(-1, 1, 28, 28)
         if inp.type == "tensor(float)":
             x = x.astype(np.float32) * np.float32(1 / 255)
         parts.append(session.run(None, {inp.name: x})[0])
@@ -51,8 +51,7 @@ def main() -> None:
         data = model.read_bytes()
         cpu = _probabilities(ort.InferenceSession(data, providers=["CPUExecutionProvider"]), images)
         for precision in ("f32", "bf16"):
-            ov = _probabilities(create_openvino_session(data, ort.SessionOptions(), OpenVINOConfig(precision)),
-                                images)
+            ov = _probabilities(create_openvino_session(data, ort.SessionOptions(), OpenVINOConfig(precision)), images)
             report = evaluate_bf16(cpu, ov, labels, evaluation=f"{args.csv.name}, {name} model, OpenVINO {precision}")
             out[f"{name}-openvino-{precision}"] = report.__dict__
             print(report.summary(), "PASS" if report.passed else "REFUSED", flush=True)

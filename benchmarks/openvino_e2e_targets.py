@@ -41,9 +41,11 @@ def main() -> None:
     def ours_cpu(csv: Path, dest: Path) -> Any:
         return predict_csv(csv, int8, output=dest, providers="cpu")
 
-    runs = {"ours-int8-cpu": ours_cpu,
-            **openvino_end_to_end(fp32, int8, cs.litert(tflite_int8, "int8").predict, None),
-            "pandas+keras-predict": pandas_keras}
+    runs = {
+        "ours-int8-cpu": ours_cpu,
+        **openvino_end_to_end(fp32, int8, cs.litert(tflite_int8, "int8").predict, None),
+        "pandas+keras-predict": pandas_keras,
+    }
     labels = pd.read_csv(labels_csv)["Label"].to_numpy()
     results = end_to_end(Path(test), runs, repeats=rounds, labels=labels)
     for name, cell in results.items():

@@ -51,21 +51,29 @@ def main() -> None:
             for (model, providers), clf in classifiers.items():
                 tag = f"{model} {providers}"
                 timed(f"infer {tag}", lambda c=clf: c.predict_proba(images))
-                timed(f"e2e {tag}", lambda m=model, p=providers: predict_csv(
-                    args.csv, next(x for x in args.model if x.name == m), providers=p,
-                    output=Path(tmp) / "out.csv"))
+                timed(
+                    f"e2e {tag}",
+                    lambda m=model, p=providers: predict_csv(
+                        args.csv, next(x for x in args.model if x.name == m), providers=p, output=Path(tmp) / "out.csv"
+                    ),
+                )
     summary = {name: {"median_s": float(np.median(v)), "best_s": float(min(v)), "all": v} for name, v in times.items()}
     parse = summary["parse"]["median_s"]
-    for (model, providers) in classifiers:
+    for model, providers in classifiers:
         tag = f"{model} {providers}"
         e2e, infer = summary[f"e2e {tag}"]["median_s"], summary[f"infer {tag}"]["median_s"]
-        summary[f"share {tag}"] = {"parse_over_e2e": parse / e2e,
-                                   "hidden_parse": max(0.0, min(1.0, (parse + infer - e2e) / parse))}
+        summary[f"share {tag}"] = {
+            "parse_over_e2e": parse / e2e,
+            "hidden_parse": max(0.0, min(1.0, (parse + infer - e2e) / parse)),
+        }
     for name, cell in summary.items():
         print(f"{name:45s} {json.dumps({k: round(v, 3) for k, v in cell.items() if k != 'all'})}", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"machine": machine_id(), "rows": len(images), "providers_used": used,
-                                        "summary": summary}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {"machine": machine_id(), "rows": len(images), "providers_used": used, "summary": summary}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

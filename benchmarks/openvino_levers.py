@@ -139,8 +139,13 @@ def lever_specs() -> list[Spec]:
             Spec(f"{tag}", precision, "openvino", base),
             Spec(f"{tag}-latency", precision, "openvino", {**base, "PERFORMANCE_HINT": "LATENCY"}),
             Spec(f"{tag}-throughput", precision, "openvino", {**base, "PERFORMANCE_HINT": "THROUGHPUT"}),
-            Spec(f"{tag}-throughput-2callers", precision, "openvino", {**base, "PERFORMANCE_HINT": "THROUGHPUT"},
-                 callers=2),
+            Spec(
+                f"{tag}-throughput-2callers",
+                precision,
+                "openvino",
+                {**base, "PERFORMANCE_HINT": "THROUGHPUT"},
+                callers=2,
+            ),
             Spec(f"{tag}-streams2-2callers", precision, "openvino", {**base, "NUM_STREAMS": "2"}, callers=2),
             Spec(f"{tag}-threads1", precision, "openvino", {**base, "INFERENCE_NUM_THREADS": "1"}),
             Spec(f"{tag}-threads2", precision, "openvino", {**base, "INFERENCE_NUM_THREADS": "2"}),
@@ -152,11 +157,17 @@ def _batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     usable = len(images) - len(images) % batch if len(images) >= batch else 0
     if usable == 0:
         return [np.resize(images, (batch, *images.shape[1:]))]
-    return [np.ascontiguousarray(images[i:i + batch]) for i in range(0, usable, batch)]
+    return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, usable, batch)]
 
 
-def time_all(runners: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray, batch: int, rounds: int,
-             block_seconds: float, seed: int) -> dict[str, list[float]]:
+def time_all(
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]],
+    images: np.ndarray,
+    batch: int,
+    rounds: int,
+    block_seconds: float,
+    seed: int,
+) -> dict[str, list[float]]:
     """Images/s of each runner per round, blocks of at least ``block_seconds`` in a shuffled order."""
     batches = _batches(images, batch)
     for run in runners.values():
@@ -184,11 +195,15 @@ def time_all(runners: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.
     return speeds
 
 
-def parity(runners: dict[str, Callable[[np.ndarray], np.ndarray]], specs: dict[str, Spec], images: np.ndarray,
-           labels: np.ndarray | None) -> dict[str, dict[str, Any]]:
+def parity(
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]],
+    specs: dict[str, Spec],
+    images: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, dict[str, Any]]:
     probs = {}
     for name, run in runners.items():
-        probs[name] = np.concatenate([run(images[i:i + 512]) for i in range(0, len(images), 512)])
+        probs[name] = np.concatenate([run(images[i : i + 512]) for i in range(0, len(images), 512)])
     out: dict[str, dict[str, Any]] = {}
     for name, p in probs.items():
         ref = probs.get(f"cpu-{specs[name].precision}")
@@ -213,8 +228,10 @@ def _read_images(csv: Path, labels_csv: Path | None) -> tuple[np.ndarray, np.nda
 
 
 def _cpu_facts() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     wanted = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
     load = open("/proc/loadavg").read().split()[:3]
@@ -236,8 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-seconds", type=float, default=0.3)
     parser.add_argument("--timing-rows", type=int, default=4096, help="images cycled through while timing")
     parser.add_argument("--baseline", default="cpu-int8")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads of every contender (0: each runtime's default, LiteRT 2); 1 measures one core")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads of every contender (0: each runtime's default, LiteRT 2); 1 measures one core",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -268,24 +289,36 @@ def main(argv: list[str] | None = None) -> int:
     global LITERT_THREADS
     LITERT_THREADS = args.threads or 2
     runners = {name: _runner(s, models, device) for name, s in chosen.items()}
-    facts = {"cpu": _cpu_facts(), "onnxruntime": ort.__version__,
-             "onnxruntime-ep-openvino": version("onnxruntime-ep-openvino"), "command": " ".join(sys.argv),
-             "rows": len(images), "contenders": {n: s.__dict__ for n, s in chosen.items()}}
+    facts = {
+        "cpu": _cpu_facts(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime-ep-openvino": version("onnxruntime-ep-openvino"),
+        "command": " ".join(sys.argv),
+        "rows": len(images),
+        "contenders": {n: s.__dict__ for n, s in chosen.items()},
+    }
     print(json.dumps(facts["cpu"]), flush=True)
     results: dict[str, Any] = {"facts": facts, "parity": parity(runners, chosen, images, labels), "speed": {}}
     for name, entry in results["parity"].items():
         print(f"parity {name:32s} {json.dumps(entry)}", flush=True)
-    timing_images = images[:args.timing_rows]
+    timing_images = images[: args.timing_rows]
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         speeds = time_all(runners, timing_images, batch, args.rounds, args.block_seconds, seed=batch)
         base = speeds.get(args.baseline)
         cell = {}
         for name, v in speeds.items():
             ratio = float(np.median(np.asarray(v) / np.asarray(base))) if base else None
-            cell[name] = {"median_ips": float(np.median(v)), "best_ips": float(max(v)), "per_round": v,
-                          f"ratio_vs_{args.baseline}": ratio}
-            print(f"batch {batch:4d} {name:32s} median {np.median(v):9,.0f} best {max(v):9,.0f} img/s"
-                  + (f"  x{ratio:.2f} vs {args.baseline}" if ratio else ""), flush=True)
+            cell[name] = {
+                "median_ips": float(np.median(v)),
+                "best_ips": float(max(v)),
+                "per_round": v,
+                f"ratio_vs_{args.baseline}": ratio,
+            }
+            print(
+                f"batch {batch:4d} {name:32s} median {np.median(v):9,.0f} best {max(v):9,.0f} img/s"
+                + (f"  x{ratio:.2f} vs {args.baseline}" if ratio else ""),
+                flush=True,
+            )
         results["speed"][str(batch)] = cell
     results["facts"]["load_average_at_end"] = open("/proc/loadavg").read().split()[:3]
     if args.out:

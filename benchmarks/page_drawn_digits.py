@@ -31,8 +31,16 @@ sys.path.insert(0, str(REPO / "tests"))
 from _page_drawing import draw, random_placement  # noqa: E402
 
 SAMPLE = REPO / "mnist_onnx" / "runtime" / "bundled" / "sample.csv.gz"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def _whole_canvas_28(png: bytes) -> np.ndarray:
@@ -48,8 +56,11 @@ def main() -> int:
     parser.add_argument("url", help="the page, e.g. http://127.0.0.1:8000/")
     parser.add_argument("--per-digit", type=int, default=5, help="images of each digit to draw (default: 5)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the sizes and places (default: 7)")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"),
-                        help="Chromium executable (default: chromium on PATH)")
+    parser.add_argument(
+        "--chromium",
+        default=shutil.which("chromium") or shutil.which("chromium-browser"),
+        help="Chromium executable (default: chromium on PATH)",
+    )
     args = parser.parse_args()
     if not args.chromium:
         parser.error("no Chromium found: install it (Debian: apt-get install chromium) or pass --chromium PATH")
@@ -61,7 +72,7 @@ def main() -> int:
     with gzip.open(SAMPLE, "rt") as handle:
         rows = np.loadtxt(handle, delimiter=",", skiprows=1, dtype=np.int64)
     labels, images = rows[:, 0], rows[:, 1:].reshape(-1, 28, 28).astype(np.uint8)
-    picks = [(digit, images[i]) for digit in range(10) for i in np.flatnonzero(labels == digit)[:args.per_digit]]
+    picks = [(digit, images[i]) for digit in range(10) for i in np.flatnonzero(labels == digit)[: args.per_digit]]
     rng = np.random.default_rng(args.seed)
     classifier = DigitClassifier(providers="cpu")
 

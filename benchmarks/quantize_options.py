@@ -48,7 +48,7 @@ from mnist_onnx.train.recipes import RECIPES, split_validation
 
 def _predict(session, x: np.ndarray, batch: int = 512) -> np.ndarray:
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def _time(session, x: np.ndarray, calls: int) -> float:
@@ -75,7 +75,7 @@ def main() -> None:
     recipe = RECIPES["seed"]
     _, val_idx = split_validation(len(data), recipe.validation_fraction, recipe.seed)
     val_idx = val_idx[val_idx >= args.calibration_rows]
-    x_cal = to_model_input(data.images[:args.calibration_rows], layout, scale)
+    x_cal = to_model_input(data.images[: args.calibration_rows], layout, scale)
     x_val = to_model_input(data.images[val_idx], layout, scale)
     y_val = data.labels[val_idx].astype(np.int64)
     x1 = x_val[:1]
@@ -83,14 +83,33 @@ def main() -> None:
 
     fp32_session = create_session(model.SerializeToString(), providers="cpu")
     fp32_pred = _predict(fp32_session, x_val).argmax(axis=1)
-    rows = {"fp32 (no quantization)": {"session": fp32_session, "acc": float((fp32_pred == y_val).mean()),
-                                       "agree": 1.0, "quant_s": 0.0, "t1": [], "t512": []}}
-    grid = [QuantOptions(fmt, pc, a, w, m) for fmt, pc, (a, w), m in itertools.product(
-        ("QDQ", "QOperator"), (False, True), (("u8", "s8"), ("u8", "u8"), ("s8", "s8")),
-        ("MinMax", "Entropy", "Percentile"))]
+    rows = {
+        "fp32 (no quantization)": {
+            "session": fp32_session,
+            "acc": float((fp32_pred == y_val).mean()),
+            "agree": 1.0,
+            "quant_s": 0.0,
+            "t1": [],
+            "t512": [],
+        }
+    }
+    grid = [
+        QuantOptions(fmt, pc, a, w, m)
+        for fmt, pc, (a, w), m in itertools.product(
+            ("QDQ", "QOperator"),
+            (False, True),
+            (("u8", "s8"), ("u8", "u8"), ("s8", "s8")),
+            ("MinMax", "Entropy", "Percentile"),
+        )
+    ]
     if args.finalists:
-        grid = [o for o in grid if o.calibrate_method == "MinMax" and o.weight_type == "s8"
-                and not (o.quant_format == "QOperator" and o.activation_type == "s8")]
+        grid = [
+            o
+            for o in grid
+            if o.calibrate_method == "MinMax"
+            and o.weight_type == "s8"
+            and not (o.quant_format == "QOperator" and o.activation_type == "s8")
+        ]
 
     def add(options: QuantOptions) -> None:
         start = time.perf_counter()
@@ -98,10 +117,20 @@ def main() -> None:
         took = time.perf_counter() - start
         session = create_session(int8.SerializeToString(), providers="cpu")
         pred = _predict(session, x_val).argmax(axis=1)
-        rows[options.label()] = {"options": options, "session": session, "acc": float((pred == y_val).mean()),
-                                 "agree": float((pred == fp32_pred).mean()), "quant_s": took, "t1": [], "t512": []}
-        print(f"{options.label()}: accuracy {rows[options.label()]['acc']:.4%}, "
-              f"agreement {rows[options.label()]['agree']:.4%}, quantized in {took:.1f} s", flush=True)
+        rows[options.label()] = {
+            "options": options,
+            "session": session,
+            "acc": float((pred == y_val).mean()),
+            "agree": float((pred == fp32_pred).mean()),
+            "quant_s": took,
+            "t1": [],
+            "t512": [],
+        }
+        print(
+            f"{options.label()}: accuracy {rows[options.label()]['acc']:.4%}, "
+            f"agreement {rows[options.label()]['agree']:.4%}, quantized in {took:.1f} s",
+            flush=True,
+        )
 
     for options in grid:
         add(options)
@@ -136,7 +165,8 @@ def main() -> None:
         f" on {time.strftime('%Y-%m-%d', time.gmtime())}.",
         "",
         f"- CPU: {cpu['model']}, {cpu['cpus']} cores visible; int8 features: "
-        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu.items() if k not in ("model", "cpus")) + ".",
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu.items() if k not in ("model", "cpus"))
+        + ".",
         f"- onnxruntime {versions.get('onnxruntime')}, onnx {versions.get('onnx')}, CPU execution provider, "
         "default session options of `mnist_onnx.runtime.session.create_session`.",
         f"- Calibration: the first {args.calibration_rows:,} rows of train.csv.  Accuracy and agreement: "
@@ -149,8 +179,10 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
-        lines.append(f"| {label} | {row['acc']:.4%} | {row['agree']:.4%} | {min(row['t1']) * 1e3:.3f} | "
-                     f"{min(row['t512']) / 512 * 1e6:.0f} | {row['quant_s']:.1f} |")
+        lines.append(
+            f"| {label} | {row['acc']:.4%} | {row['agree']:.4%} | {min(row['t1']) * 1e3:.3f} | "
+            f"{min(row['t512']) / 512 * 1e6:.0f} | {row['quant_s']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

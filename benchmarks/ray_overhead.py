@@ -44,8 +44,7 @@ def run_single(files: list[Path], precision: str) -> dict:
     classifier = DigitClassifier(providers="cpu", precision=precision)
     rows = sum(len(classifier.predict_csv(path)) for path in files)
     seconds = time.perf_counter() - started
-    return {"rows": rows, "seconds": seconds,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"rows": rows, "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_ray(files: list[Path], precision: str, workers: int) -> dict:
@@ -75,20 +74,34 @@ def run_ray(files: list[Path], precision: str, workers: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
-    frame = predict_csv_files([str(p) for p in files], providers="cpu", precision=precision, workers=workers,
-                              ray_init_options={"num_cpus": os.cpu_count(), "logging_level": logging.ERROR,
-                                                "log_to_driver": False})
+    frame = predict_csv_files(
+        [str(p) for p in files],
+        providers="cpu",
+        precision=precision,
+        workers=workers,
+        ray_init_options={"num_cpus": os.cpu_count(), "logging_level": logging.ERROR, "log_to_driver": False},
+    )
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
     plan = frame.attrs["plan"]
     # The pipeline's own workers: the actors and the read tasks' workers (Ray's
     # service processes, e.g. its dashboard agent, are left out).
-    workers_rss = sorted(((name.split(" ")[0], peak / 2**20) for name, peak in peaks.values()
-                          if "DigitBatchPredictor" in name or "_read_files" in name), key=lambda item: item[0])
-    return {"rows": len(frame), "seconds": seconds, "plan": str(plan),
-            "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "workers_peak_rss_mib": workers_rss}
+    workers_rss = sorted(
+        (
+            (name.split(" ")[0], peak / 2**20)
+            for name, peak in peaks.values()
+            if "DigitBatchPredictor" in name or "_read_files" in name
+        ),
+        key=lambda item: item[0],
+    )
+    return {
+        "rows": len(frame),
+        "seconds": seconds,
+        "plan": str(plan),
+        "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "workers_peak_rss_mib": workers_rss,
+    }
 
 
 def child(argv: list[str]) -> None:
@@ -127,8 +140,14 @@ def main() -> None:
         results: dict[str, list[dict]] = {m: [] for m in modes}
         for round_ in range(args.rounds):
             for mode in modes:
-                out = subprocess.run([sys.executable, __file__, "--child", mode, args.precision, *map(str, files)],
-                                     capture_output=True, text=True, env=env, cwd=REPO, check=True).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", mode, args.precision, *map(str, files)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=REPO,
+                    check=True,
+                ).stdout
                 result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
                 results[mode].append(result)
                 print(f"round {round_ + 1} {mode}: {json.dumps(result)}", flush=True)
@@ -141,10 +160,13 @@ def main() -> None:
             if mode == "single":
                 memory = f"process {best['peak_rss_mib']:.0f}"
             else:
-                memory = (f"driver {best['driver_peak_rss_mib']:.0f}; "
-                          + ", ".join(f"{_short(name)} {mib:.0f}" for name, mib in best["workers_peak_rss_mib"]))
-            print(f"{mode:<8} {best['rows']:>8,} {best['seconds']:>7.1f} {rate:>9,.0f} {rate / best_single:>9.2f}  "
-                  f"{memory}")
+                memory = f"driver {best['driver_peak_rss_mib']:.0f}; " + ", ".join(
+                    f"{_short(name)} {mib:.0f}" for name, mib in best["workers_peak_rss_mib"]
+                )
+            print(
+                f"{mode:<8} {best['rows']:>8,} {best['seconds']:>7.1f} {rate:>9,.0f} {rate / best_single:>9.2f}  "
+                f"{memory}"
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -47,8 +47,9 @@ def intra(model: str, x_all: np.ndarray, batch: int, threads: int):
     def run() -> float:
         start = time.perf_counter()
         for i in range(0, len(x), batch):
-            session.run(None, {name: x[i:i + batch]})
+            session.run(None, {name: x[i : i + batch]})
         return time.perf_counter() - start
+
     return run
 
 
@@ -64,7 +65,7 @@ def pool(model: str, x_all: np.ndarray, batch: int, workers: int, shared: bool =
     def work(session: ort.InferenceSession, idx: np.ndarray) -> None:
         lo, hi = idx[0], idx[-1] + 1
         for i in range(lo, hi, batch):
-            session.run(None, {name: x[i:min(i + batch, hi)]})
+            session.run(None, {name: x[i : min(i + batch, hi)]})
 
     def run() -> float:
         threads = [threading.Thread(target=work, args=(s, p)) for s, p in zip(sessions, parts, strict=True)]
@@ -74,6 +75,7 @@ def pool(model: str, x_all: np.ndarray, batch: int, workers: int, shared: bool =
         for t in threads:
             t.join()
         return time.perf_counter() - start
+
     return run
 
 

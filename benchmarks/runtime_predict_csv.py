@@ -93,14 +93,19 @@ def memory(args: argparse.Namespace) -> None:
     try:
         for path in (source, big):
             out = Path(tempfile.mkdtemp()) / "submission.csv"
-            result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, args.model, str(path), str(out),
-                                     str(args.batch_size)],
-                                    capture_output=True, text=True, check=True)
+            result = subprocess.run(
+                [sys.executable, "-c", _MEMORY_CHILD, args.model, str(path), str(out), str(args.batch_size)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             figures = json.loads(result.stdout.splitlines()[-1])
-            print(f"{path.name} ({path.stat().st_size / 2**20:,.0f} MiB, {figures['rows']:,} rows, "
-                  f"batch {args.batch_size}): "
-                  f"peak RSS {figures['peak_mib']:,.0f} MiB (after loading the model: "
-                  f"{figures['peak_mib_before']:,.0f} MiB), {figures['seconds']:.1f} s")
+            print(
+                f"{path.name} ({path.stat().st_size / 2**20:,.0f} MiB, {figures['rows']:,} rows, "
+                f"batch {args.batch_size}): "
+                f"peak RSS {figures['peak_mib']:,.0f} MiB (after loading the model: "
+                f"{figures['peak_mib_before']:,.0f} MiB), {figures['seconds']:.1f} s"
+            )
     finally:
         big.unlink(missing_ok=True)
 
@@ -111,8 +116,9 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--csv", required=True, help="Kaggle test.csv to predict")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", action="append", choices=list(CONFIGS), help="speed: run only this configuration "
-                        "(repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=list(CONFIGS), help="speed: run only this configuration (repeatable)"
+    )
     parser.add_argument("--times", type=int, default=10, help="memory: how many copies of the CSV's rows")
     parser.add_argument("--batch-size", type=int, default=256, help="memory: images per onnxruntime call")
     parser.add_argument("--big", default=str(Path(tempfile.gettempdir()) / "mnist-onnx-big-test.csv"))

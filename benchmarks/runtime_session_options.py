@@ -32,8 +32,11 @@ CONFIGS = {
     "threads=2 spin=on opt=basic": (2, True, "sequential", "basic"),
     "threads=2 spin=on opt=disable": (2, True, "sequential", "disable"),
 }
-LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-          "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
 
 
 def make_session(model: str, threads: int, spinning: bool, mode: str, level: str) -> ort.InferenceSession:
@@ -70,12 +73,12 @@ def main() -> None:
         for name, s in sessions.items():
             start = time.perf_counter()
             for i in range(0, len(x), 256):
-                s.run(None, {feed: x[i:i + 256]})
+                s.run(None, {feed: x[i : i + 256]})
             throughput[name].append(len(x) / (time.perf_counter() - start))
             times = []
             for i in range(100):
                 t = time.perf_counter()
-                s.run(None, {feed: x[i:i + 1]})
+                s.run(None, {feed: x[i : i + 1]})
                 times.append(time.perf_counter() - t)
             latency[name].append(statistics.median(times))
     # On a shared machine the best round is the one least disturbed by other work;
@@ -84,8 +87,10 @@ def main() -> None:
     print(f"{'configuration':38s} {'batch 256 img/s':>22s} {'batch 1 p50 ms':>22s}")
     print(f"{'':38s} {'best':>10s} {'median':>11s} {'best':>10s} {'median':>11s}")
     for name in sessions:
-        print(f"{name:38s} {max(throughput[name]):10,.0f} {statistics.median(throughput[name]):11,.0f} "
-              f"{1000 * min(latency[name]):10.3f} {1000 * statistics.median(latency[name]):11.3f}")
+        print(
+            f"{name:38s} {max(throughput[name]):10,.0f} {statistics.median(throughput[name]):11,.0f} "
+            f"{1000 * min(latency[name]):10.3f} {1000 * statistics.median(latency[name]):11.3f}"
+        )
 
 
 if __name__ == "__main__":

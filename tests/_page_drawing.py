@@ -92,8 +92,10 @@ def draw(page, image: np.ndarray, *, size: float = 1.0, left: float = 0.0, top: 
     cell = box["width"] * size / 28
 
     def at(row: float, column: float) -> tuple[float, float]:
-        return (box["x"] + left * box["width"] + (column + 0.5) * cell,
-                box["y"] + top * box["height"] + (row + 0.5) * cell)
+        return (
+            box["x"] + left * box["width"] + (column + 0.5) * cell,
+            box["y"] + top * box["height"] + (row + 0.5) * cell,
+        )
 
     paths = pen_paths(image)
     for path in paths:

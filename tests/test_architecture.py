@@ -53,7 +53,8 @@ MODULES = _modules()
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
@@ -85,8 +86,7 @@ def _imports(name: str, source: str, is_package: bool = False) -> list[Import]:
         if isinstance(node, ast.Import):
             found.extend(Import(name, alias.name, node.lineno, module_level) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            found.extend(Import(name, target, node.lineno, module_level)
-                         for target in _resolve(name, is_package, node))
+            found.extend(Import(name, target, node.lineno, module_level) for target in _resolve(name, is_package, node))
         inner = module_level and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
@@ -95,8 +95,9 @@ def _imports(name: str, source: str, is_package: bool = False) -> list[Import]:
     return found
 
 
-IMPORTS = {name: _imports(name, path.read_text(encoding="utf-8"), path.name == "__init__.py")
-           for name, path in MODULES.items()}
+IMPORTS = {
+    name: _imports(name, path.read_text(encoding="utf-8"), path.name == "__init__.py") for name, path in MODULES.items()
+}
 
 
 def _own(target: str) -> str | None:
@@ -134,7 +135,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := dfs(nxt)):
                 return cycle
         path.pop()
@@ -149,8 +150,13 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_source_is_found():
     # Guards the tests below against passing on an empty or misplaced package.
-    assert {f"{PACKAGE}.runtime", f"{PACKAGE}.export", f"{PACKAGE}.train", f"{PACKAGE}.bench",
-            f"{PACKAGE}.errors"} <= set(MODULES)
+    assert {
+        f"{PACKAGE}.runtime",
+        f"{PACKAGE}.export",
+        f"{PACKAGE}.train",
+        f"{PACKAGE}.bench",
+        f"{PACKAGE}.errors",
+    } <= set(MODULES)
     assert any(imp.target.startswith(f"{PACKAGE}.") for imps in IMPORTS.values() for imp in imps)
 
 
@@ -161,8 +167,7 @@ def test_no_module_is_longer_than_500_lines():
 
 
 def test_no_import_cycle_between_modules_counting_imports_inside_functions():
-    graph = {name: {own for imp in imps if (own := _own(imp.target)) and own != name}
-             for name, imps in IMPORTS.items()}
+    graph = {name: {own for imp in imps if (own := _own(imp.target)) and own != name} for name, imps in IMPORTS.items()}
     cycle = _find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
@@ -173,24 +178,33 @@ def test_the_cycle_finder_finds_a_cycle_and_names_it():
 
 
 def test_imports_are_resolved_and_placed():
-    source = ("from __future__ import annotations\n"
-              "from typing import TYPE_CHECKING\n"
-              "import numpy\n"
-              "from . import graph as g\n"
-              "from .. import __version__\n"
-              "from ..runtime.session import create_session\n"
-              "if TYPE_CHECKING:\n"
-              "    from ..train import recipes\n"
-              "try:\n"
-              "    import ray\n"
-              "except ImportError:\n"
-              "    pass\n"
-              "def f():\n"
-              "    from ..bench import suite\n")
+    source = (
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "import numpy\n"
+        "from . import graph as g\n"
+        "from .. import __version__\n"
+        "from ..runtime.session import create_session\n"
+        "if TYPE_CHECKING:\n"
+        "    from ..train import recipes\n"
+        "try:\n"
+        "    import ray\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "def f():\n"
+        "    from ..bench import suite\n"
+    )
     found = {(imp.target, imp.module_level) for imp in _imports(f"{PACKAGE}.export.convert", source)}
-    assert found == {("__future__", True), ("typing", True), ("numpy", True), (f"{PACKAGE}.export.graph", True),
-                     (PACKAGE, True), (f"{PACKAGE}.runtime.session", True), ("ray", True),
-                     (f"{PACKAGE}.bench.suite", False)}
+    assert found == {
+        ("__future__", True),
+        ("typing", True),
+        ("numpy", True),
+        (f"{PACKAGE}.export.graph", True),
+        (PACKAGE, True),
+        (f"{PACKAGE}.runtime.session", True),
+        ("ray", True),
+        (f"{PACKAGE}.bench.suite", False),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -226,5 +240,7 @@ def test_runtime_imports_only_the_base_install_at_module_level(name):
                 wrong.append(f"line {imp.line}: {imp.target}")
         elif root not in sys.stdlib_module_names and root not in RUNTIME_THIRD_PARTY:
             wrong.append(f"line {imp.line}: {imp.target}")
-    assert not wrong, (f"{name} imports at module level what the base install (numpy, pandas, onnxruntime, "
-                       f"Pillow) does not bring: " + "; ".join(wrong))
+    assert not wrong, (
+        f"{name} imports at module level what the base install (numpy, pandas, onnxruntime, "
+        f"Pillow) does not bring: " + "; ".join(wrong)
+    )

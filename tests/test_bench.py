@@ -73,9 +73,27 @@ def bench_run(keras_model_path, held_out_test_csv, train_sample, tmp_path_factor
     """One `mnist-onnx bench --quick` run, exporting and quantizing afresh (the path the draft got wrong)."""
     out = tmp_path_factory.mktemp("bench-out")
     test, answers = held_out_test_csv
-    code = main(["bench", str(keras_model_path), "--test", str(test), "--test-labels", str(answers),
-                 "--calibration", str(train_sample), "--out", str(out), "--quick", "--rows", str(ROWS),
-                 "--rounds", "2", "--no-gpu", "--quiet"])
+    code = main(
+        [
+            "bench",
+            str(keras_model_path),
+            "--test",
+            str(test),
+            "--test-labels",
+            str(answers),
+            "--calibration",
+            str(train_sample),
+            "--out",
+            str(out),
+            "--quick",
+            "--rows",
+            str(ROWS),
+            "--rounds",
+            "2",
+            "--no-gpu",
+            "--quiet",
+        ]
+    )
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
     return code, out, results
 
@@ -89,8 +107,10 @@ def test_cli_runs_end_to_end_and_writes_json_markdown_and_png(bench_run):
         assert set(cells) == {str(b) for b in BATCHES}, name
         for cell in cells.values():
             assert cell["calls"] >= 2
-            assert all(math.isfinite(cell[k]) and cell[k] > 0 for k in ("p50_ms", "p90_ms", "p99_ms",
-                                                                         "throughput_ips", "gflops")), (name, cell)
+            assert all(
+                math.isfinite(cell[k]) and cell[k] > 0
+                for k in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips", "gflops")
+            ), (name, cell)
             assert cell["p50_ms"] <= cell["p90_ms"] <= cell["p99_ms"]
     expected_e2e = {"ours-fp32", "ours-int8", "pandas+keras-predict", "pandas+litert-int8"}
     if _has_openvino():
@@ -179,20 +199,25 @@ def test_targets_list_one_computed_ratio_per_target(bench_run):
 
 
 def test_a_missing_figure_is_never_a_pass():
-    results = {"config": {"batch_sizes": [1]}, "timings": {"ours-int8": {"1": {"throughput_ips": 5.0,
-                                                                                "p50_ms": 1.0}}}}
+    results = {"config": {"batch_sizes": [1]}, "timings": {"ours-int8": {"1": {"throughput_ips": 5.0, "p50_ms": 1.0}}}}
     assert all(t["value"] is None and t["met"] is None for t in report.targets(results))
 
 
-def test_reused_models_must_come_from_the_same_keras_model(keras_model_path, held_out_test_csv, train_sample,
-                                                           tmp_path):
+def test_reused_models_must_come_from_the_same_keras_model(keras_model_path, held_out_test_csv, train_sample, tmp_path):
     from mnist_onnx.bench.suite import run_benchmark
 
     bundled = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled"
     test, answers = held_out_test_csv
     with pytest.raises(MnistOnnxError, match="exported from another Keras model"):
-        run_benchmark(keras_model_path, test, tmp_path, calibration_csv=train_sample, test_labels_csv=answers,
-                      onnx_model=bundled / "digit_cnn.onnx", int8_model=bundled / "digit_cnn.int8.onnx")
+        run_benchmark(
+            keras_model_path,
+            test,
+            tmp_path,
+            calibration_csv=train_sample,
+            test_labels_csv=answers,
+            onnx_model=bundled / "digit_cnn.onnx",
+            int8_model=bundled / "digit_cnn.int8.onnx",
+        )
 
 
 def test_cli_names_the_extra_when_litert_is_missing(monkeypatch, capsys, tmp_path):
@@ -204,10 +229,12 @@ def test_cli_names_the_extra_when_litert_is_missing(monkeypatch, capsys, tmp_pat
 
 
 def test_help_imports_no_tensorflow():
-    code = ("import sys\nfrom mnist_onnx.cli import main\ntry:\n    main(['bench', '--help'])\n"
-            "except SystemExit as exc:\n    assert exc.code == 0\n"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert', 'onnxruntime', 'numpy')"
-            " if m in sys.modules))")
+    code = (
+        "import sys\nfrom mnist_onnx.cli import main\ntry:\n    main(['bench', '--help'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert', 'onnxruntime', 'numpy')"
+        " if m in sys.modules))"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -215,8 +242,7 @@ def test_help_imports_no_tensorflow():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_gpu_required_without_cuda_fails_before_any_work(keras_model_path, held_out_test_csv, train_sample,
-                                                         tmp_path):
+def test_gpu_required_without_cuda_fails_before_any_work(keras_model_path, held_out_test_csv, train_sample, tmp_path):
     import onnxruntime as ort
 
     from mnist_onnx.bench.suite import run_benchmark
@@ -225,6 +251,7 @@ def test_gpu_required_without_cuda_fails_before_any_work(keras_model_path, held_
         pytest.skip("needs the CPU onnxruntime of the base install (this one offers CUDA, so the error cannot occur)")
     test, answers = held_out_test_csv
     with pytest.raises(MnistOnnxError, match=r"onnxruntime-gpu"):
-        run_benchmark(keras_model_path, test, tmp_path / "out", calibration_csv=train_sample,
-                      test_labels_csv=answers, gpu=True)
+        run_benchmark(
+            keras_model_path, test, tmp_path / "out", calibration_csv=train_sample, test_labels_csv=answers, gpu=True
+        )
     assert not (tmp_path / "out").exists()

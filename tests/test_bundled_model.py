@@ -54,8 +54,17 @@ def test_bundled_model_matches_its_card(card, precision, holdout_sample):
 
 
 def test_card_records_what_the_issue_asks_for(card):
-    assert {"files", "data", "recipe", "command_lines", "validation_accuracy", "holdout_accuracy", "parity",
-            "quantization", "versions"} <= card.keys()
+    assert {
+        "files",
+        "data",
+        "recipe",
+        "command_lines",
+        "validation_accuracy",
+        "holdout_accuracy",
+        "parity",
+        "quantization",
+        "versions",
+    } <= card.keys()
     assert card["holdout_accuracy"]["rows"] == 28000
     assert card["parity"]["passed"] and card["quantization"]["passed"]
     page = (BUNDLED / "MODEL_CARD.md").read_text(encoding="utf-8")

@@ -28,8 +28,22 @@ def test_cli_default_run_needs_or_uses_the_bundled_model(capsys):
 
 def test_cli_predicts_and_writes_a_submission(fp32_model_path, holdout_sample, tmp_path, capsys):
     out = tmp_path / "submission.csv"
-    code = main(["predict", str(holdout_sample), "--model", str(fp32_model_path), "--out", str(out),
-                 "--batch-size", "100", "--threads", "1", "--provider", "cpu"])
+    code = main(
+        [
+            "predict",
+            str(holdout_sample),
+            "--model",
+            str(fp32_model_path),
+            "--out",
+            str(out),
+            "--batch-size",
+            "100",
+            "--threads",
+            "1",
+            "--provider",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err == ""
@@ -47,12 +61,15 @@ def test_cli_quiet_prints_nothing(fp32_model_path, holdout_sample, tmp_path, cap
     assert len(out.read_text().splitlines()) == 1001
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--proba"], "--proba adds columns to the --out file: give --out PATH too"),
-    (["--provider", "cpu", "MISSING.csv"], "MISSING.csv: no such file"),
-    (["--model", "MISSING.onnx"], "MISSING.onnx: no such model file"),
-    (["--out", "no-such-dir/sub.csv"], "directory no-such-dir does not exist"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--proba"], "--proba adds columns to the --out file: give --out PATH too"),
+        (["--provider", "cpu", "MISSING.csv"], "MISSING.csv: no such file"),
+        (["--model", "MISSING.onnx"], "MISSING.onnx: no such model file"),
+        (["--out", "no-such-dir/sub.csv"], "directory no-such-dir does not exist"),
+    ],
+)
 def test_cli_user_errors_are_one_line(fp32_model_path, arguments, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     if "--model" not in arguments:

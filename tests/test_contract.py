@@ -55,8 +55,9 @@ def test_fixed_batch_model_is_fed_in_its_own_batch_size(holdout):
     dynamic = DigitClassifier(small_model("nhwc"), providers="cpu")
     fixed = DigitClassifier(small_model("fixed_batch_4"), providers="cpu")
     assert fixed.contract.fixed_batch == 4
-    np.testing.assert_array_equal(fixed.predict_proba(holdout.images[:11], batch_size=256),
-                                  dynamic.predict_proba(holdout.images[:11]))
+    np.testing.assert_array_equal(
+        fixed.predict_proba(holdout.images[:11], batch_size=256), dynamic.predict_proba(holdout.images[:11])
+    )
 
 
 def test_uint8_input_model_gets_raw_pixels_and_rounded_floats(tmp_path):

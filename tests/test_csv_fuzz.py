@@ -36,8 +36,12 @@ from mnist_onnx.runtime.kaggle_csv import PIXEL_COLUMNS, iter_kaggle_csv, read_k
 from mnist_onnx.runtime.predictor import DigitClassifier  # noqa: E402
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "300"))
-settings.register_profile("ci", max_examples=EXAMPLES, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "ci",
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile("ci")
 
 VALID_SPELLINGS = ["plain", "bom", "crlf", "gzip", "blank_lines", "quotes", "padding", "integral_float"]
@@ -166,7 +170,7 @@ def test_many_rows_stream_in_bounded_chunks(tmp_path: Path, train_sample: Path) 
     for batch in iter_kaggle_csv(path, chunk_rows=3000):
         sizes.append(len(batch))
         first_rows.append(batch.first_row)
-        np.testing.assert_array_equal(batch.labels, expected_labels[batch.first_row:batch.first_row + len(batch)])
+        np.testing.assert_array_equal(batch.labels, expected_labels[batch.first_row : batch.first_row + len(batch)])
         total += len(batch)
     assert total == 20_000 and max(sizes) == 3000 and first_rows == list(range(0, 20_000, 3000))
 
@@ -203,8 +207,9 @@ def test_predict_csv_writes_the_right_submission_or_nothing(tmp_path_factory, bu
         path, out = folder / "digits.csv", folder / "submission.csv"
         path.write_bytes(data)
         out.write_text("previous submission\n")
-        run = lambda: bundled_int8.predict_csv(path, output=out, chunk_rows=chunk_rows,  # noqa: E731
-                                               batch_size=batch_size, overlap_reading=overlap_reading)
+        run = lambda: bundled_int8.predict_csv(  # noqa: E731
+            path, output=out, chunk_rows=chunk_rows, batch_size=batch_size, overlap_reading=overlap_reading
+        )
         if expected_error is None:
             frame = run()
             images = np.array(pixels, dtype=np.uint8).reshape(n_rows, 28, 28)
@@ -228,7 +233,7 @@ def test_predict_csv_writes_the_right_submission_or_nothing(tmp_path_factory, bu
 
 # Cell spellings: digits, signs, points, exponents, padding, quotes, and the
 # characters Python's float() accepts but pandas does not (underscore, non-ASCII digits).
-_CELL_ALPHABET = "0123456789+-.eE_ x\"\u0663\uff11"
+_CELL_ALPHABET = '0123456789+-.eE_ x"\u0663\uff11'
 
 
 def test_any_cell_text_is_read_as_its_number_or_named(tmp_path_factory, record_property) -> None:

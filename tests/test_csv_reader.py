@@ -147,7 +147,9 @@ def test_bad_cell_in_a_later_chunk_and_after_blank_lines(tmp_path: Path, sample_
         (lambda lines: lines[:5] + [lines[5] + ",7"] + lines[6:], 6, None, "expected 785 fields, got 786"),
         (
             lambda lines: lines[:5] + [lines[5].rsplit(",", 10)[0]] + lines[6:],
-            6, "pixel774", "expected 785 fields, got 775",
+            6,
+            "pixel774",
+            "expected 785 fields, got 775",
         ),
         (lambda lines: [lines[0]] + [ln + ",0" for ln in lines[1:]], 2, None, "expected 785 fields, got 786"),
     ],
@@ -235,6 +237,7 @@ def test_non_utf8_line(tmp_path: Path, sample_rows) -> None:
 
 # -- the numpy fast path and the raw blocks -----------------------------------------
 
+
 def _pandas_reading(data: bytes, columns: int) -> np.ndarray | None:
     """What pandas' C parser makes of a block (header-less), or None where it fails or is not 0-255 integers."""
     import io
@@ -242,8 +245,7 @@ def _pandas_reading(data: bytes, columns: int) -> np.ndarray | None:
     import pandas as pd
 
     try:
-        frame = pd.read_csv(io.BytesIO(data), header=None, dtype=str, keep_default_na=False,
-                            skip_blank_lines=False)
+        frame = pd.read_csv(io.BytesIO(data), header=None, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except Exception:  # noqa: BLE001 - any failure counts as "pandas does not read it as plain integers"
         return None
     if frame.shape[1] != columns or not isinstance(frame.index, pd.RangeIndex):
@@ -266,10 +268,28 @@ def test_fast_path_takes_the_common_spellings() -> None:
             np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("text", [
-    "0,7,256\n", "0,7,-1\n", "0,7,1.0\n", "0,7, 1\n", "0,7,\n", "0,7\n", "0,7,1,2\n", "0,7,1", "0,7,1\r\n0,7,1\n",
-    "0,7,1\n\n", '0,7,"1"\n', "0,7,1e2\n", "0,7,1234\n", "0,7,x\n", "0;7;1\n", "0,7,1\r", "\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0,7,256\n",
+        "0,7,-1\n",
+        "0,7,1.0\n",
+        "0,7, 1\n",
+        "0,7,\n",
+        "0,7\n",
+        "0,7,1,2\n",
+        "0,7,1",
+        "0,7,1\r\n0,7,1\n",
+        "0,7,1\n\n",
+        '0,7,"1"\n',
+        "0,7,1e2\n",
+        "0,7,1234\n",
+        "0,7,x\n",
+        "0;7;1\n",
+        "0,7,1\r",
+        "\n",
+    ],
+)
 def test_fast_path_declines_every_other_spelling(text: str) -> None:
     # Declined blocks go to pandas (and to the line-by-line scan when pandas fails too).
     from mnist_onnx.runtime.kaggle_csv import _parse_plain
@@ -281,13 +301,18 @@ hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: p
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_CELL = st.one_of(st.integers(0, 300).map(str), st.integers(0, 9).map(lambda d: "00" + str(d)),
-                  st.text(alphabet="0123456789,\r\n -+.e\"x", max_size=4))
+_CELL = st.one_of(
+    st.integers(0, 300).map(str),
+    st.integers(0, 9).map(lambda d: "00" + str(d)),
+    st.text(alphabet='0123456789,\r\n -+.e"x', max_size=4),
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(rows=st.lists(st.lists(_CELL, min_size=2, max_size=4), min_size=1, max_size=4),
-       newline=st.sampled_from(["\n", "\r\n"]))
+@given(
+    rows=st.lists(st.lists(_CELL, min_size=2, max_size=4), min_size=1, max_size=4),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
 def test_fast_path_agrees_with_pandas_or_declines(rows, newline) -> None:
     """Whenever the numpy path returns values, pandas reads the same bytes as the same integers."""
     from mnist_onnx.runtime.kaggle_csv import _parse_plain

@@ -146,8 +146,10 @@ def test_pickle_naming_another_global_is_refused(tmp_path: Path, monkeypatch) ->
         (_numpy1_pickle(np.zeros(3)), "expected a tuple of 3"),
         (_numpy1_pickle(((np.zeros((2, 5), np.float32), np.zeros(2)),) * 3), "expected images shaped"),
         (b"not a pickle at all", "cannot unpickle"),
-        (_numpy1_pickle(((np.zeros((2, 784), dtype=object), np.zeros(2, np.int64)),) * 3),
-         "expected float images and integer labels, got dtypes object and int64"),
+        (
+            _numpy1_pickle(((np.zeros((2, 784), dtype=object), np.zeros(2, np.int64)),) * 3),
+            "expected float images and integer labels, got dtypes object and int64",
+        ),
     ],
     ids=["array-not-tuple", "wrong-shape", "garbage", "object-array"],
 )

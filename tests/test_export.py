@@ -35,8 +35,9 @@ def _onnx_probs(onnx_path, images, batch_size):
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     x = images.astype(np.float32) * np.float32(PIXEL_SCALE)
     x = x.transpose(0, 3, 1, 2)  # the exported model is NCHW
-    return np.concatenate([session.run(["probabilities"], {"image": x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [session.run(["probabilities"], {"image": x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    )
 
 
 def _break_last_bias(model):
@@ -61,8 +62,9 @@ def sabotaged_converter(monkeypatch):
     monkeypatch.setattr(convert, "convert_keras", convert_and_break)
 
 
-def test_export_matches_keras_on_real_digits_at_two_batch_sizes(tiny_keras_model_path, tiny_onnx_model_path,
-                                                                 holdout_sample):
+def test_export_matches_keras_on_real_digits_at_two_batch_sizes(
+    tiny_keras_model_path, tiny_onnx_model_path, holdout_sample
+):
     images = read_kaggle_csv(holdout_sample).images[:300]
     expected = _keras_probs(tiny_keras_model_path, images)
     for batch_size in (1, 128):
@@ -123,7 +125,8 @@ def test_fold_flatten_transpose_keeps_results():
         helper.make_node("MatMul", ["flat", "w"], ["y"]),
     ]
     g = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", c, h, w])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", k])],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([-1, h * w * c], np.int64), "shape")],
@@ -203,8 +206,10 @@ def test_cli_exit_1_on_a_missing_model(tmp_path, capsys):
 
 
 def test_importing_export_does_not_import_tensorflow_or_onnx():
-    code = ("import sys, mnist_onnx.export, mnist_onnx.export.cli, mnist_onnx.runtime.metadata, mnist_onnx.cli;"
-            "mnist_onnx.cli.build_parser();"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime') if m in sys.modules))")
+    code = (
+        "import sys, mnist_onnx.export, mnist_onnx.export.cli, mnist_onnx.runtime.metadata, mnist_onnx.cli;"
+        "mnist_onnx.cli.build_parser();"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -41,8 +41,9 @@ PREVIOUS = "previous complete output\n"
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def _temporaries(folder: Path, name: str) -> list[Path]:
@@ -86,8 +87,23 @@ def big_csv(tmp_path_factory) -> Path:
 
 
 def _predict(big_csv: Path, out: Path) -> subprocess.Popen:
-    return _cli(["-m", "mnist_onnx.cli", "predict", str(big_csv), "--precision", "int8", "--out", str(out),
-                 "--batch-size", "8", "--threads", "1", "-q"])
+    return _cli(
+        [
+            "-m",
+            "mnist_onnx.cli",
+            "predict",
+            str(big_csv),
+            "--precision",
+            "int8",
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "-q",
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +149,7 @@ def _data_wheel(folder: Path, copies: int) -> tuple[Path, int]:
     x = np.tile(batch.images.reshape(-1, 784).astype(np.float32) / 256.0, (copies, 1))
     y = np.tile(batch.labels.astype(np.int64), copies)
     third = len(x) // 3
-    splits = ((x[:third], y[:third]), (x[third:2 * third], y[third:2 * third]), (x[2 * third:], y[2 * third:]))
+    splits = ((x[:third], y[:third]), (x[third : 2 * third], y[third : 2 * third]), (x[2 * third :], y[2 * third :]))
     return _wheel(folder, gzip.compress(_numpy1_pickle(splits), compresslevel=1)), len(x)
 
 
@@ -256,8 +272,9 @@ def test_export_failing_mid_write_keeps_the_previous_model(tiny_keras_model_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_quantize_interrupted_mid_write_keeps_the_previous_model(quantizable_onnx_model_path, train_sample,
-                                                                 tmp_path, half_written):
+def test_quantize_interrupted_mid_write_keeps_the_previous_model(
+    quantizable_onnx_model_path, train_sample, tmp_path, half_written
+):
     from mnist_onnx.export import quantize_int8
 
     out = tmp_path / "model.int8.onnx"
@@ -314,8 +331,11 @@ def test_tampered_bundled_model_is_refused(bundle_copy, tamper, capsys):
         card = json.loads((bundle_copy / "model_card.json").read_text())
         card["files"]["int8"]["sha256"] = hashlib.sha256(b"another model").hexdigest()
         (bundle_copy / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match=r"bundled int8 model .*: expected sha256 [0-9a-f]{64} \(model card\), "
-                                         r"got [0-9a-f]{64}; the installation is damaged"):
+    with pytest.raises(
+        ModelError,
+        match=r"bundled int8 model .*: expected sha256 [0-9a-f]{64} \(model card\), "
+        r"got [0-9a-f]{64}; the installation is damaged",
+    ):
         DigitClassifier(precision="int8", providers="cpu")
     assert DigitClassifier(precision="fp32", providers="cpu").contract.precision == "fp32", "fp32 is intact"
     assert main(["predict", "--precision", "int8"]) == 1
@@ -333,9 +353,11 @@ def test_one_classifier_shared_by_threads_answers_as_one_thread(tmp_path):
     Plus 4 threads predicting the same CSV to 4 files at once."""
     clf = DigitClassifier(precision="int8", providers="cpu", threads=2)
     images = read_kaggle_csv(SAMPLE).images
-    work = [(images[(t * 125) % 1000:][:1000 - (t * 125) % 1000].repeat(2, axis=0)[:1500], (1, 7, 64, 256)[t % 4])
-            for t in range(8)]
-    work = [(np.concatenate([chunk, images[:1500 - len(chunk)]]), size) for chunk, size in work]
+    work = [
+        (images[(t * 125) % 1000 :][: 1000 - (t * 125) % 1000].repeat(2, axis=0)[:1500], (1, 7, 64, 256)[t % 4])
+        for t in range(8)
+    ]
+    work = [(np.concatenate([chunk, images[: 1500 - len(chunk)]]), size) for chunk, size in work]
     expected = [clf.predict_proba(chunk, batch_size=size) for chunk, size in work]
 
     results: list[np.ndarray | BaseException | None] = [None] * len(work)
@@ -359,8 +381,10 @@ def test_one_classifier_shared_by_threads_answers_as_one_thread(tmp_path):
         np.testing.assert_array_equal(got, want, err_msg=f"thread {i} (batch size {work[i][1]})")
 
     outputs = [tmp_path / f"submission-{i}.csv" for i in range(4)]
-    threads = [threading.Thread(target=clf.predict_csv, args=(SAMPLE,), kwargs={"output": out, "chunk_rows": 97})
-               for out in outputs]
+    threads = [
+        threading.Thread(target=clf.predict_csv, args=(SAMPLE,), kwargs={"output": out, "chunk_rows": 97})
+        for out in outputs
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

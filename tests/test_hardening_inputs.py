@@ -42,10 +42,39 @@ def real_images() -> np.ndarray:
 
 # -- predict(): arbitrary arrays ------------------------------------------------------
 
-_DTYPES = st.sampled_from([np.uint8, np.int8, np.int16, np.int64, np.uint16, np.float16, np.float32, np.float64,
-                           np.bool_, np.complex64, np.dtype("<U2"), np.dtype("O"), np.dtype(">f4")])
-_SHAPES = st.sampled_from([(0, 28, 28), (1, 28, 28), (3, 28, 28, 1), (2, 784), (28, 28), (784,), (), (2, 28, 27),
-                           (2, 1, 28, 28), (2, 28, 28, 3), (2, 785), (1, 1, 1, 1, 1)])
+_DTYPES = st.sampled_from(
+    [
+        np.uint8,
+        np.int8,
+        np.int16,
+        np.int64,
+        np.uint16,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.bool_,
+        np.complex64,
+        np.dtype("<U2"),
+        np.dtype("O"),
+        np.dtype(">f4"),
+    ]
+)
+_SHAPES = st.sampled_from(
+    [
+        (0, 28, 28),
+        (1, 28, 28),
+        (3, 28, 28, 1),
+        (2, 784),
+        (28, 28),
+        (784,),
+        (),
+        (2, 28, 27),
+        (2, 1, 28, 28),
+        (2, 28, 28, 3),
+        (2, 785),
+        (1, 1, 1, 1, 1),
+    ]
+)
 
 
 @st.composite
@@ -56,7 +85,8 @@ def arrays(draw):
     if dtype.kind == "f":
         # Mostly in [0, 1], sometimes out of range, NaN or infinite.
         elements = st.floats(-0.5, 1.5, width=16 if dtype.itemsize == 2 else 32) | st.sampled_from(
-            [np.nan, np.inf, -np.inf, 0.0, 1.0])
+            [np.nan, np.inf, -np.inf, 0.0, 1.0]
+        )
         return draw(hnp.arrays(dtype, shape, elements=elements, fill=st.just(0.5)))
     return draw(hnp.arrays(dtype, shape))
 
@@ -67,10 +97,18 @@ _SINGLE = ((28, 28), (28, 28, 1), (784,))
 def _is_valid(array: np.ndarray) -> bool:
     """What the documented contract accepts: one image or a non-empty batch of integers 0-255
     (any integer dtype), or of finite floats in [0, 1]."""
-    shape_ok = array.shape in _SINGLE or (
-        array.ndim == 3 and array.shape[1:] == (28, 28) or array.ndim == 4 and array.shape[1:] in ((28, 28, 1),
-                                                                                                 (1, 28, 28))
-        or array.ndim == 2 and array.shape[1] == 784) and array.shape[0] > 0
+    shape_ok = (
+        array.shape in _SINGLE
+        or (
+            array.ndim == 3
+            and array.shape[1:] == (28, 28)
+            or array.ndim == 4
+            and array.shape[1:] in ((28, 28, 1), (1, 28, 28))
+            or array.ndim == 2
+            and array.shape[1] == 784
+        )
+        and array.shape[0] > 0
+    )
     if not shape_ok:
         return False
     if array.dtype.kind in "ui":
@@ -97,8 +135,9 @@ def test_predict_returns_labels_or_says_what_is_wrong(clf, record_property) -> N
             assert labels.shape == (count,) and labels.dtype == np.int64
         # The same images as float32 in [0, 1] (integers via the exact training scaling) give the same answer.
         pixels = array.reshape(count, 784)
-        scaled = (pixels.astype(np.float32) / np.float32(255.0) if array.dtype.kind in "ui"
-                  else pixels.astype(np.float32))
+        scaled = (
+            pixels.astype(np.float32) / np.float32(255.0) if array.dtype.kind in "ui" else pixels.astype(np.float32)
+        )
         np.testing.assert_array_equal(clf.predict(scaled), np.reshape(labels, (count,)))
 
     check()
@@ -153,12 +192,18 @@ CLI_CASES = {
     "export: model missing": (["export", "missing.keras", "--out", "m.onnx"], "missing.keras"),
     "export: out not .onnx": (["export", "missing.keras", "--out", "m.txt"], "expected an output path ending in .onnx"),
     "export: out in a missing dir": (["export", "missing.keras", "--out", "nowhere/m.onnx"], "does not exist"),
-    "quantize: model missing": (["quantize", "missing.onnx", "--calibration", S, "--out", "m.int8.onnx"],
-                                "missing.onnx: no such file"),
-    "quantize: model is text": (["quantize", "notes.onnx", "--calibration", S, "--out", "m.int8.onnx"],
-                                "notes.onnx: cannot read as an ONNX model"),
-    "quantize: out is a directory": (["quantize", "notes.onnx", "--calibration", S, "--out", "a-dir"],
-                                     "expected an output path ending in .onnx"),
+    "quantize: model missing": (
+        ["quantize", "missing.onnx", "--calibration", S, "--out", "m.int8.onnx"],
+        "missing.onnx: no such file",
+    ),
+    "quantize: model is text": (
+        ["quantize", "notes.onnx", "--calibration", S, "--out", "m.int8.onnx"],
+        "notes.onnx: cannot read as an ONNX model",
+    ),
+    "quantize: out is a directory": (
+        ["quantize", "notes.onnx", "--calibration", S, "--out", "a-dir"],
+        "expected an output path ending in .onnx",
+    ),
 }
 NO_TENSORFLOW_CASES = [name for name in CLI_CASES if not name.startswith(("export", "quantize"))]
 
@@ -194,11 +239,12 @@ def test_cli_bad_train_arguments_are_one_line(workdir, train_sample, capsys) -> 
     pytest.importorskip("tensorflow", reason="needs the 'train' extra: pip install 'mnist-onnx[train]'")
     test_csv = workdir / "test.csv"
     test_csv.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
-    _expect_one_line_error(["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory",
-                           workdir, capsys)
-    _expect_one_line_error(["train", "test.csv", "--out", "run"],
-                           "expected a training file with a 'label' first column",
-                           workdir, capsys)
+    _expect_one_line_error(
+        ["train", str(train_sample), "--out", "a-file"], "a-file: cannot create directory", workdir, capsys
+    )
+    _expect_one_line_error(
+        ["train", "test.csv", "--out", "run"], "expected a training file with a 'label' first column", workdir, capsys
+    )
 
 
 def test_a_pipe_as_the_csv_is_refused_not_waited_on(tmp_path: Path) -> None:
@@ -207,10 +253,18 @@ def test_a_pipe_as_the_csv_is_refused_not_waited_on(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     try:
-        proc = subprocess.run([sys.executable, "-m", "mnist_onnx.cli", "predict", str(fifo), "--precision", "int8"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mnist_onnx.cli", "predict", str(fifo), "--precision", "int8"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("mnist-onnx predict hung on a FIFO")
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr == f"mnist-onnx predict: error: {fifo}: is not a regular file (a pipe or a device?); " \
-                          f"save the CSV to a file first\n"
+    assert (
+        proc.stderr == f"mnist-onnx predict: error: {fifo}: is not a regular file (a pipe or a device?); "
+        f"save the CSV to a file first\n"
+    )

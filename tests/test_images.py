@@ -448,8 +448,9 @@ def test_a_png_broken_after_its_header_is_an_image_error_naming_the_file(tmp_pat
         preprocess_digit(path)
 
 
-def test_an_image_over_max_pixels_is_refused_before_it_is_decoded(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_over_max_pixels_is_refused_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "big.png"
     Image.new("L", (200, 200)).save(path)
 

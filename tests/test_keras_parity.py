@@ -17,7 +17,6 @@ from mnist_onnx.runtime.predictor import DigitClassifier
 PROBABILITY_ATOL = 1e-5
 
 
-
 @pytest.fixture(scope="module")
 def tiny_classifier(tiny_onnx_model_path: Path) -> DigitClassifier:
     """The tiny trained Keras model exported by `mnist-onnx export` (NCHW, full metadata)."""
@@ -33,16 +32,20 @@ def keras_probabilities(tiny_keras_model_path: Path, holdout) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=256, verbose=0))
 
 
-
 @pytest.mark.parametrize("batch_size", [7, 256])
 def test_matches_keras_on_real_digits(tiny_classifier, holdout, keras_probabilities, batch_size):
     probabilities = tiny_classifier.predict_proba(holdout.images, batch_size=batch_size)
     assert probabilities.dtype == np.float32 and probabilities.shape == keras_probabilities.shape
-    np.testing.assert_allclose(probabilities, keras_probabilities, rtol=0, atol=PROBABILITY_ATOL,
-                               err_msg=f"onnxruntime vs Keras probabilities at batch size {batch_size}")
-    np.testing.assert_array_equal(tiny_classifier.predict(holdout.images, batch_size=batch_size),
-                                  keras_probabilities.argmax(axis=1))
-
+    np.testing.assert_allclose(
+        probabilities,
+        keras_probabilities,
+        rtol=0,
+        atol=PROBABILITY_ATOL,
+        err_msg=f"onnxruntime vs Keras probabilities at batch size {batch_size}",
+    )
+    np.testing.assert_array_equal(
+        tiny_classifier.predict(holdout.images, batch_size=batch_size), keras_probabilities.argmax(axis=1)
+    )
 
 
 # Keras' own tf2onnx shim probes `np.object`, which numpy 2.4 warns about.
@@ -58,5 +61,6 @@ def test_accepts_keras_own_onnx_export(tiny_keras_model_path, holdout, keras_pro
     # What Keras 3.15 writes on this stack: NHWC input named after the Input layer, no metadata.
     assert clf.contract.layout == "NHWC" and clf.contract.output_kind == "probabilities"
     for batch_size in (7, 256):
-        np.testing.assert_allclose(clf.predict_proba(holdout.images, batch_size=batch_size), keras_probabilities,
-                                   rtol=0, atol=PROBABILITY_ATOL)
+        np.testing.assert_allclose(
+            clf.predict_proba(holdout.images, batch_size=batch_size), keras_probabilities, rtol=0, atol=PROBABILITY_ATOL
+        )

@@ -30,27 +30,49 @@ def _bad_model_cases(fp32_model_path: Path, tmp_path: Path) -> dict[str, tuple[o
     cases["truncated"] = (file("half.onnx", good[: len(good) // 2]), r"half\.onnx: truncated ONNX model")
     cases["csv"] = (file("test.onnx", b"pixel0,pixel1\n0,0\n"), "is a text file, expected a binary ONNX model")
     cases["keras zip"] = (file("model.onnx", b"PK\x03\x04" + bytes(100)), r"is a zip archive \(a \.keras model\?\)")
-    cases["random bytes"] = (file("noise.onnx", bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + bytes(range(200))),
-                             "is not an ONNX model")
-    cases["wrong input shape"] = (small_model("input_32x32"),
-                                  r"expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, got N×32×32×1")
+    cases["random bytes"] = (
+        file("noise.onnx", bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + bytes(range(200))),
+        "is not an ONNX model",
+    )
+    cases["wrong input shape"] = (
+        small_model("input_32x32"),
+        r"expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, got N×32×32×1",
+    )
     # Two N×10 outputs: which one holds the class scores is the user's call.
-    cases["two outputs"] = (small_model("two_outputs"),
-                            r"got 2 outputs: y \(N×10\), scores \(N×10\); name the one to use \(--output NAME")
+    cases["two outputs"] = (
+        small_model("two_outputs"),
+        r"got 2 outputs: y \(N×10\), scores \(N×10\); name the one to use \(--output NAME",
+    )
     cases["two inputs"] = (small_model("two_inputs"), "expected a model with 1 input .images., got 2: x, unused")
     cases["twelve classes"] = (small_model("twelve_classes"), r"expected 10 output classes \(digits 0-9\), got 12")
-    cases["bad layout metadata"] = (small_model("layout_nwhc"),
-                                    "mnist_onnx.input_layout: expected NCHW or NHWC, got 'NWHC'")
-    cases["layout contradicts shape"] = (small_model("layout_says_nchw"),
-                                         "metadata says NCHW but the input shape is N×28×28×1")
-    cases["bad labels metadata"] = (small_model("duplicate_labels"),
-                                    "expected a JSON list of distinct labels")
+    cases["bad layout metadata"] = (
+        small_model("layout_nwhc"),
+        "mnist_onnx.input_layout: expected NCHW or NHWC, got 'NWHC'",
+    )
+    cases["layout contradicts shape"] = (
+        small_model("layout_says_nchw"),
+        "metadata says NCHW but the input shape is N×28×28×1",
+    )
+    cases["bad labels metadata"] = (small_model("duplicate_labels"), "expected a JSON list of distinct labels")
     return cases
 
 
-CASE_NAMES = ["missing", "directory", "empty", "truncated", "csv", "keras zip", "random bytes", "wrong input shape",
-              "two outputs", "two inputs", "twelve classes", "bad layout metadata",
-              "layout contradicts shape", "bad labels metadata"]
+CASE_NAMES = [
+    "missing",
+    "directory",
+    "empty",
+    "truncated",
+    "csv",
+    "keras zip",
+    "random bytes",
+    "wrong input shape",
+    "two outputs",
+    "two inputs",
+    "twelve classes",
+    "bad layout metadata",
+    "layout contradicts shape",
+    "bad labels metadata",
+]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -74,8 +96,9 @@ def fake_bundle(tmp_path, monkeypatch):
     """A bundled-model folder in tmp_path with a card and a small real model."""
     data = small_model("nhwc")
     (tmp_path / "digit_cnn.onnx").write_bytes(data)
-    card = {"files": {"fp32": {"path": "digit_cnn.onnx", "sha256": hashlib.sha256(data).hexdigest(),
-                               "bytes": len(data)}}}
+    card = {
+        "files": {"fp32": {"path": "digit_cnn.onnx", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    }
     (tmp_path / "model_card.json").write_text(json.dumps(card))
     monkeypatch.setattr(model_source, "bundled_dir", lambda: tmp_path)
     return tmp_path
@@ -88,8 +111,11 @@ def test_bundled_model_is_checked_against_its_card(fake_bundle, holdout):
     with pytest.raises(ModelError, match="model card has no files.int8"):
         DigitClassifier(providers="cpu", precision="int8")
     (fake_bundle / "digit_cnn.onnx").write_bytes(small_model("nhwc_seed1"))
-    with pytest.raises(ModelError, match=r"bundled fp32 model .*digit_cnn\.onnx: expected sha256 [0-9a-f]{64} "
-                                         r"\(model card\), got [0-9a-f]{64}; the installation is damaged"):
+    with pytest.raises(
+        ModelError,
+        match=r"bundled fp32 model .*digit_cnn\.onnx: expected sha256 [0-9a-f]{64} "
+        r"\(model card\), got [0-9a-f]{64}; the installation is damaged",
+    ):
         DigitClassifier(providers="cpu")
 
 

@@ -57,10 +57,21 @@ def test_fresh_virtualenv_without_extras(small_model, holdout_sample, tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "mnist_onnx", source / "mnist_onnx",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                  "-w", str(tmp_path / "dist"), str(source)])
+    shutil.copytree(REPO / "mnist_onnx", source / "mnist_onnx", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ]
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("mnist_onnx-*.whl")
 
@@ -72,32 +83,44 @@ def test_fresh_virtualenv_without_extras(small_model, holdout_sample, tmp_path):
     installed = _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)])
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
-    check = _run([str(python), "-c", "import importlib.util as u; "
-                  f"print([m for m in {HEAVY!r} if u.find_spec(m)])"])
+    check = _run([str(python), "-c", f"import importlib.util as u; print([m for m in {HEAVY!r} if u.find_spec(m)])"])
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip() == "[]", "TensorFlow, Keras, tf2onnx or onnx was installed without an extra"
 
     cli = venv / "bin" / "mnist-onnx"
-    site = _run([str(python), "-c", "import mnist_onnx.runtime, pathlib; "
-                 "print(pathlib.Path(mnist_onnx.runtime.__file__).parent / 'bundled')"]).stdout.strip()
+    site = _run(
+        [
+            str(python),
+            "-c",
+            "import mnist_onnx.runtime, pathlib; print(pathlib.Path(mnist_onnx.runtime.__file__).parent / 'bundled')",
+        ]
+    ).stdout.strip()
     if (Path(site) / "model_card.json").exists():
         # The README's first command: the bundled model over the bundled sample.
         first = _run([str(cli), "predict"], cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         assert "predicted 1,000 rows of the bundled sample" in first.stdout and "accuracy" in first.stdout
     out = tmp_path / "submission.csv"
-    predicted = _run([str(cli), "predict", str(holdout_sample), "--model", str(small_model), "--out", str(out)],
-                     cwd=tmp_path)
+    predicted = _run(
+        [str(cli), "predict", str(holdout_sample), "--model", str(small_model), "--out", str(out)], cwd=tmp_path
+    )
     assert predicted.returncode == 0, predicted.stderr
     assert "predicted 1,000 rows" in predicted.stdout and "CPUExecutionProvider" in predicted.stdout
     assert out.read_text().splitlines()[0] == "ImageId,Label"
 
-    api = _run([str(python), "-c", textwrap.dedent(f"""
+    api = _run(
+        [
+            str(python),
+            "-c",
+            textwrap.dedent(f"""
         import sys
         from mnist_onnx import predict_csv
         frame = predict_csv({str(holdout_sample)!r}, {str(small_model)!r})
         assert "tensorflow" not in sys.modules
         print(len(frame), frame.attrs["evaluation"].rows)
-    """)], cwd=tmp_path)
+    """),
+        ],
+        cwd=tmp_path,
+    )
     assert api.returncode == 0, api.stderr
     assert api.stdout.split() == ["1000", "1000"]

@@ -19,8 +19,9 @@ from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 
 BUNDLED = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled"
 HAS_PLUGIN = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
-needs_plugin = pytest.mark.skipif(not HAS_PLUGIN, reason="onnxruntime-ep-openvino is not installed "
-                                                        "(pip install 'mnist-onnx[openvino]')")
+needs_plugin = pytest.mark.skipif(
+    not HAS_PLUGIN, reason="onnxruntime-ep-openvino is not installed (pip install 'mnist-onnx[openvino]')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,19 @@ def _session(model: str, config: ov.OpenVINOConfig | None) -> ort.InferenceSessi
 
 def test_config_properties_and_validation() -> None:
     config = ov.OpenVINOConfig("bf16", "THROUGHPUT", num_streams=2, threads=1)
-    assert config.properties() == {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "THROUGHPUT",
-                                   "NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": "1"}
+    assert config.properties() == {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": "2",
+        "INFERENCE_NUM_THREADS": "1",
+    }
     assert '"CPU"' in config.provider_options()["load_config"]
-    for bad in (ov.OpenVINOConfig("fp16"), ov.OpenVINOConfig(performance_hint="FAST"),  # type: ignore[arg-type]
-                ov.OpenVINOConfig(num_streams=0), ov.OpenVINOConfig(threads=True)):  # type: ignore[arg-type]
+    for bad in (
+        ov.OpenVINOConfig("fp16"),
+        ov.OpenVINOConfig(performance_hint="FAST"),  # type: ignore[arg-type]
+        ov.OpenVINOConfig(num_streams=0),
+        ov.OpenVINOConfig(threads=True),
+    ):  # type: ignore[arg-type]
         with pytest.raises(MnistOnnxError, match="expected"):
             bad.properties()
 
@@ -92,8 +101,11 @@ def test_plugin_that_fails_to_load_says_how_to_fix_it(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ov, "_device", None)
     ov._reset_for_tests()
     try:
-        with pytest.raises(ov.OpenVINOUnavailableError, match=r"could not be loaded .*pip install --force-reinstall "
-                                                               r"'mnist-onnx\[openvino\]'"):
+        with pytest.raises(
+            ov.OpenVINOUnavailableError,
+            match=r"could not be loaded .*pip install --force-reinstall "
+            r"'mnist-onnx\[openvino\]'",
+        ):
             ov.openvino_device()
         with pytest.raises(ov.OpenVINOUnavailableError):  # remembered, not retried
             ov.openvino_device()
@@ -103,16 +115,18 @@ def test_plugin_that_fails_to_load_says_how_to_fix_it(monkeypatch: pytest.Monkey
 
 @needs_plugin
 @pytest.mark.parametrize("model", ["digit_cnn.onnx", "digit_cnn.int8.onnx"])
-def test_f32_openvino_matches_cpu_provider_on_held_out_digits(model: str,
-                                                              sample: tuple[np.ndarray, np.ndarray]) -> None:
+def test_f32_openvino_matches_cpu_provider_on_held_out_digits(
+    model: str, sample: tuple[np.ndarray, np.ndarray]
+) -> None:
     images, _ = sample
     session = _session(model, ov.OpenVINOConfig())
     assert session.get_providers()[0] == ov.OPENVINO
     cpu = _predict(_session(model, None))(images)
     for batch in (1, 64, 1000):  # the batch dimension stays dynamic
-        got = np.concatenate([_predict(session)(images[i:i + batch]) for i in range(0, 128 if batch == 1 else
-                                                                                    1000, batch)])
-        ref = cpu[:len(got)]
+        got = np.concatenate(
+            [_predict(session)(images[i : i + batch]) for i in range(0, 128 if batch == 1 else 1000, batch)]
+        )
+        ref = cpu[: len(got)]
         # Measured: 1.2e-6 (fp32) and 2.6e-6 (int8) on these digits; OpenVINO's default bf16 moves them by 1e-2.
         np.testing.assert_allclose(got, ref, atol=2e-5, err_msg=f"{model}, batch {batch}")
         assert (got.argmax(1) == ref.argmax(1)).all()
@@ -122,9 +136,9 @@ def test_f32_openvino_matches_cpu_provider_on_held_out_digits(model: str,
 def test_openvino_session_is_thread_safe(sample: tuple[np.ndarray, np.ndarray]) -> None:
     images, _ = sample
     predict = _predict(_session("digit_cnn.int8.onnx", ov.OpenVINOConfig()))
-    serial = [predict(images[i:i + 50]) for i in range(0, 1000, 50)]
+    serial = [predict(images[i : i + 50]) for i in range(0, 1000, 50)]
     with ThreadPoolExecutor(4) as pool:
-        parallel = list(pool.map(predict, [images[i:i + 50] for i in range(0, 1000, 50)]))
+        parallel = list(pool.map(predict, [images[i : i + 50] for i in range(0, 1000, 50)]))
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -136,16 +150,29 @@ def test_bf16_gate_on_the_bundled_model(tmp_path: Path, sample: tuple[np.ndarray
     images, labels = sample
     cache = tuning.TuneCache(tmp_path)
     key = tuning.TrialKey("bf16-gate", "bundled-fp32")
-    report = tuning.bf16_gate(key, lambda: _predict(_session("digit_cnn.onnx", None)),
-                              lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
-                              images, labels, evaluation="bundled sample", cache=cache)
+    report = tuning.bf16_gate(
+        key,
+        lambda: _predict(_session("digit_cnn.onnx", None)),
+        lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
+        images,
+        labels,
+        evaluation="bundled sample",
+        cache=cache,
+    )
     assert report.passed and report.rows == 1000
     assert 0 < report.max_abs_diff < 0.1  # bf16 really ran: probabilities moved, labels held
     # Forced thresholds no real model can meet: refused, with the figures.
     with pytest.raises(Exception, match=r"bf16 refused .*agreement 100\.000% \(0 differ; needed >= 150\.0%\)"):
-        tuning.bf16_gate(key, lambda: _predict(_session("digit_cnn.onnx", None)),
-                         lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
-                         images, labels, evaluation="bundled sample", cache=cache, min_agreement=1.5)
+        tuning.bf16_gate(
+            key,
+            lambda: _predict(_session("digit_cnn.onnx", None)),
+            lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
+            images,
+            labels,
+            evaluation="bundled sample",
+            cache=cache,
+            min_agreement=1.5,
+        )
 
 
 # -- the classifier, predict_csv and the CLI on OpenVINO ----------------------------------------------------------
@@ -165,8 +192,9 @@ def fresh_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @needs_plugin
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_classifier_on_openvino_matches_cpu_at_every_size(precision: str,
-                                                         sample: tuple[np.ndarray, np.ndarray]) -> None:
+def test_classifier_on_openvino_matches_cpu_at_every_size(
+    precision: str, sample: tuple[np.ndarray, np.ndarray]
+) -> None:
     from mnist_onnx.runtime.defaults import DEFAULT_OPENVINO_BATCH_SIZE
     from mnist_onnx.runtime.predictor import DigitClassifier
 
@@ -176,11 +204,12 @@ def test_classifier_on_openvino_matches_cpu_at_every_size(precision: str,
     assert clf.providers[0] == ov.OPENVINO and clf.batch_size == DEFAULT_OPENVINO_BATCH_SIZE
     # Odd sizes are padded to powers of two inside: the padding never leaks into the answers.
     for n in (1, 3, 17, 1000):
-        np.testing.assert_allclose(clf.predict_proba(images[:n]), cpu.predict_proba(images[:n]), atol=2e-5,
-                                   err_msg=f"{n} images")
+        np.testing.assert_allclose(
+            clf.predict_proba(images[:n]), cpu.predict_proba(images[:n]), atol=2e-5, err_msg=f"{n} images"
+        )
     assert (clf.predict(images) == cpu.predict(images)).all()
     # One classifier shared by threads (as a server holds it) gives each caller its own answers.
-    parts = [images[i:i + 37] for i in range(0, 1000, 37)]
+    parts = [images[i : i + 37] for i in range(0, 1000, 37)]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(clf.predict_proba, parts))
     for part, got in zip(parts, together, strict=True):
@@ -192,8 +221,9 @@ def test_predict_csv_streams_through_openvino(holdout_sample: Path, tmp_path: Pa
     from mnist_onnx.runtime.predictor import predict_csv
 
     out = tmp_path / "submission.csv"
-    frame = predict_csv(holdout_sample, precision="int8", providers="openvino", output=out, batch_size=64,
-                        chunk_rows=300)
+    frame = predict_csv(
+        holdout_sample, precision="int8", providers="openvino", output=out, batch_size=64, chunk_rows=300
+    )
     cpu = predict_csv(holdout_sample, precision="int8", providers="cpu")
     assert frame.attrs["providers"][0] == ov.OPENVINO
     assert (frame["Label"].to_numpy() == cpu["Label"].to_numpy()).all()
@@ -201,10 +231,13 @@ def test_predict_csv_streams_through_openvino(holdout_sample: Path, tmp_path: Pa
 
 
 @needs_plugin
-@pytest.mark.parametrize(("speeds", "expected"), [({"cpu": 100.0, "openvino": 1000.0}, ov.OPENVINO),
-                                                  ({"cpu": 1000.0, "openvino": 100.0}, "CPUExecutionProvider")])
-def test_auto_runs_the_measured_choice_and_caches_it(fresh_choices: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    speeds: dict[str, float], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("speeds", "expected"),
+    [({"cpu": 100.0, "openvino": 1000.0}, ov.OPENVINO), ({"cpu": 1000.0, "openvino": 100.0}, "CPUExecutionProvider")],
+)
+def test_auto_runs_the_measured_choice_and_caches_it(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, speeds: dict[str, float], expected: str
+) -> None:
     from mnist_onnx.runtime import acceleration
     from mnist_onnx.runtime.predictor import DigitClassifier
 
@@ -212,8 +245,9 @@ def test_auto_runs_the_measured_choice_and_caches_it(fresh_choices: Path, monkey
         pytest.skip("with CUDA offered, auto means CUDA")
     trials: list[int] = []
 
-    def fake_measure(candidates: dict[str, tuning.Predict], images: np.ndarray, batch: int,
-                     **_: object) -> dict[str, float]:
+    def fake_measure(
+        candidates: dict[str, tuning.Predict], images: np.ndarray, batch: int, **_: object
+    ) -> dict[str, float]:
         trials.append(batch)
         for predict in candidates.values():  # the candidates are real, working classifiers
             assert predict(images[:batch]).shape == (batch, 10)
@@ -232,11 +266,10 @@ def test_auto_runs_the_measured_choice_and_caches_it(fresh_choices: Path, monkey
     assert (fresh_choices / "measured-choices.json").exists()
 
 
-
 @needs_plugin
 def test_auto_on_openvino_sends_calls_below_the_crossover_to_the_cpu_provider(
-        fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, holdout_sample: Path,
-        sample: tuple[np.ndarray, np.ndarray]) -> None:
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, holdout_sample: Path, sample: tuple[np.ndarray, np.ndarray]
+) -> None:
     from mnist_onnx.runtime import acceleration
     from mnist_onnx.runtime.predictor import DigitClassifier, predict_csv
 
@@ -244,8 +277,11 @@ def test_auto_on_openvino_sends_calls_below_the_crossover_to_the_cpu_provider(
         pytest.skip("with CUDA offered, auto means CUDA")
     images, _ = sample
     # OpenVINO wins at 256 and 16 images per call, loses at 1: the crossover is 16.
-    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {
-        "cpu": 100.0, "openvino": 1000.0 if batch >= 16 else 10.0})
+    monkeypatch.setattr(
+        tuning,
+        "measure",
+        lambda candidates, images, batch, **_: {"cpu": 100.0, "openvino": 1000.0 if batch >= 16 else 10.0},
+    )
     clf = DigitClassifier(precision="int8")
     assert clf.providers[0] == ov.OPENVINO
     assert clf.provider_choice is not None and clf.provider_choice.cpu_below == 16
@@ -285,8 +321,9 @@ def test_auto_on_openvino_sends_calls_below_the_crossover_to_the_cpu_provider(
 
 
 @needs_plugin
-def test_openvino_labels_that_differ_from_cpu_are_refused_or_fall_back(fresh_choices: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openvino_labels_that_differ_from_cpu_are_refused_or_fall_back(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mnist_onnx.errors import ProviderError, ProviderFallbackWarning
     from mnist_onnx.runtime import acceleration
     from mnist_onnx.runtime.model_source import load_model
@@ -308,9 +345,9 @@ def test_openvino_labels_that_differ_from_cpu_are_refused_or_fall_back(fresh_cho
 
 
 @needs_plugin
-def test_bf16_precision_passes_its_gate_or_is_refused_with_figures(fresh_choices: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_bf16_precision_passes_its_gate_or_is_refused_with_figures(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mnist_onnx.cli import main
     from mnist_onnx.runtime.predictor import DigitClassifier
 
@@ -336,8 +373,9 @@ def test_bf16_precision_passes_its_gate_or_is_refused_with_figures(fresh_choices
 
 
 @needs_plugin
-def test_cli_provider_flag_and_tune(fresh_choices: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_provider_flag_and_tune(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mnist_onnx.cli import main
     from mnist_onnx.runtime import acceleration
 
@@ -353,8 +391,9 @@ def test_cli_provider_flag_and_tune(fresh_choices: Path, monkeypatch: pytest.Mon
     assert '\\"batch_size\\": 64' in cached and '\\"batch_size\\": 512' in cached
 
 
-def test_cli_without_the_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_the_plugin_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mnist_onnx.cli import main
     from mnist_onnx.runtime import acceleration
 

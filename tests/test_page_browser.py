@@ -48,26 +48,38 @@ def _find_chromium() -> str | None:
 
 CHROMIUM = _find_chromium()
 if CHROMIUM is None:
-    pytest.skip(f"no Chromium at CHROMIUM={os.environ['CHROMIUM']}" if os.environ.get("CHROMIUM") else
-                "no Chromium installed (Debian: apt-get install chromium; or set CHROMIUM=/path/to/chrome)",
-                allow_module_level=True)
+    pytest.skip(
+        f"no Chromium at CHROMIUM={os.environ['CHROMIUM']}"
+        if os.environ.get("CHROMIUM")
+        else "no Chromium installed (Debian: apt-get install chromium; or set CHROMIUM=/path/to/chrome)",
+        allow_module_level=True,
+    )
 pytest.importorskip("starlette", reason="needs the 'serve' extra: pip install 'mnist-onnx[serve]'")
 pytest.importorskip("uvicorn", reason="needs the 'serve' extra: pip install 'mnist-onnx[serve]'")
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="needs Playwright's Python API: pip install 'mnist-onnx[dev]'")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="needs Playwright's Python API: pip install 'mnist-onnx[dev]'"
+)
 from _page_drawing import draw as _draw  # noqa: E402
 from _page_drawing import random_placement  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with the serve extra)
 
 # Flags for a headless Chromium that must not reach the network or touch a shared profile.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 SERVER_START_TIMEOUT_S = 120
 ANSWER_TIMEOUT_MS = 30_000
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
+
 
 def _holdout() -> tuple[np.ndarray, np.ndarray]:
     """Labels (N,) and uint8 images (N, 28, 28) of the bundled held-out sample."""
@@ -96,6 +108,7 @@ def _png(image: np.ndarray, *, scale: int = 1, dark_on_light: bool = False) -> b
 
 # -- the server ----------------------------------------------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,8 +133,10 @@ class Server:
             if self.process.poll() == 4:  # the CLI's exit code for a missing extra; its message names it
                 pytest.skip(f"mnist-onnx serve: {self.log.read_text(errors='replace').strip()[-300:]}")
             if self.process.poll() is not None:
-                raise RuntimeError(f"mnist-onnx serve exited with {self.process.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"mnist-onnx serve exited with {self.process.returncode}: "
+                    f"{self.log.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "v2/health/ready", timeout=2) as response:
                     if response.status == 200:
@@ -130,13 +145,16 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"mnist-onnx serve was not ready within {SERVER_START_TIMEOUT_S} s: "
-                           f"{self.log.read_text(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"mnist-onnx serve was not ready within {SERVER_START_TIMEOUT_S} s: "
+            f"{self.log.read_text(errors='replace')[-2000:]}"
+        )
 
     def predict(self, body: bytes, content_type: str = "image/png") -> tuple[int, dict]:
         """POST ``body`` to /v1/predict as a script would: (HTTP status, JSON answer)."""
-        request = urllib.request.Request(self.url + "v1/predict", data=body, method="POST",
-                                         headers={"Content-Type": content_type})
+        request = urllib.request.Request(
+            self.url + "v1/predict", data=body, method="POST", headers={"Content-Type": content_type}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -166,6 +184,7 @@ def server(artifacts: Path) -> Iterator[Server]:
 
 
 # -- the browser ---------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
@@ -200,20 +219,24 @@ def _state(page) -> str:
 
 def _wait_answer(page) -> str:
     """Wait until the page has answered the latest drawing; return its state ('shown' or 'error')."""
-    page.wait_for_function("['shown', 'error', 'empty'].includes(document.getElementById('app').dataset.state)",
-                           timeout=ANSWER_TIMEOUT_MS)
+    page.wait_for_function(
+        "['shown', 'error', 'empty'].includes(document.getElementById('app').dataset.state)", timeout=ANSWER_TIMEOUT_MS
+    )
     return _state(page)
 
 
 def _canvas_ink(page, selector: str = "#pad") -> int:
     """Sum of the red channel over a canvas: 0 for an all-black canvas."""
-    return page.evaluate("""(selector) => {
+    return page.evaluate(
+        """(selector) => {
         const c = document.querySelector(selector);
         const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let sum = 0;
         for (let i = 0; i < data.length; i += 4) sum += data[i];
         return sum;
-    }""", selector)
+    }""",
+        selector,
+    )
 
 
 def _prepared_pixels(page) -> np.ndarray:
@@ -242,6 +265,7 @@ def _without_addresses(text: str) -> str:
 
 
 # -- tests ---------------------------------------------------------------------------------------------------------
+
 
 def test_drawn_held_out_digits_are_read(page, server: Server, one_of_each_digit, artifacts: Path, capsys) -> None:
     # Each digit drawn at its own size and place, smaller than the canvas and off centre, so that only
@@ -318,11 +342,14 @@ def test_uploaded_and_dropped_images_are_read(page, one_of_each_digit, tmp_path:
 
     digit, image = one_of_each_digit[2]
     data = list(_png(image, scale=4))
-    transfer = page.evaluate_handle("""(bytes) => {
+    transfer = page.evaluate_handle(
+        """(bytes) => {
         const transfer = new DataTransfer();
         transfer.items.add(new File([new Uint8Array(bytes)], 'two.png', {type: 'image/png'}));
         return transfer;
-    }""", data)
+    }""",
+        data,
+    )
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
     assert _wait_answer(page) == "shown", page.inner_text("#message")
     assert page.inner_text("#digit").strip() == str(digit)
@@ -371,10 +398,10 @@ def test_unreachable_server_is_shown_as_a_message(browser, artifacts: Path, one_
         page.close()
 
 
-def test_phone_layout_and_keyboard_order(browser, server: Server, artifacts: Path, one_of_each_digit,
-                                         capsys) -> None:
-    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                             has_touch=True)
+def test_phone_layout_and_keyboard_order(browser, server: Server, artifacts: Path, one_of_each_digit, capsys) -> None:
+    phone = browser.new_page(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     try:
         phone.goto(server.url)
         phone.wait_for_selector("#chart li")

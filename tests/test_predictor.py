@@ -121,12 +121,19 @@ def test_label_column_is_scored_not_used(classifier, holdout_sample, holdout, tm
 
 @pytest.mark.parametrize("overlap_reading", [False, True])
 def test_streaming_in_many_chunks_equals_one_shot(classifier, holdout_sample, tmp_path, overlap_reading):
-    one_shot = classifier.predict_csv(holdout_sample, proba=True, chunk_rows=100_000, batch_size=1000,
-                                      output=tmp_path / "one.csv")
+    one_shot = classifier.predict_csv(
+        holdout_sample, proba=True, chunk_rows=100_000, batch_size=1000, output=tmp_path / "one.csv"
+    )
     seen: list[int] = []
-    streamed = classifier.predict_csv(holdout_sample, proba=True, chunk_rows=37, batch_size=5,
-                                      overlap_reading=overlap_reading, progress=seen.append,
-                                      output=tmp_path / "many.csv")
+    streamed = classifier.predict_csv(
+        holdout_sample,
+        proba=True,
+        chunk_rows=37,
+        batch_size=5,
+        overlap_reading=overlap_reading,
+        progress=seen.append,
+        output=tmp_path / "many.csv",
+    )
     pd.testing.assert_frame_equal(streamed, one_shot)
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "many.csv").read_bytes()
     # Progress after every chunk (or parallel block) of at most 37 rows, rising to 1000.
@@ -167,10 +174,10 @@ def test_reader_thread_stops_when_prediction_fails(classifier, holdout_sample, t
     assert len(classifier.predict_csv(holdout_sample, chunk_rows=50)) == 1000
 
 
-@pytest.mark.parametrize("destination, message", [
-    ("missing-dir/submission.csv", "directory .* does not exist"),
-    (".", "is a directory, expected a file path"),
-])
+@pytest.mark.parametrize(
+    "destination, message",
+    [("missing-dir/submission.csv", "directory .* does not exist"), (".", "is a directory, expected a file path")],
+)
 def test_unwritable_output(classifier, holdout_sample, tmp_path, destination, message):
     with pytest.raises(MnistOnnxError, match=message):
         classifier.predict_csv(holdout_sample, output=tmp_path / destination)
@@ -198,8 +205,9 @@ def test_io_binding_path_gives_the_same_answer(fp32_model_path, holdout, classif
     # code with the CPU as the device, so it is checked on machines without a GPU.
     bound = DigitClassifier(fp32_model_path, providers="cpu")
     bound._bound_device = ("cpu", 0)
-    np.testing.assert_array_equal(bound.predict_proba(holdout.images, batch_size=100),
-                                  classifier.predict_proba(holdout.images, batch_size=100))
+    np.testing.assert_array_equal(
+        bound.predict_proba(holdout.images, batch_size=100), classifier.predict_proba(holdout.images, batch_size=100)
+    )
 
 
 @pytest.mark.parametrize("spinning, entry", [(None, "1"), (False, "0"), (True, "1")])
@@ -217,13 +225,18 @@ def test_large_inputs_run_data_parallel_with_the_same_answers(holdout):
     assert parallel._serial_session is None
     np.testing.assert_array_equal(small, serial.predict_proba(holdout.images[:7]))
     for batch_size in (5, 64, 1000):
-        np.testing.assert_array_equal(parallel.predict_proba(holdout.images, batch_size=batch_size),
-                                      serial.predict_proba(holdout.images, batch_size=batch_size))
+        np.testing.assert_array_equal(
+            parallel.predict_proba(holdout.images, batch_size=batch_size),
+            serial.predict_proba(holdout.images, batch_size=batch_size),
+        )
     assert parallel._serial_session is not None and serial._serial_session is None
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="no CUDAExecutionProvider available: needs the onnxruntime-gpu wheel "
-                                         "(README, 'GPU') on a machine with an NVIDIA GPU")
+@pytest.mark.skipif(
+    not HAS_CUDA,
+    reason="no CUDAExecutionProvider available: needs the onnxruntime-gpu wheel "
+    "(README, 'GPU') on a machine with an NVIDIA GPU",
+)
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_cuda_matches_cpu(precision, holdout, holdout_sample, tmp_path):
     # The bundled models, so that this runs on a GPU machine without TensorFlow.

@@ -31,8 +31,12 @@ from mnist_onnx.export.quantize import (  # noqa: E402
 
 def _shift_output_bias(model, amount: float):
     """Add ``amount`` to the logit of digit 3 in an fp32 model's output layer."""
-    add = next(n for n in model.graph.node if n.op_type == "Add" and n.output[0] in
-               {i for s in model.graph.node if s.op_type == "Softmax" for i in s.input})
+    add = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "Add"
+        and n.output[0] in {i for s in model.graph.node if s.op_type == "Softmax" for i in s.input}
+    )
     inits = {i.name: i for i in model.graph.initializer}
     name = next(n for n in add.input if n in inits)
     bias = numpy_helper.to_array(inits[name]).copy()
@@ -85,7 +89,11 @@ def test_int8_metadata(tiny_quantization, tiny_int8_model_path, quantizable_onnx
     fp32 = meta.parse_metadata({p.key: p.value for p in onnx.load(quantizable_onnx_model_path).metadata_props})
     assert info.precision == "int8" and fp32.precision == "fp32"
     assert (info.input_layout, info.pixel_scale, info.class_labels, info.output_kind) == (
-        fp32.input_layout, fp32.pixel_scale, fp32.class_labels, fp32.output_kind)
+        fp32.input_layout,
+        fp32.pixel_scale,
+        fp32.class_labels,
+        fp32.output_kind,
+    )
     assert info.source_sha256 == fp32.source_sha256
     assert info.quantization == tiny_quantization.report
     assert info.quantization["cpu"].keys() >= {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -95,25 +103,35 @@ def test_int8_accuracy_reproduces_the_report(tiny_quantization, tiny_int8_model_
     assert _accuracy(tiny_int8_model_path, holdout_sample) == tiny_quantization.report["evaluation"]["int8_accuracy"]
 
 
-def test_gate_refuses_a_sabotaged_model_and_writes_nothing(quantizable_onnx_model_path, train_sample, tmp_path,
-                                                           sabotaged_quantizer):
+def test_gate_refuses_a_sabotaged_model_and_writes_nothing(
+    quantizable_onnx_model_path, train_sample, tmp_path, sabotaged_quantizer
+):
     with pytest.raises(GateError) as caught:
-        quantize_int8(quantizable_onnx_model_path, tmp_path / "bad.int8.onnx", calibration_csv=train_sample,
-                      calibration_rows=200, measure_speed=False)
+        quantize_int8(
+            quantizable_onnx_model_path,
+            tmp_path / "bad.int8.onnx",
+            calibration_csv=train_sample,
+            calibration_rows=200,
+            measure_speed=False,
+        )
     message = str(caught.value)
     assert "fails the accuracy gate" in message and "expected at least 99.80%" in message
     assert "differ, rows" in message
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("disagreements, errors_added, passes", [
-    (2, 1, True),    # 99.8% agreement, 0.1 pp lost: exactly at both limits
-    (3, 0, False),   # 99.7% agreement
-    (0, 2, False),   # 0.2 pp lost
-])
+@pytest.mark.parametrize(
+    "disagreements, errors_added, passes",
+    [
+        (2, 1, True),  # 99.8% agreement, 0.1 pp lost: exactly at both limits
+        (3, 0, False),  # 99.7% agreement
+        (0, 2, False),  # 0.2 pp lost
+    ],
+)
 def test_gate_limits_are_counted_in_images(disagreements, errors_added, passes):
-    comparison = Int8Comparison(rows=1000, fp32_correct=950, int8_correct=950 - errors_added,
-                                changed_rows=np.arange(disagreements))
+    comparison = Int8Comparison(
+        rows=1000, fp32_correct=950, int8_correct=950 - errors_added, changed_rows=np.arange(disagreements)
+    )
     failures = gate_failures(comparison, MIN_AGREEMENT, MAX_ACCURACY_DROP)
     assert (failures == []) is passes, failures
 
@@ -125,8 +143,12 @@ def test_calibration_and_evaluation_must_differ(quantizable_onnx_model_path, hol
     with gzip.open(holdout_sample, "rt") as src, gzip.open(overlap, "wt") as dst:
         dst.writelines(src.readlines()[:21])  # header + 20 of the calibration rows
     with pytest.raises(MnistOnnxError, match="20 of the 20 evaluation images .* are also among the calibration"):
-        quantize_int8(quantizable_onnx_model_path, tmp_path / "m.int8.onnx", calibration_csv=holdout_sample,
-                      evaluation_csv=overlap)
+        quantize_int8(
+            quantizable_onnx_model_path,
+            tmp_path / "m.int8.onnx",
+            calibration_csv=holdout_sample,
+            evaluation_csv=overlap,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlap.csv.gz"]
 
 
@@ -136,8 +158,12 @@ def test_evaluation_needs_labels(quantizable_onnx_model_path, train_sample, hold
         lines = fh.readlines()[:6]
     unlabelled.write_text("".join(line.split(",", 1)[1] for line in lines))
     with pytest.raises(CsvFormatError, match="expected a training file with a 'label' first column"):
-        quantize_int8(quantizable_onnx_model_path, tmp_path / "m.int8.onnx", calibration_csv=train_sample,
-                      evaluation_csv=unlabelled)
+        quantize_int8(
+            quantizable_onnx_model_path,
+            tmp_path / "m.int8.onnx",
+            calibration_csv=train_sample,
+            evaluation_csv=unlabelled,
+        )
 
 
 def test_refuses_an_int8_input(tiny_int8_model_path, train_sample, tmp_path):
@@ -145,8 +171,9 @@ def test_refuses_an_int8_input(tiny_int8_model_path, train_sample, tmp_path):
         quantize_int8(tiny_int8_model_path, tmp_path / "again.onnx", calibration_csv=train_sample)
 
 
-@pytest.mark.parametrize("field, value", [("quant_format", "QX"), ("activation_type", "i4"),
-                                          ("calibrate_method", "Guess")])
+@pytest.mark.parametrize(
+    "field, value", [("quant_format", "QX"), ("activation_type", "i4"), ("calibrate_method", "Guess")]
+)
 def test_bad_options(field, value):
     with pytest.raises(MnistOnnxError, match=f"expected {field} one of .*got '{value}'"):
         QuantOptions(**{field: value}).validate()
@@ -154,8 +181,17 @@ def test_bad_options(field, value):
 
 def test_cli_quantize(quantizable_onnx_model_path, train_sample, tmp_path, capsys):
     out = tmp_path / "cli.int8.onnx"
-    args = ["quantize", str(quantizable_onnx_model_path), "--calibration", str(train_sample), "--out", str(out),
-            "--calibration-rows", "200", "--quiet"]
+    args = [
+        "quantize",
+        str(quantizable_onnx_model_path),
+        "--calibration",
+        str(train_sample),
+        "--out",
+        str(out),
+        "--calibration-rows",
+        "200",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert out.is_file() and (tmp_path / "cli.int8.onnx.quantization.json").is_file()
     assert capsys.readouterr().err == ""
@@ -184,24 +220,55 @@ def test_default_int8_model_takes_uint8_and_keeps_the_first_conv_float(tiny_int8
     assert tiny_quantization.report["options"]["uint8_input"] is True
     # The runtime feeds it raw pixels: same answers as onnxruntime given the CSV's uint8 values.
     from mnist_onnx.runtime.predictor import DigitClassifier
+
     clf = DigitClassifier(tiny_int8_model_path, providers="cpu")
     assert clf.contract.uint8_input
 
 
 def test_cli_options_give_the_former_layout(quantizable_onnx_model_path, train_sample, tmp_path):
     out = tmp_path / "former.int8.onnx"
-    assert main(["quantize", str(quantizable_onnx_model_path), "--calibration", str(train_sample), "--out", str(out),
-                 "--calibration-rows", "200", "--first-conv", "int8", "--input", "float", "-q"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(quantizable_onnx_model_path),
+                "--calibration",
+                str(train_sample),
+                "--out",
+                str(out),
+                "--calibration-rows",
+                "200",
+                "--first-conv",
+                "int8",
+                "--input",
+                "float",
+                "-q",
+            ]
+        )
+        == 0
+    )
     float_conv, elem_type = _first_conv_is_float_and_input_type(out)
     assert not float_conv and elem_type == onnx.TensorProto.FLOAT
     options = json.loads((tmp_path / "former.int8.onnx.quantization.json").read_text())["options"]
     assert options["float_first_conv"] is False and options["uint8_input"] is False
 
 
-def test_cli_exit_3_when_the_gate_refuses(quantizable_onnx_model_path, train_sample, tmp_path, capsys,
-                                          sabotaged_quantizer):
-    code = main(["quantize", str(quantizable_onnx_model_path), "--calibration", str(train_sample),
-                 "--out", str(tmp_path / "m.int8.onnx"), "--calibration-rows", "200", "--quiet"])
+def test_cli_exit_3_when_the_gate_refuses(
+    quantizable_onnx_model_path, train_sample, tmp_path, capsys, sabotaged_quantizer
+):
+    code = main(
+        [
+            "quantize",
+            str(quantizable_onnx_model_path),
+            "--calibration",
+            str(train_sample),
+            "--out",
+            str(tmp_path / "m.int8.onnx"),
+            "--calibration-rows",
+            "200",
+            "--quiet",
+        ]
+    )
     assert code == EXIT_GATE
     err = capsys.readouterr().err
     assert err.startswith("mnist-onnx quantize: refused:") and err.count("\n") == 1
@@ -209,7 +276,15 @@ def test_cli_exit_3_when_the_gate_refuses(quantizable_onnx_model_path, train_sam
 
 
 def test_cli_exit_1_on_a_missing_model(train_sample, tmp_path, capsys):
-    code = main(["quantize", str(tmp_path / "absent.onnx"), "--calibration", str(train_sample),
-                 "--out", str(tmp_path / "m.int8.onnx")])
+    code = main(
+        [
+            "quantize",
+            str(tmp_path / "absent.onnx"),
+            "--calibration",
+            str(train_sample),
+            "--out",
+            str(tmp_path / "m.int8.onnx"),
+        ]
+    )
     assert code == EXIT_ERROR
     assert "no such file" in capsys.readouterr().err

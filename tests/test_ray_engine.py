@@ -58,9 +58,11 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
 def parts(holdout_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three files of different sizes, one gzipped; their names sort in row order."""
     folder = tmp_path_factory.mktemp("ray-parts")
-    return [write_csv(holdout_frame.iloc[0:400], folder / "part-1.csv"),
-            write_csv(holdout_frame.iloc[400:750], folder / "part-2.csv.gz"),
-            write_csv(holdout_frame.iloc[750:1000], folder / "part-3.csv")]
+    return [
+        write_csv(holdout_frame.iloc[0:400], folder / "part-1.csv"),
+        write_csv(holdout_frame.iloc[400:750], folder / "part-2.csv.gz"),
+        write_csv(holdout_frame.iloc[750:1000], folder / "part-3.csv"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,13 @@ def local_ray():
     if ray.is_initialized():
         ray.shutdown()
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": python_path}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+    )
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     DataContext.get_current().enable_progress_bars = False
     yield ray
@@ -114,8 +121,9 @@ def test_two_workers_on_two_cpus_match_predict_csv(local_ray, parts, single_proc
     submission = tmp_path / "submission.csv"
     pattern = str(parts[0].parent / "part-*.csv*")
 
-    frame = predict_csv_files(pattern, providers="cpu", workers=2, chunk_rows=CHUNK_ROWS,
-                              output=submission, output_dir=out_dir)
+    frame = predict_csv_files(
+        pattern, providers="cpu", workers=2, chunk_rows=CHUNK_ROWS, output=submission, output_dir=out_dir
+    )
 
     plan = frame.attrs["plan"]
     assert plan.workers == 2 and plan.read_cpus + 2 * plan.actor_cpus <= 2
@@ -138,8 +146,14 @@ def test_bad_file_fails_clearly_and_keeps_the_other_files(local_ray, parts, bad_
     submission.write_text("ImageId,Label\n1,7\n")  # an earlier run's result must survive untouched
 
     with pytest.raises(CsvFilesError) as caught:
-        predict_csv_files([parts[0], parts[1], bad_file, parts[2]], providers="cpu", workers=2,
-                          chunk_rows=CHUNK_ROWS, output=submission, output_dir=out_dir)
+        predict_csv_files(
+            [parts[0], parts[1], bad_file, parts[2]],
+            providers="cpu",
+            workers=2,
+            chunk_rows=CHUNK_ROWS,
+            output=submission,
+            output_dir=out_dir,
+        )
 
     error = caught.value
     assert f"{bad_file}, line 290, column pixel17: expected an integer 0-255, got 'x'" in str(error)
@@ -149,7 +163,10 @@ def test_bad_file_fails_clearly_and_keeps_the_other_files(local_ray, parts, bad_
     assert error.scored == 3
     assert submission.read_text() == "ImageId,Label\n1,7\n"
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "part-1.predictions.csv", "part-2.predictions.csv", "part-3.predictions.csv"]
+        "part-1.predictions.csv",
+        "part-2.predictions.csv",
+        "part-3.predictions.csv",
+    ]
     for path in parts:
         written = out_dir / f"{path.name.split('.')[0]}.predictions.csv"
         assert written.read_bytes() == per_file[path.name][1], f"{written} differs from predict_csv's output"
@@ -162,8 +179,24 @@ def test_cli_proba_and_test_format_files(local_ray, parts, holdout_frame, tmp_pa
     out_dir = tmp_path / "per-file"
     out_dir.mkdir()
 
-    code = main(["predict", str(test_format), str(parts[1]), "--engine", "ray", "--workers", "2",
-                 "--provider", "cpu", "--proba", "--out-dir", str(out_dir), "--out", str(tmp_path / "all.csv")])
+    code = main(
+        [
+            "predict",
+            str(test_format),
+            str(parts[1]),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--provider",
+            "cpu",
+            "--proba",
+            "--out-dir",
+            str(out_dir),
+            "--out",
+            str(tmp_path / "all.csv"),
+        ]
+    )
 
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -177,8 +210,7 @@ def test_cli_proba_and_test_format_files(local_ray, parts, holdout_frame, tmp_pa
 
 def test_cli_bad_file_is_one_line(local_ray, parts, bad_file, tmp_path, capsys):
     out = tmp_path / "submission.csv"
-    code = main(["predict", str(parts[0]), str(bad_file), "--engine", "ray", "--workers", "2", "--out", str(out),
-                 "-q"])
+    code = main(["predict", str(parts[0]), str(bad_file), "--engine", "ray", "--workers", "2", "--out", str(out), "-q"])
     captured = capsys.readouterr()
     assert code == EXIT_ERROR
     assert captured.out == ""
@@ -204,15 +236,47 @@ def test_cli_honours_the_model_contract_and_warns(local_ray, parts, tmp_path, ca
     """
     expected = DigitClassifier(ZOO, providers="cpu", pixel_scale=1.0).predict_csv(parts[0])
     out = tmp_path / "scaled.csv"
-    code = main(["predict", str(parts[0]), "--engine", "ray", "--workers", "2", "--provider", "cpu",
-                 "--model", str(ZOO), "--pixel-scale", "1", "--out", str(out), "-q"])
+    code = main(
+        [
+            "predict",
+            str(parts[0]),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--provider",
+            "cpu",
+            "--model",
+            str(ZOO),
+            "--pixel-scale",
+            "1",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "warning" not in captured.err
     np.testing.assert_array_equal(pd.read_csv(out)["Label"], expected["Label"])
 
-    code = main(["predict", str(parts[0]), "--engine", "ray", "--workers", "2", "--provider", "cpu",
-                 "--model", str(ZOO), "--out", str(tmp_path / "unscaled.csv"), "-q"])
+    code = main(
+        [
+            "predict",
+            str(parts[0]),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--provider",
+            "cpu",
+            "--model",
+            str(ZOO),
+            "--out",
+            str(tmp_path / "unscaled.csv"),
+            "-q",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "mnist-onnx predict: warning:" in captured.err and "--pixel-scale 1" in captured.err
@@ -258,13 +322,18 @@ def test_batch_predictor_adds_label_and_keeps_other_columns(predictor, holdout_s
         np.testing.assert_array_equal(out["confidence"], expected.max(axis=1))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda f: f.drop(columns=["pixel5", "pixel6"]), "missing 'pixel5' and 1 more"),
-    (lambda f: f.assign(pixel40=f["pixel40"].where(f.index != 2, 256)), "column pixel40, row 2 of the batch: "
-                                                                         "expected an integer pixel 0-255, got 256"),
-    (lambda f: f.assign(pixel3=f["pixel3"].astype(float).where(f.index != 1, 0.5)), "column pixel3, row 1"),
-    (lambda f: f.assign(pixel7="a"), "column pixel7, row 0"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["pixel5", "pixel6"]), "missing 'pixel5' and 1 more"),
+        (
+            lambda f: f.assign(pixel40=f["pixel40"].where(f.index != 2, 256)),
+            "column pixel40, row 2 of the batch: expected an integer pixel 0-255, got 256",
+        ),
+        (lambda f: f.assign(pixel3=f["pixel3"].astype(float).where(f.index != 1, 0.5)), "column pixel3, row 1"),
+        (lambda f: f.assign(pixel7="a"), "column pixel7, row 0"),
+    ],
+)
 def test_batch_predictor_rejects_bad_pixel_columns(predictor, holdout_sample, change, message):
     frame = change(pd.read_csv(holdout_sample).iloc[:5])
     with pytest.raises(MnistOnnxError, match=message.replace("(", r"\(")):
@@ -278,9 +347,11 @@ def test_rows_in_any_order_come_back_in_input_order(predictor, holdout_sample, t
     batch = read_kaggle_csv(holdout_sample)
     pixels = batch.images.reshape(len(batch), -1)
     files = [tmp_path / "a.csv", tmp_path / "b.csv"]
-    blocks = [_block(0, 0, pixels[0:300], batch.labels[0:300], ""),
-              _block(0, 300, pixels[300:600], batch.labels[300:600], ""),
-              _block(1, 0, pixels[600:1000], batch.labels[600:1000], "")]
+    blocks = [
+        _block(0, 0, pixels[0:300], batch.labels[0:300], ""),
+        _block(0, 300, pixels[300:600], batch.labels[300:600], ""),
+        _block(1, 0, pixels[600:1000], batch.labels[600:1000], ""),
+    ]
     scored = [predictor(block) for block in blocks]
     columns = {name: np.concatenate([part[name] for part in scored]) for name in scored[0]}
     shuffle = np.random.default_rng(0).permutation(1000)
@@ -379,11 +450,14 @@ def test_missing_ray_names_the_extra(parts, monkeypatch, capsys):
     assert "pip install 'mnist-onnx[ray]'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--workers", "2"], "--workers is for the Ray engine: add --engine ray"),
-    (["--out-dir", "x"], "--out-dir is for the Ray engine"),
-    (["SECOND"], "several CSVs are for the Ray engine"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--workers", "2"], "--workers is for the Ray engine: add --engine ray"),
+        (["--out-dir", "x"], "--out-dir is for the Ray engine"),
+        (["SECOND"], "several CSVs are for the Ray engine"),
+    ],
+)
 def test_ray_options_need_the_ray_engine(parts, arguments, message, capsys):
     arguments = [str(parts[1]) if a == "SECOND" else a for a in arguments]
     assert main(["predict", str(parts[0]), *arguments]) == EXIT_ERROR
@@ -391,9 +465,17 @@ def test_ray_options_need_the_ray_engine(parts, arguments, message, capsys):
 
 
 def test_local_engine_never_imports_ray(holdout_sample, tmp_path):
-    code = ("import sys; from mnist_onnx.cli import main; "
-            f"rc = main(['predict', {str(holdout_sample)!r}, '-q', '--out', {str(tmp_path / 'out.csv')!r}]); "
-            "print(rc, 'ray' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    code = (
+        "import sys; from mnist_onnx.cli import main; "
+        f"rc = main(['predict', {str(holdout_sample)!r}, '-q', '--out', {str(tmp_path / 'out.csv')!r}]); "
+        "print(rc, 'ray' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
     assert result.stdout.split() == ["0", "False"], result.stderr

@@ -52,8 +52,14 @@ def test_scorer_gives_nothing_without_labels_or_without_every_digit(holdout):
 
 def test_run_info_attrs():
     attrs = RunInfo(model="m", providers=["CPUExecutionProvider"], rows=100, seconds=0.5, evaluation=None).as_attrs()
-    assert attrs == {"model": "m", "providers": ["CPUExecutionProvider"], "rows": 100, "seconds": 0.5,
-                     "images_per_second": 200.0, "evaluation": None}
+    assert attrs == {
+        "model": "m",
+        "providers": ["CPUExecutionProvider"],
+        "rows": 100,
+        "seconds": 0.5,
+        "images_per_second": 200.0,
+        "evaluation": None,
+    }
 
 
 def test_writer_streams_frames_with_one_header(tmp_path):

@@ -392,10 +392,7 @@ def test_a_client_gone_mid_body_is_not_an_internal_error(served, caplog, path):
     import asyncio
 
     app = served[1]
-    messages = [
-        {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
+    messages = [{"type": "http.request", "body": b'{"inputs": [', "more_body": True}, {"type": "http.disconnect"}]
     sent = []
 
     async def receive():

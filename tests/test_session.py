@@ -16,17 +16,23 @@ from mnist_onnx.runtime.session import create_session, resolve_providers
 
 def test_provider_names():
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
-    assert resolve_providers("auto") == (["CUDAExecutionProvider", "CPUExecutionProvider"] if HAS_CUDA
-                                         else ["CPUExecutionProvider"])
+    assert resolve_providers("auto") == (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if HAS_CUDA else ["CPUExecutionProvider"]
+    )
     assert resolve_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize("request_, message", [
-    (["NoSuchExecutionProvider"], "execution provider NoSuchExecutionProvider is not available"),
-    ("gpu", "expected providers 'auto', 'cpu', 'cuda', 'openvino' or a list of onnxruntime provider names, "
-            "got 'gpu'"),
-    ([], "expected at least one execution provider, got an empty list"),
-])
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (["NoSuchExecutionProvider"], "execution provider NoSuchExecutionProvider is not available"),
+        (
+            "gpu",
+            "expected providers 'auto', 'cpu', 'cuda', 'openvino' or a list of onnxruntime provider names, got 'gpu'",
+        ),
+        ([], "expected at least one execution provider, got an empty list"),
+    ],
+)
 def test_provider_errors_list_what_is_available(request_, message):
     with pytest.raises(ProviderError, match=message) as info:
         resolve_providers(request_)
@@ -36,18 +42,30 @@ def test_provider_errors_list_what_is_available(request_, message):
 
 @pytest.mark.skipif(HAS_CUDA, reason="CUDAExecutionProvider is available here")
 def test_cuda_without_onnxruntime_gpu_says_how_to_get_it(fp32_model_path):
-    with pytest.raises(ProviderError, match=r"CUDAExecutionProvider is not available .*onnxruntime-gpu.*"
-                                            r"available: .*CPUExecutionProvider"):
+    with pytest.raises(
+        ProviderError,
+        match=r"CUDAExecutionProvider is not available .*onnxruntime-gpu.*"
+        r"available: .*CPUExecutionProvider",
+    ):
         DigitClassifier(fp32_model_path, providers="cuda")
 
 
-@pytest.mark.parametrize("installed, expected", [
-    ({"onnxruntime"}, "CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: pip uninstall -y onnxruntime "
-                      "onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'"),
-    ({"onnxruntime", "onnxruntime-gpu"}, "onnxruntime and onnxruntime-gpu are both installed and overwrite each "
-                                         "other's files; keep only the GPU wheel: pip uninstall -y onnxruntime"),
-    ({"onnxruntime-gpu"}, "onnxruntime-gpu is installed but does not offer CUDA here"),
-])
+@pytest.mark.parametrize(
+    "installed, expected",
+    [
+        (
+            {"onnxruntime"},
+            "CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: pip uninstall -y onnxruntime "
+            "onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'",
+        ),
+        (
+            {"onnxruntime", "onnxruntime-gpu"},
+            "onnxruntime and onnxruntime-gpu are both installed and overwrite each "
+            "other's files; keep only the GPU wheel: pip uninstall -y onnxruntime",
+        ),
+        ({"onnxruntime-gpu"}, "onnxruntime-gpu is installed but does not offer CUDA here"),
+    ],
+)
 def test_cuda_hint_depends_on_the_installed_wheels(monkeypatch, installed, expected):
     from importlib import metadata
 
@@ -66,8 +84,11 @@ def test_silent_cuda_fallback_is_reported(monkeypatch):
     # Pretend this onnxruntime build offers CUDA: the session really comes up on the CPU
     # (as onnxruntime-gpu does when the CUDA libraries cannot be loaded), which must be said.
     real = onnxruntime.get_available_providers()
-    monkeypatch.setattr(session_module.ort, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", *[p for p in real if p != "CUDAExecutionProvider"]])
+    monkeypatch.setattr(
+        session_module.ort,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", *[p for p in real if p != "CUDAExecutionProvider"]],
+    )
     if HAS_CUDA:
         pytest.skip("a real CUDA provider is available; the fallback cannot be provoked this way")
     with warnings.catch_warnings(record=True) as caught:
@@ -98,8 +119,9 @@ def test_cuda_sessions_get_the_measured_provider_options(monkeypatch):
             seen.append(providers)
             raise RuntimeError("recorded")
 
-    monkeypatch.setattr(session_module.ort, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        session_module.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(session_module.ort, "InferenceSession", Recorder)
     for providers in ("cuda", [("CUDAExecutionProvider", {"use_tf32": "1"}), "CPUExecutionProvider"]):
         with pytest.raises(ModelError, match="recorded"):

@@ -23,8 +23,14 @@ def test_build_model_is_the_tutorial_network() -> None:
     summary = [(type(layer).__name__, layer.count_params()) for layer in model.layers]
     # Parameter counts follow from the topology: 5*5*1*32+32, 5*5*32*64+64, 14*14*64*128+128, 128*10+10.
     assert summary == [
-        ("Conv2D", 832), ("Conv2D", 51264), ("MaxPooling2D", 0), ("Dropout", 0),
-        ("Flatten", 0), ("Dense", 1605760), ("Dropout", 0), ("Dense", 1290),
+        ("Conv2D", 832),
+        ("Conv2D", 51264),
+        ("MaxPooling2D", 0),
+        ("Dropout", 0),
+        ("Flatten", 0),
+        ("Dense", 1605760),
+        ("Dropout", 0),
+        ("Dense", 1290),
     ]
     conv1, conv2, pool, drop1, _, dense1, drop2, out = model.layers
     assert conv1.kernel_size == conv2.kernel_size == (5, 5)
@@ -107,8 +113,25 @@ def test_cli_train_with_holdout(tmp_path: Path, train_sample: Path, holdout_samp
     labels = tmp_path / "labels.csv"
     held = read_kaggle_csv(holdout_sample)
     labels.write_text("ImageId,Label\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(held.labels)))
-    rc = main(["train", str(train_sample), "--out", str(tmp_path / "run"), "--epochs", "1", "--limit", "300",
-               "--validation", "0.25", "--test", str(holdout_sample), "--test-labels", str(labels), "-q"])
+    rc = main(
+        [
+            "train",
+            str(train_sample),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--validation",
+            "0.25",
+            "--test",
+            str(holdout_sample),
+            "--test-labels",
+            str(labels),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and "epoch" not in err and "saved" not in err, err  # --quiet: no progress lines
     report = json.loads((tmp_path / "run" / "report.json").read_text())

@@ -32,8 +32,13 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _key(**changes: object) -> TrialKey:
-    fields = {"purpose": "provider", "model_sha256": "a" * 64, "batch_size": 64, "machine": "cpu X; amx_int8; 2 cores",
-              "versions": (("onnxruntime", "1.32.0"),)}
+    fields = {
+        "purpose": "provider",
+        "model_sha256": "a" * 64,
+        "batch_size": 64,
+        "machine": "cpu X; amx_int8; 2 cores",
+        "versions": (("onnxruntime", "1.32.0"),),
+    }
     fields.update(changes)
     return TrialKey(**fields)  # type: ignore[arg-type]
 
@@ -60,8 +65,16 @@ def test_cache_round_trip_leaves_no_temporary_files(cache: TuneCache) -> None:
     assert json.loads(cache.path.read_text())["format"] == 1
 
 
-@pytest.mark.parametrize("change", [{"batch_size": 512}, {"model_sha256": "b" * 64}, {"machine": "another CPU"},
-                                    {"versions": (("onnxruntime", "1.33.0"),)}, {"purpose": "bf16-gate"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"batch_size": 512},
+        {"model_sha256": "b" * 64},
+        {"machine": "another CPU"},
+        {"versions": (("onnxruntime", "1.33.0"),)},
+        {"purpose": "bf16-gate"},
+    ],
+)
 def test_every_key_part_invalidates(cache: TuneCache, change: dict[str, object]) -> None:
     cache.put(_key(), {"provider": "openvino"})
     assert cache.get(_key(**change)) is None
@@ -118,19 +131,26 @@ class _Factory:
         return lambda images: np.full((len(images), 10), 0.1, np.float32)
 
 
-@pytest.mark.parametrize(("cpu", "openvino", "expected"), [(1000.0, 2000.0, "openvino"), (1000.0, 1200.0, "cpu"),
-                                                           (1000.0, 900.0, "cpu")])
-def test_openvino_must_beat_cpu_by_the_margin(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
-                                              digits: tuple[np.ndarray, np.ndarray], cpu: float, openvino: float,
-                                              expected: str) -> None:
+@pytest.mark.parametrize(
+    ("cpu", "openvino", "expected"), [(1000.0, 2000.0, "openvino"), (1000.0, 1200.0, "cpu"), (1000.0, 900.0, "cpu")]
+)
+def test_openvino_must_beat_cpu_by_the_margin(
+    cache: TuneCache,
+    monkeypatch: pytest.MonkeyPatch,
+    digits: tuple[np.ndarray, np.ndarray],
+    cpu: float,
+    openvino: float,
+    expected: str,
+) -> None:
     monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: {"cpu": cpu, "openvino": openvino})
     choice = tuning.choose_provider(_key(), {"cpu": _Factory(), "openvino": _Factory()}, digits[0], cache=cache)
     assert (choice.provider, choice.from_cache) == (expected, False)
     assert choice.images_per_second == {"cpu": cpu, "openvino": openvino}
 
 
-def test_cached_choice_skips_the_trial_until_remeasured(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
-                                                        digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_cached_choice_skips_the_trial_until_remeasured(
+    cache: TuneCache, monkeypatch: pytest.MonkeyPatch, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     speeds = {"cpu": 1000.0, "openvino": 3000.0}
     monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: dict(speeds))
     cpu, openvino = _Factory(), _Factory()
@@ -139,16 +159,16 @@ def test_cached_choice_skips_the_trial_until_remeasured(cache: TuneCache, monkey
     second = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
     assert (first.provider, second.provider, second.from_cache) == ("openvino", "openvino", True)
     assert (cpu.built, openvino.built) == (1, 1)
-    third = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache,
-                                   remeasure=True)
+    third = tuning.choose_provider(_key(), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache, remeasure=True)
     assert (third.provider, third.from_cache, openvino.built) == ("cpu", False, 2)
     # Another batch size is another trial.
     tuning.choose_provider(_key(batch_size=16), {"cpu": cpu, "openvino": openvino}, digits[0], cache=cache)
     assert openvino.built == 3
 
 
-def test_cached_choice_of_a_provider_not_offered_now_is_remeasured(cache: TuneCache,
-                                                                  digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_cached_choice_of_a_provider_not_offered_now_is_remeasured(
+    cache: TuneCache, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     cache.put(_key(), {"provider": "openvino", "images_per_second": {}})
     cpu = _Factory()
     choice = tuning.choose_provider(_key(), {"cpu": cpu}, digits[0], cache=cache)
@@ -182,13 +202,12 @@ def test_evaluate_bf16_counts_disagreements_and_accuracy_drop() -> None:
     assert tuning.evaluate_bf16(fp32, fp32, labels, evaluation="toy").passed
 
 
-def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache,
-                                                      digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache, digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = digits
     one_hot = np.eye(10, dtype=np.float32)
 
     def exact() -> tuning.Predict:
-        return lambda x: one_hot[labels[:len(x)]] if len(x) == len(labels) else one_hot[np.zeros(len(x), int)]
+        return lambda x: one_hot[labels[: len(x)]] if len(x) == len(labels) else one_hot[np.zeros(len(x), int)]
 
     wrong_builds: list[int] = []
 
@@ -209,18 +228,32 @@ def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache,
 # -- the crossover: calls below it stay on the CPU provider ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("openvino", "expected"), [({1: 9.0, 16: 9.0, 256: 9.0}, 0), ({1: 4.0, 16: 9.0, 256: 9.0}, 16),
-                                                    ({1: 9.0, 16: 4.0, 256: 9.0}, 256), ({1: 9.0, 16: 9.0, 256: 4.0},
-                                                                                          None)])
-def test_crossover_is_where_openvino_wins_at_every_larger_size(openvino: dict[int, float],
-                                                               expected: int | None) -> None:
+@pytest.mark.parametrize(
+    ("openvino", "expected"),
+    [
+        ({1: 9.0, 16: 9.0, 256: 9.0}, 0),
+        ({1: 4.0, 16: 9.0, 256: 9.0}, 16),
+        ({1: 9.0, 16: 4.0, 256: 9.0}, 256),
+        ({1: 9.0, 16: 9.0, 256: 4.0}, None),
+    ],
+)
+def test_crossover_is_where_openvino_wins_at_every_larger_size(
+    openvino: dict[int, float], expected: int | None
+) -> None:
     by_size = {size: {"cpu": 5.0, "openvino": ips} for size, ips in openvino.items()}
     assert tuning.crossover(by_size) == expected
 
 
 def test_routing_follows_the_cached_crossover(cache: TuneCache) -> None:
-    cache.put(_key(), {"provider": "openvino", "images_per_second": {"cpu": 5.0, "openvino": 9.0}, "cpu_below": 16,
-                       "by_size": {"1": {"cpu": 5.0, "openvino": 4.0}, "16": {"cpu": 5.0, "openvino": 9.0}}})
+    cache.put(
+        _key(),
+        {
+            "provider": "openvino",
+            "images_per_second": {"cpu": 5.0, "openvino": 9.0},
+            "cpu_below": 16,
+            "by_size": {"1": {"cpu": 5.0, "openvino": 4.0}, "16": {"cpu": 5.0, "openvino": 9.0}},
+        },
+    )
     choice = tuning.choice_from_entry(cache.get(_key()), ["cpu", "openvino"])
     assert choice is not None and (choice.cpu_below, choice.from_cache) == (16, True)
     assert choice.by_size[1] == {"cpu": 5.0, "openvino": 4.0}
@@ -232,21 +265,37 @@ def test_routing_follows_the_cached_crossover(cache: TuneCache) -> None:
 
     router = SmallCalls(choice, True, 512, lambda: "cpu twin")
     assert {n: router.runs_on_cpu(n) for n in (1, 15, 16, 17, 32, 300, 512, 1000)} == {
-        1: True, 15: True, 16: False, 17: True, 32: False, 300: True, 512: False, 1000: False}
+        1: True,
+        15: True,
+        16: False,
+        17: True,
+        32: False,
+        300: True,
+        512: False,
+        1000: False,
+    }
     assert router.runs_on_cpu(1000, batch_size=100) and not router.runs_on_cpu(1000, batch_size=64)
     assert (router.classifier_for(15), router.classifier_for(16)) == ("cpu twin", None)
-    for not_routed in (SmallCalls(None, True, 512, lambda: "x"), SmallCalls(choice, False, 512, lambda: "x"),
-                       SmallCalls(on_cpu, True, 512, lambda: "x")):  # pinned, fallen back, CPU chosen
+    for not_routed in (
+        SmallCalls(None, True, 512, lambda: "x"),
+        SmallCalls(choice, False, 512, lambda: "x"),
+        SmallCalls(on_cpu, True, 512, lambda: "x"),
+    ):  # pinned, fallen back, CPU chosen
         assert not not_routed.runs_on_cpu(1) and not_routed.classifier_for(1) is None
 
 
-@pytest.mark.parametrize("entry", [{"provider": "openvino"},  # written by a trial of one call size
-                                   {"provider": "openvino", "cpu_below": "16"}, {"provider": "openvino",
-                                                                                 "cpu_below": -1},
-                                   {"provider": "openvino", "cpu_below": 16, "by_size": {"x": {}}}])
-def test_entries_without_a_valid_crossover_are_measured_again(cache: TuneCache, monkeypatch: pytest.MonkeyPatch,
-                                                              digits: tuple[np.ndarray, np.ndarray],
-                                                              entry: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"provider": "openvino"},  # written by a trial of one call size
+        {"provider": "openvino", "cpu_below": "16"},
+        {"provider": "openvino", "cpu_below": -1},
+        {"provider": "openvino", "cpu_below": 16, "by_size": {"x": {}}},
+    ],
+)
+def test_entries_without_a_valid_crossover_are_measured_again(
+    cache: TuneCache, monkeypatch: pytest.MonkeyPatch, digits: tuple[np.ndarray, np.ndarray], entry: dict[str, object]
+) -> None:
     cache.put(_key(), entry)
     assert tuning.choice_from_entry(cache.get(_key()), ["cpu", "openvino"]) is None
     monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **kw: {"cpu": 1.0, "openvino": 9.0})
@@ -256,12 +305,14 @@ def test_entries_without_a_valid_crossover_are_measured_again(cache: TuneCache, 
 
 
 def test_trial_measures_smaller_calls_only_when_openvino_wins_and_caches_the_crossover(
-        cache: TuneCache, monkeypatch: pytest.MonkeyPatch, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    cache: TuneCache, monkeypatch: pytest.MonkeyPatch, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     measured: list[int] = []
     openvino_ips = {256: 9.0, 16: 9.0, 4: 5.0, 1: 9.0}
 
-    def fake_measure(candidates: dict[str, tuning.Predict], images: np.ndarray, batch: int,
-                     **_: object) -> dict[str, float]:
+    def fake_measure(
+        candidates: dict[str, tuning.Predict], images: np.ndarray, batch: int, **_: object
+    ) -> dict[str, float]:
         measured.append(batch)
         return {"cpu": 5.0, "openvino": openvino_ips[batch]}
 
@@ -270,8 +321,11 @@ def test_trial_measures_smaller_calls_only_when_openvino_wins_and_caches_the_cro
     choice = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 4, 16))
     # Largest first, stopping at the first size the CPU provider wins: 1 is never measured.
     assert measured == [256, 16, 4]
-    assert (choice.provider, choice.cpu_below, choice.images_per_second) == ("openvino", 16, {"cpu": 5.0,
-                                                                                             "openvino": 9.0})
+    assert (choice.provider, choice.cpu_below, choice.images_per_second) == (
+        "openvino",
+        16,
+        {"cpu": 5.0, "openvino": 9.0},
+    )
     entry = cache.get(_key())
     assert entry is not None and entry["cpu_below"] == 16 and set(entry["by_size"]) == {"4", "16", "256"}
     again = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 4, 16))
@@ -279,8 +333,7 @@ def test_trial_measures_smaller_calls_only_when_openvino_wins_and_caches_the_cro
     # When the CPU provider wins the main trial, no smaller call is measured.
     measured.clear()
     openvino_ips[256] = 4.0
-    lost = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 16),
-                                  remeasure=True)
+    lost = tuning.choose_provider(_key(), candidates, digits[0], cache=cache, chunk=256, sizes=(1, 16), remeasure=True)
     assert (lost.provider, lost.cpu_below, measured) == ("cpu", 0, [256])
 
 
@@ -288,7 +341,6 @@ def test_provider_key_names_the_trial_sizes() -> None:
     from mnist_onnx.runtime import acceleration
 
     key = acceleration.provider_key("a" * 64, 0)
-    assert dict(key.extra)["trial_sizes"] == ",".join(map(str, (*acceleration.TRIAL_SIZES,
-                                                                acceleration.TRIAL_CHUNK)))
+    assert dict(key.extra)["trial_sizes"] == ",".join(map(str, (*acceleration.TRIAL_SIZES, acceleration.TRIAL_CHUNK)))
     # A choice cached under the key of the one-size trial is not found under the new key.
     assert key.text() != tuning.TrialKey("provider", "a" * 64, 0, key.machine, key.versions).text()

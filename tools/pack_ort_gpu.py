@@ -33,8 +33,11 @@ import zipfile
 from pathlib import Path
 
 _FATBIN_MAGIC = 0xBA55ED50
-_DROP = ("onnxruntime/capi/libonnxruntime.so", "onnxruntime/capi/libonnxruntime_providers_tensorrt.so",
-         "onnxruntime/transformers/")
+_DROP = (
+    "onnxruntime/capi/libonnxruntime.so",
+    "onnxruntime/capi/libonnxruntime_providers_tensorrt.so",
+    "onnxruntime/transformers/",
+)
 
 
 def _section(data: bytes, wanted: str) -> tuple[int, int]:
@@ -45,7 +48,7 @@ def _section(data: bytes, wanted: str) -> tuple[int, int]:
     names = headers[shstrndx][4]
     for name, _type, _flags, _addr, offset, size in headers:
         end = data.index(b"\0", names + name)
-        if data[names + name:end].decode() == wanted:
+        if data[names + name : end].decode() == wanted:
             return offset, size
     raise SystemExit(f"no {wanted} section")
 
@@ -66,7 +69,7 @@ def blank_other_archs(data: bytearray, sm: int) -> tuple[int, int]:
             if arch == sm:
                 kept += payload
             else:
-                data[entry + entry_header:entry + entry_header + payload] = bytes(payload)
+                data[entry + entry_header : entry + entry_header + payload] = bytes(payload)
                 zeroed += payload
             entry += entry_header + payload
         pos += header + body
@@ -88,8 +91,9 @@ def main() -> None:
             data = bytearray(wheel.read(info))
             if info.filename.endswith("libonnxruntime_providers_cuda.so"):
                 kept, zeroed = blank_other_archs(data, args.sm)
-                print(f"{info.filename}: kept {kept / 1e6:.0f} MB of sm_{args.sm} kernels, "
-                      f"zeroed {zeroed / 1e6:.0f} MB")
+                print(
+                    f"{info.filename}: kept {kept / 1e6:.0f} MB of sm_{args.sm} kernels, zeroed {zeroed / 1e6:.0f} MB"
+                )
             member = tarfile.TarInfo(info.filename)
             member.size = len(data)
             member.mode = 0o755 if info.filename.endswith(".so") else 0o644
@@ -100,8 +104,8 @@ def main() -> None:
     for number, start in enumerate(range(0, len(packed), step)):
         part = args.out / f"part{number}" / f"ort.tar.xz.{number:02d}"
         part.parent.mkdir(exist_ok=True)
-        part.write_bytes(packed[start:start + step])
-        print(f"wrote {part} ({len(packed[start:start + step]) / 1e6:.1f} MB)")
+        part.write_bytes(packed[start : start + step])
+        print(f"wrote {part} ({len(packed[start : start + step]) / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

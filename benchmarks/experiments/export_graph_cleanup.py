@@ -104,8 +104,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for label, v in variants.items():
         t1, t512 = min(v["t1"]), min(v["t512"])
-        print(f"| {label} | {v['ops']} | {v['max_diff']:.2g} | {t1 * 1e6:.0f} | {t512 * 1e3:.1f} | "
-              f"{t512 / 512 * 1e6:.1f} |")
+        print(
+            f"| {label} | {v['ops']} | {v['max_diff']:.2g} | {t1 * 1e6:.0f} | {t512 * 1e3:.1f} | "
+            f"{t512 / 512 * 1e6:.1f} |"
+        )
 
     print("\nShare of onnxruntime kernel time at batch 512, by operator type (profiler, 10 runs):")
     for label in ("raw tf2onnx, NHWC", "cleaned, NCHW"):

@@ -21,8 +21,11 @@ import pandas as pd
 from mnist_onnx import predict_csv
 from mnist_onnx.data import kaggle_split_order
 
-PARTS = (("MNIST training part", 0, 50_000), ("MNIST validation part", 50_000, 60_000),
-         ("MNIST test part", 60_000, 70_000))
+PARTS = (
+    ("MNIST training part", 0, 50_000),
+    ("MNIST validation part", 50_000, 60_000),
+    ("MNIST test part", 60_000, 70_000),
+)
 
 
 def main() -> None:

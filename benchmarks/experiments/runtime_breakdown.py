@@ -48,8 +48,10 @@ def main() -> None:
         out = Path(tmp) / "submission.csv"
         for rows in args.chunk_rows:
             for overlap in (True, False):
-                t = best(lambda n=rows, o=overlap: clf.predict_csv(args.csv, output=out, chunk_rows=n,
-                                                                   overlap_reading=o), args.rounds)
+                t = best(
+                    lambda n=rows, o=overlap: clf.predict_csv(args.csv, output=out, chunk_rows=n, overlap_reading=o),
+                    args.rounds,
+                )
                 print(f"predict_csv end to end, {rows}-row chunks, overlap {'on' if overlap else 'off'}: {t:.3f} s")
 
 

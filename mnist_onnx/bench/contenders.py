@@ -65,9 +65,17 @@ def ours(
 
     suffix = "" if providers == "cpu" else f"-{providers}"
     used = list(clf.providers)
-    return Contender(f"ours-{precision}{suffix}", "ours", precision, predict,
-                     {"providers": used, "threads": threads if threads is not None else "onnxruntime default "
-                      "(one per physical core)", "source_sha256": _source_sha256(clf)})
+    return Contender(
+        f"ours-{precision}{suffix}",
+        "ours",
+        precision,
+        predict,
+        {
+            "providers": used,
+            "threads": threads if threads is not None else "onnxruntime default (one per physical core)",
+            "source_sha256": _source_sha256(clf),
+        },
+    )
 
 
 def _source_sha256(clf: Any) -> str | None:
@@ -122,7 +130,7 @@ def convert_litert(keras_path: str | Path, out_dir: str | Path, calibration: np.
 
     def representative() -> Any:
         for i in range(len(calib)):
-            yield [calib[i:i + 1]]
+            yield [calib[i : i + 1]]
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -160,5 +168,10 @@ def litert(path: str | Path, precision: str, *, threads: int | None = None) -> C
         it.invoke()
         return it.get_tensor(out_idx).copy()
 
-    return Contender(f"litert-{precision}", "litert", precision, predict,
-                     {"threads": n_threads, "delegate": "XNNPACK (LiteRT's default CPU delegate)"})
+    return Contender(
+        f"litert-{precision}",
+        "litert",
+        precision,
+        predict,
+        {"threads": n_threads, "delegate": "XNNPACK (LiteRT's default CPU delegate)"},
+    )

@@ -33,20 +33,25 @@ def bf16_features() -> dict[str, bool]:
     return {flag: flag in flags for flag in _BF16_FLAGS}
 
 
-def openvino_contenders(onnx_model: str | os.PathLike[str], int8_model: str | os.PathLike[str], threads: int | None,
-                        notes: list[str]) -> list[Contender]:
+def openvino_contenders(
+    onnx_model: str | os.PathLike[str], int8_model: str | os.PathLike[str], threads: int | None, notes: list[str]
+) -> list[Contender]:
     """Our runtime on OpenVINO (f32 int8 and fp32, bf16 when it passes its gate) and ``auto`` for int8."""
     from ..errors import GateError, ProviderError
     from ..runtime.openvino import openvino_available
 
     if not openvino_available():
-        notes.append("OpenVINO figures skipped: the plugin is not installed or does not load here "
-                     "(pip install 'mnist-onnx[openvino]').")
+        notes.append(
+            "OpenVINO figures skipped: the plugin is not installed or does not load here "
+            "(pip install 'mnist-onnx[openvino]')."
+        )
         return []
     fp32, int8 = Path(onnx_model), Path(int8_model)
-    found = [ours(int8, "int8", threads=threads, providers="openvino"),
-             ours(fp32, "fp32", threads=threads, providers="openvino"),
-             ours(int8, "int8", threads=threads, providers="auto")]
+    found = [
+        ours(int8, "int8", threads=threads, providers="openvino"),
+        ours(fp32, "fp32", threads=threads, providers="openvino"),
+        ours(int8, "int8", threads=threads, providers="auto"),
+    ]
     try:
         bf16 = ours(fp32, "bf16", threads=threads, providers="openvino")
     except (GateError, ProviderError) as exc:
@@ -56,9 +61,12 @@ def openvino_contenders(onnx_model: str | os.PathLike[str], int8_model: str | os
     return found
 
 
-def openvino_end_to_end(onnx_model: str | os.PathLike[str], int8_model: str | os.PathLike[str],
-                        litert_int8: Callable[[np.ndarray], Any],
-                        threads: int | None) -> dict[str, Callable[[Path, Path], Any]]:
+def openvino_end_to_end(
+    onnx_model: str | os.PathLike[str],
+    int8_model: str | os.PathLike[str],
+    litert_int8: Callable[[np.ndarray], Any],
+    threads: int | None,
+) -> dict[str, Callable[[Path, Path], Any]]:
     """End-to-end runs: ours int8 on OpenVINO and on ``auto``, and pandas + LiteRT int8 (batch 512)."""
     from ..runtime.kaggle_csv import PIXEL_COLUMNS
     from ..runtime.openvino import openvino_available
@@ -70,9 +78,9 @@ def openvino_end_to_end(onnx_model: str | os.PathLike[str], int8_model: str | os
         pixels = pd.read_csv(csv)[list(PIXEL_COLUMNS)].to_numpy(np.uint8).reshape(-1, 28, 28, 1)
         parts = []
         for start in range(0, len(pixels), 512):
-            chunk = pixels[start:start + 512]
+            chunk = pixels[start : start + 512]
             full = chunk if len(chunk) == 512 else np.resize(chunk, (512, 28, 28, 1))
-            parts.append(np.asarray(litert_int8(full))[:len(chunk)].argmax(axis=1))
+            parts.append(np.asarray(litert_int8(full))[: len(chunk)].argmax(axis=1))
         labels = np.concatenate(parts)
         with atomic_path(dest, suffix=".csv") as tmp:
             pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels}).to_csv(tmp, index=False)
@@ -109,27 +117,52 @@ def openvino_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         return None if a is None or b is None or b == 0 else a / b
 
     def add(what: str, value: float | None, threshold: float) -> None:
-        rows.append({"target": what, "value": value, "threshold": threshold, "direction": ">=",
-                     "met": None if value is None else value >= threshold})
+        rows.append(
+            {
+                "target": what,
+                "value": value,
+                "threshold": threshold,
+                "direction": ">=",
+                "met": None if value is None else value >= threshold,
+            }
+        )
 
-    add(f"ours int8 on OpenVINO / LiteRT int8 throughput at batch {big}",
-        ratio(tp("ours-int8-openvino", big), tp("litert-int8", big)), 2.0)
-    add(f"ours fp32 on OpenVINO (f32, parity) / LiteRT fp32 throughput at batch {big}",
-        ratio(tp("ours-fp32-openvino", big), tp("litert-fp32", big)), 1.3)
+    add(
+        f"ours int8 on OpenVINO / LiteRT int8 throughput at batch {big}",
+        ratio(tp("ours-int8-openvino", big), tp("litert-int8", big)),
+        2.0,
+    )
+    add(
+        f"ours fp32 on OpenVINO (f32, parity) / LiteRT fp32 throughput at batch {big}",
+        ratio(tp("ours-fp32-openvino", big), tp("litert-fp32", big)),
+        1.3,
+    )
     if "ours-bf16-openvino" in results["timings"]:
-        add(f"ours bf16 (gated) / ours fp32 on the CPU provider throughput at batch {big}",
-            ratio(tp("ours-bf16-openvino", big), tp("ours-fp32", big)), 4.0)
+        add(
+            f"ours bf16 (gated) / ours fp32 on the CPU provider throughput at batch {big}",
+            ratio(tp("ours-bf16-openvino", big), tp("ours-fp32", big)),
+            4.0,
+        )
     for b in batches:
-        add(f"ours int8 auto / ours int8 CPU provider throughput at batch {b} (never slower)",
-            ratio(tp("ours-int8-auto", b), tp("ours-int8", b)), 0.95)
+        add(
+            f"ours int8 auto / ours int8 CPU provider throughput at batch {b} (never slower)",
+            ratio(tp("ours-int8-auto", b), tp("ours-int8", b)),
+            0.95,
+        )
     e2e = results.get("end_to_end", {})
 
     def e2e_s(name: str) -> float | None:
         return e2e.get(name, {}).get("median_s")
 
     best = min((s for s in (e2e_s("ours-int8-openvino"), e2e_s("ours-int8-auto")) if s is not None), default=None)
-    add("end to end: pandas + LiteRT int8 / ours int8 (OpenVINO or auto, the faster) time",
-        ratio(e2e_s("pandas+litert-int8"), best), 2.0)
-    add("end to end: pandas + Keras model.predict / ours int8 (OpenVINO or auto, the faster) time",
-        ratio(e2e_s("pandas+keras-predict"), best), 6.0)
+    add(
+        "end to end: pandas + LiteRT int8 / ours int8 (OpenVINO or auto, the faster) time",
+        ratio(e2e_s("pandas+litert-int8"), best),
+        2.0,
+    )
+    add(
+        "end to end: pandas + Keras model.predict / ours int8 (OpenVINO or auto, the faster) time",
+        ratio(e2e_s("pandas+keras-predict"), best),
+        6.0,
+    )
     return rows

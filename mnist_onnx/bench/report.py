@@ -34,8 +34,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     def add(what: str, value: float | None, threshold: float, higher_is_better: bool = True) -> None:
         ok = None if value is None else (value >= threshold if higher_is_better else value <= threshold)
-        rows.append({"target": what, "value": value, "threshold": threshold,
-                     "direction": ">=" if higher_is_better else "<=", "met": ok})
+        rows.append(
+            {
+                "target": what,
+                "value": value,
+                "threshold": threshold,
+                "direction": ">=" if higher_is_better else "<=",
+                "met": ok,
+            }
+        )
 
     def tp(name: str, batch: int) -> float | None:
         return _metric(results, name, batch, "throughput_ips")
@@ -45,27 +52,43 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     big, one = max(batches), min(batches)
     add(f"ours int8 / LiteRT int8 throughput at batch {big}", _ratio(tp("ours-int8", big), tp("litert-int8", big)), 1.2)
-    add(f"ours int8 / LiteRT int8 p50 latency at batch {one}", _ratio(p50("ours-int8", one), p50("litert-int8", one)),
-        1 / 1.2, higher_is_better=False)
+    add(
+        f"ours int8 / LiteRT int8 p50 latency at batch {one}",
+        _ratio(p50("ours-int8", one), p50("litert-int8", one)),
+        1 / 1.2,
+        higher_is_better=False,
+    )
     for b in batches:
         add(f"ours fp32 / LiteRT fp32 throughput at batch {b}", _ratio(tp("ours-fp32", b), tp("litert-fp32", b)), 1.3)
     for b in batches:
         add(f"ours fp32 / Keras model(x) throughput at batch {b}", _ratio(tp("ours-fp32", b), tp("keras-call", b)), 1.2)
-    add(f"Keras model(x) / ours fp32 p50 latency at batch {one}", _ratio(p50("keras-call", one), p50("ours-fp32", one)),
-        10.0)
+    add(
+        f"Keras model(x) / ours fp32 p50 latency at batch {one}",
+        _ratio(p50("keras-call", one), p50("ours-fp32", one)),
+        10.0,
+    )
     e2e = results.get("end_to_end", {})
     ours_e2e, keras_e2e = e2e.get("ours-int8", {}), e2e.get("pandas+keras-predict", {})
-    add("end to end (read + infer + write): pandas + Keras model.predict / ours int8 time",
-        _ratio(keras_e2e.get("median_s"), ours_e2e.get("median_s")), 4.0)
+    add(
+        "end to end (read + infer + write): pandas + Keras model.predict / ours int8 time",
+        _ratio(keras_e2e.get("median_s"), ours_e2e.get("median_s")),
+        4.0,
+    )
     acc_ours, acc_keras = ours_e2e.get("accuracy"), keras_e2e.get("accuracy")
-    add("end to end accuracy, |ours int8 - pandas + Keras| in percentage points",
-        None if acc_ours is None or acc_keras is None else abs(acc_ours - acc_keras) * 100, 0.1,
-        higher_is_better=False)
+    add(
+        "end to end accuracy, |ours int8 - pandas + Keras| in percentage points",
+        None if acc_ours is None or acc_keras is None else abs(acc_ours - acc_keras) * 100,
+        0.1,
+        higher_is_better=False,
+    )
     cold = results.get("cold_start", {})
     ours_cold = [cold[k]["cold_start_s"] for k in ("ours-fp32", "ours-int8") if k in cold]
-    add("cold start to first prediction: ours (slower of fp32, int8) / TensorFlow (Keras)",
-        _ratio(max(ours_cold) if ours_cold else None, cold.get("keras", {}).get("cold_start_s")), 0.2,
-        higher_is_better=False)
+    add(
+        "cold start to first prediction: ours (slower of fp32, int8) / TensorFlow (Keras)",
+        _ratio(max(ours_cold) if ours_cold else None, cold.get("keras", {}).get("cold_start_s")),
+        0.2,
+        higher_is_better=False,
+    )
     return rows
 
 
@@ -102,21 +125,44 @@ def to_markdown(results: dict[str, Any]) -> str:
         acc = results.get("accuracy", {}).get(name)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'n/a' if acc is None else f'{acc:.2%}'} |")
     one = min(batches)
-    lines += ["", f"Latency at batch {one}, ms: " + "; ".join(
-        f"{n} p50 {c['p50_ms']:.2f} / p90 {c['p90_ms']:.2f} / p99 {c['p99_ms']:.2f}"
-        for n in names if (c := _cell(results, n, one)))]
+    lines += [
+        "",
+        f"Latency at batch {one}, ms: "
+        + "; ".join(
+            f"{n} p50 {c['p50_ms']:.2f} / p90 {c['p90_ms']:.2f} / p99 {c['p99_ms']:.2f}"
+            for n in names
+            if (c := _cell(results, n, one))
+        ),
+    ]
     best = {n: max(c["gflops"] for b in batches if (c := _cell(results, n, b))) for n in names}
-    lines += ["", f"Best achieved GFLOP/s (at {results['flop_per_image'] / 1e6:.1f} MFLOP per image): "
-              + ", ".join(f"{n} {g:.1f}" for n, g in best.items()) + "."]
+    lines += [
+        "",
+        f"Best achieved GFLOP/s (at {results['flop_per_image'] / 1e6:.1f} MFLOP per image): "
+        + ", ".join(f"{n} {g:.1f}" for n, g in best.items())
+        + ".",
+    ]
     if results.get("end_to_end"):
-        lines += ["", f"End to end over {results['end_to_end_rows']} (read + infer + write a submission), "
-                  f"median of {results['config']['end_to_end_repeats']}: " + "; ".join(
-                      f"{k} {e['median_s']:.2f} s" + ("" if e["accuracy"] is None else f" ({e['accuracy']:.2%})")
-                      for k, e in results["end_to_end"].items()) + "."]
+        lines += [
+            "",
+            f"End to end over {results['end_to_end_rows']} (read + infer + write a submission), "
+            f"median of {results['config']['end_to_end_repeats']}: "
+            + "; ".join(
+                f"{k} {e['median_s']:.2f} s" + ("" if e["accuracy"] is None else f" ({e['accuracy']:.2%})")
+                for k, e in results["end_to_end"].items()
+            )
+            + ".",
+        ]
     if results.get("cold_start"):
-        lines += ["", "Cold start in a fresh process (imports + model load + first prediction) / peak RSS after "
-                  "5 batches of 512: " + "; ".join(f"{k} {c['cold_start_s']:.2f} s / {_fmt(c['peak_rss_mib'], 0)} MiB"
-                                                   for k, c in results["cold_start"].items()) + "."]
+        lines += [
+            "",
+            "Cold start in a fresh process (imports + model load + first prediction) / peak RSS after "
+            "5 batches of 512: "
+            + "; ".join(
+                f"{k} {c['cold_start_s']:.2f} s / {_fmt(c['peak_rss_mib'], 0)} MiB"
+                for k, c in results["cold_start"].items()
+            )
+            + ".",
+        ]
     for note in results.get("notes", []):
         lines += ["", f"Note: {note}"]
     lines += ["", "| target | measured | needed | met |", "|---|---:|---:|---|"]
@@ -141,8 +187,10 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         style = "-" if name.startswith("ours") else "--"
         ax_tp.plot(xs, [c["throughput_ips"] for c in cells if c], style, marker="o", label=name)
         ax_lat.plot(xs, [c["p50_ms"] for c in cells if c], style, marker="o", label=name)
-    for ax, title, ylabel in ((ax_tp, "throughput (higher is better)", "images / s"),
-                              (ax_lat, "p50 latency (lower is better)", "ms per call")):
+    for ax, title, ylabel in (
+        (ax_tp, "throughput (higher is better)", "images / s"),
+        (ax_lat, "p50 latency (lower is better)", "ms per call"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(batches, [str(b) for b in batches])
@@ -151,8 +199,10 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     ax_tp.legend(fontsize=8)
-    fig.suptitle(f"digit CNN on {results['machine']['cpu']['model']} "
-                 f"({results['machine']['cpu']['usable_cores']} cores)", fontsize=10)
+    fig.suptitle(
+        f"digit CNN on {results['machine']['cpu']['model']} ({results['machine']['cpu']['usable_cores']} cores)",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)

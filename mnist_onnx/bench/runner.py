@@ -26,8 +26,15 @@ import numpy as np
 from ..errors import MnistOnnxError
 from .contenders import Contender
 
-__all__ = ["BenchConfig", "FLOP_PER_IMAGE", "time_contenders", "predictions_of", "accuracy_of", "cold_start",
-           "end_to_end"]
+__all__ = [
+    "BenchConfig",
+    "FLOP_PER_IMAGE",
+    "time_contenders",
+    "predictions_of",
+    "accuracy_of",
+    "cold_start",
+    "end_to_end",
+]
 
 # Multiply-accumulates of the tutorial CNN per 28x28 image, x2 for FLOP (about 85 MFLOP):
 # conv1 28*28*32*(5*5*1) + conv2 28*28*64*(5*5*32) + dense1 12544*128 + dense2 128*10.
@@ -76,7 +83,9 @@ class Timing:
         p50, p90, p99 = np.percentile(s, [50, 90, 99])
         return {
             "calls": int(len(s)),
-            "p50_ms": float(p50 * 1e3), "p90_ms": float(p90 * 1e3), "p99_ms": float(p99 * 1e3),
+            "p50_ms": float(p50 * 1e3),
+            "p90_ms": float(p90 * 1e3),
+            "p99_ms": float(p99 * 1e3),
             "mean_ms": float(s.mean() * 1e3),
             "throughput_ips": float(self.batch / p50),
             "gflops": float(self.batch / p50 * FLOP_PER_IMAGE / 1e9),
@@ -91,10 +100,7 @@ def batch_of(images: np.ndarray, batch: int) -> np.ndarray:
 
 
 def time_contenders(
-    contenders: list[Contender],
-    images: np.ndarray,
-    config: BenchConfig,
-    progress: Callable[[str], None] | None = None,
+    contenders: list[Contender], images: np.ndarray, config: BenchConfig, progress: Callable[[str], None] | None = None
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Time every contender at every batch size, interleaved.  Returns name -> batch -> summary."""
     rng = random.Random(config.seed)
@@ -125,8 +131,10 @@ def time_contenders(
             results[name][batch] = timing.summary()
         if progress:
             best = max(results, key=lambda n: results[n][batch]["throughput_ips"])
-            progress(f"batch {batch}: {rounds} rounds in {time.perf_counter() - started:.1f} s; fastest {best} "
-                     f"({results[best][batch]['throughput_ips']:,.0f} images/s)")
+            progress(
+                f"batch {batch}: {rounds} rounds in {time.perf_counter() - started:.1f} s; fastest {best} "
+                f"({results[best][batch]['throughput_ips']:,.0f} images/s)"
+            )
     return results
 
 
@@ -134,9 +142,9 @@ def predictions_of(contender: Contender, images: np.ndarray, batch: int = 512) -
     """Probabilities of ``contender`` over ``images`` in batches of ``batch`` (the last one padded)."""
     parts = []
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+        chunk = images[start : start + batch]
         # Pad the last chunk to the full batch: LiteRT then reuses one interpreter for every call.
-        parts.append(contender.predict(batch_of(chunk, batch) if len(images) > batch else chunk)[:len(chunk)])
+        parts.append(contender.predict(batch_of(chunk, batch) if len(images) > batch else chunk)[: len(chunk)])
     return np.concatenate(parts)
 
 
@@ -192,8 +200,9 @@ print(json.dumps({"cold_start_s": first, "peak_rss_mib": peak_rss_mib()}))
 """
 
 
-def cold_start(kind: str, model: str | Path, *, threads: int | None = None, batches: int = 5,
-               repeats: int = 3) -> dict[str, Any]:
+def cold_start(
+    kind: str, model: str | Path, *, threads: int | None = None, batches: int = 5, repeats: int = 3
+) -> dict[str, Any]:
     """Fresh interpreter: imports + model load + first prediction, then peak RSS after ``batches`` of 512.
 
     ``kind`` is ``ours`` (an ONNX model), ``keras`` (a ``.keras`` model, TensorFlow
@@ -211,12 +220,19 @@ def cold_start(kind: str, model: str | Path, *, threads: int | None = None, batc
     # The child imports the same mnist_onnx as this process, wherever it was started from, and sees
     # no GPU: these are CPU figures, and TensorFlow would otherwise spend its start-up on CUDA.
     package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-               CUDA_VISIBLE_DEVICES="")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+        CUDA_VISIBLE_DEVICES="",
+    )
     runs = []
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", _COLD_START, kind, str(model), str(batches), str(threads or 0)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _COLD_START, kind, str(model), str(batches), str(threads or 0)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
             raise MnistOnnxError(f"cold start of {kind} ({model}) failed with exit code {proc.returncode}: {tail}")
@@ -230,10 +246,7 @@ def cold_start(kind: str, model: str | Path, *, threads: int | None = None, batc
 
 
 def end_to_end(
-    test_csv: Path,
-    runs: dict[str, Callable[[Path, Path], Any]],
-    repeats: int = 3,
-    labels: np.ndarray | None = None,
+    test_csv: Path, runs: dict[str, Callable[[Path, Path], Any]], repeats: int = 3, labels: np.ndarray | None = None
 ) -> dict[str, dict[str, Any]]:
     """Time read + infer + write of a whole CSV for each way of doing it (interleaved rounds).
 
@@ -257,5 +270,7 @@ def end_to_end(
                 if r == repeats - 1:
                     written = pd.read_csv(out)["Label"].to_numpy()
                     accuracy[name] = None if labels is None else float((written == labels).mean())
-    return {name: {"median_s": float(np.median(v)), "best_s": float(min(v)), "seconds": v,
-                   "accuracy": accuracy[name]} for name, v in times.items()}
+    return {
+        name: {"median_s": float(np.median(v)), "best_s": float(min(v)), "seconds": v, "accuracy": accuracy[name]}
+        for name, v in times.items()
+    }

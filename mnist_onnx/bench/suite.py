@@ -50,9 +50,11 @@ def _write_test_rows(images: np.ndarray, path: Path) -> None:
 def _check_source(contender: cs.Contender, keras_model: Path, keras_sha256: str) -> None:
     recorded = contender.meta.get("source_sha256")
     if recorded is not None and recorded != keras_sha256:
-        raise MnistOnnxError(f"the {contender.precision} ONNX model was exported from another Keras model than "
-                             f"{keras_model} (its metadata records sha256 {recorded[:12]}..., the file has "
-                             f"{keras_sha256[:12]}...); every contender must come from the same model")
+        raise MnistOnnxError(
+            f"the {contender.precision} ONNX model was exported from another Keras model than "
+            f"{keras_model} (its metadata records sha256 {recorded[:12]}..., the file has "
+            f"{keras_sha256[:12]}...); every contender must come from the same model"
+        )
 
 
 def _configure_tensorflow(tf: Any, threads: int | None, notes: list[str]) -> str:
@@ -98,9 +100,14 @@ class _Lineup:
     litert_threads: int
 
 
-def _read_inputs(keras_model: str | os.PathLike[str], test_csv: str | os.PathLike[str],
-                 test_labels_csv: str | os.PathLike[str] | None, calibration_csv: str | os.PathLike[str],
-                 out_dir: str | os.PathLike[str], rows: int | None) -> _Inputs:
+def _read_inputs(
+    keras_model: str | os.PathLike[str],
+    test_csv: str | os.PathLike[str],
+    test_labels_csv: str | os.PathLike[str] | None,
+    calibration_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    rows: int | None,
+) -> _Inputs:
     keras_path, test_path = Path(keras_model), Path(test_csv)
     out = Path(out_dir)
     models = out / "models"
@@ -113,8 +120,13 @@ def _read_inputs(keras_model: str | os.PathLike[str], test_csv: str | os.PathLik
     return _Inputs(keras_path, sha256_file(keras_path), test_path, Path(calibration_csv), images, labels, out, models)
 
 
-def _our_models(inputs: _Inputs, onnx_model: str | os.PathLike[str] | None, int8_model: str | os.PathLike[str] | None,
-                calibration_rows: int, emit: Callable[[str], None]) -> tuple[Path, Path]:
+def _our_models(
+    inputs: _Inputs,
+    onnx_model: str | os.PathLike[str] | None,
+    int8_model: str | os.PathLike[str] | None,
+    calibration_rows: int,
+    emit: Callable[[str], None],
+) -> tuple[Path, Path]:
     """The fp32 and int8 ONNX models: those given, else exported and quantized with their gates."""
     from ..export import export_onnx, quantize_int8
 
@@ -123,14 +135,20 @@ def _our_models(inputs: _Inputs, onnx_model: str | os.PathLike[str] | None, int8
         onnx_model = export_onnx(inputs.keras_path, inputs.models / "model.onnx", progress=emit).onnx_path
     if int8_model is None:
         emit("quantizing to int8 (with the accuracy gate)")
-        int8_model = quantize_int8(onnx_model, inputs.models / "model.int8.onnx",
-                                   calibration_csv=inputs.calibration_path, calibration_rows=calibration_rows,
-                                   measure_speed=False, progress=emit).onnx_path
+        int8_model = quantize_int8(
+            onnx_model,
+            inputs.models / "model.int8.onnx",
+            calibration_csv=inputs.calibration_path,
+            calibration_rows=calibration_rows,
+            measure_speed=False,
+            progress=emit,
+        ).onnx_path
     return Path(onnx_model), Path(int8_model)
 
 
-def _gpu_contender(onnx_model: Path, threads: int | None, gpu: bool | None, has_cuda: bool,
-                   notes: list[str]) -> cs.Contender | None:
+def _gpu_contender(
+    onnx_model: Path, threads: int | None, gpu: bool | None, has_cuda: bool, notes: list[str]
+) -> cs.Contender | None:
     """Our fp32 runtime on CUDA, or None with a note saying why not (an error when ``gpu`` is True)."""
     from ..runtime.session import ProviderFallbackWarning
 
@@ -138,8 +156,10 @@ def _gpu_contender(onnx_model: Path, threads: int | None, gpu: bool | None, has_
         notes.append("GPU figures skipped (--no-gpu).")
         return None
     if not has_cuda:
-        notes.append("GPU figures skipped: this onnxruntime offers no CUDAExecutionProvider "
-                     "(they need onnxruntime-gpu and a visible GPU).")
+        notes.append(
+            "GPU figures skipped: this onnxruntime offers no CUDAExecutionProvider "
+            "(they need onnxruntime-gpu and a visible GPU)."
+        )
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("error", ProviderFallbackWarning)
@@ -152,9 +172,18 @@ def _gpu_contender(onnx_model: Path, threads: int | None, gpu: bool | None, has_
             return None
 
 
-def _build_lineup(inputs: _Inputs, keras: Any, onnx_model: str | os.PathLike[str] | None,
-                  int8_model: str | os.PathLike[str] | None, calibration_rows: int, threads: int | None,
-                  gpu: bool | None, has_cuda: bool, notes: list[str], emit: Callable[[str], None]) -> _Lineup:
+def _build_lineup(
+    inputs: _Inputs,
+    keras: Any,
+    onnx_model: str | os.PathLike[str] | None,
+    int8_model: str | os.PathLike[str] | None,
+    calibration_rows: int,
+    threads: int | None,
+    gpu: bool | None,
+    has_cuda: bool,
+    notes: list[str],
+    emit: Callable[[str], None],
+) -> _Lineup:
     from ..export.quantize import read_calibration_images
 
     onnx_path, int8_path = _our_models(inputs, onnx_model, int8_model, calibration_rows, emit)
@@ -202,49 +231,82 @@ def _end_to_end(lineup: _Lineup, inputs: _Inputs, threads: int | None, repeats: 
 
         frame = pd.read_csv(csv)
         pixels = frame[list(PIXEL_COLUMNS)].to_numpy(np.float32) / np.float32(255.0)
-        predicted = lineup.keras_model.predict(pixels.reshape(-1, 28, 28, 1), batch_size=KERAS_E2E_BATCH_SIZE,
-                                               verbose=0).argmax(axis=1)
+        predicted = lineup.keras_model.predict(
+            pixels.reshape(-1, 28, 28, 1), batch_size=KERAS_E2E_BATCH_SIZE, verbose=0
+        ).argmax(axis=1)
         submission = pd.DataFrame({"ImageId": np.arange(1, len(predicted) + 1), "Label": predicted})
         with atomic_path(dest, suffix=".csv") as tmp:
             submission.to_csv(tmp, index=False)
 
-    return end_to_end(inputs.test_path, {
-        "ours-fp32": ours_e2e(lineup.onnx_model),
-        "ours-int8": ours_e2e(lineup.int8_model),
-        **openvino_end_to_end(lineup.onnx_model, lineup.int8_model,
-                              next(c for c in lineup.contenders if c.name == "litert-int8").predict, threads),
-        "pandas+keras-predict": pandas_keras,
-    }, repeats=repeats, labels=inputs.labels)
+    return end_to_end(
+        inputs.test_path,
+        {
+            "ours-fp32": ours_e2e(lineup.onnx_model),
+            "ours-int8": ours_e2e(lineup.int8_model),
+            **openvino_end_to_end(
+                lineup.onnx_model,
+                lineup.int8_model,
+                next(c for c in lineup.contenders if c.name == "litert-int8").predict,
+                threads,
+            ),
+            "pandas+keras-predict": pandas_keras,
+        },
+        repeats=repeats,
+        labels=inputs.labels,
+    )
 
 
 def _cold_starts(lineup: _Lineup, inputs: _Inputs, threads: int | None, repeats: int) -> dict[str, Any]:
     """Cold start and peak memory of every CPU contender's runtime, each in fresh processes."""
-    runs = (("ours-fp32", "ours", lineup.onnx_model, threads), ("ours-int8", "ours", lineup.int8_model, threads),
-            ("keras", "keras", inputs.keras_path, threads),
-            ("litert-fp32", "litert", lineup.tflite["fp32"], lineup.litert_threads),
-            ("litert-int8", "litert", lineup.tflite["int8"], lineup.litert_threads))
+    runs = (
+        ("ours-fp32", "ours", lineup.onnx_model, threads),
+        ("ours-int8", "ours", lineup.int8_model, threads),
+        ("keras", "keras", inputs.keras_path, threads),
+        ("litert-fp32", "litert", lineup.tflite["fp32"], lineup.litert_threads),
+        ("litert-int8", "litert", lineup.tflite["int8"], lineup.litert_threads),
+    )
     return {name: cold_start(kind, path, threads=n, repeats=repeats) for name, kind, path, n in runs}
 
 
-def _config_record(config: BenchConfig, inputs: _Inputs, lineup: _Lineup, threads: int | None, tf_threads: str,
-                   calibration_rows: int, end_to_end_repeats: int, cold_start_repeats: int) -> dict[str, Any]:
+def _config_record(
+    config: BenchConfig,
+    inputs: _Inputs,
+    lineup: _Lineup,
+    threads: int | None,
+    tf_threads: str,
+    calibration_rows: int,
+    end_to_end_repeats: int,
+    cold_start_repeats: int,
+) -> dict[str, Any]:
     from ..runtime.defaults import DEFAULT_BATCH_SIZE
 
-    rounds_note = (f"{config.warmup} warm-up calls, then at least {config.rounds} rounds in which every contender, "
-                   f"in a shuffled order, runs a block of at least {config.block_calls} timed calls "
-                   f"({config.block_seconds:g} s) after a {config.settle_seconds:g} s pause and one untimed call")
+    rounds_note = (
+        f"{config.warmup} warm-up calls, then at least {config.rounds} rounds in which every contender, "
+        f"in a shuffled order, runs a block of at least {config.block_calls} timed calls "
+        f"({config.block_seconds:g} s) after a {config.settle_seconds:g} s pause and one untimed call"
+    )
     if config.min_seconds:
         rounds_note += f" and {config.min_seconds:g} s per batch size"
     return {
-        "batch_sizes": list(config.batch_sizes), "warmup": config.warmup, "rounds": config.rounds,
-        "min_seconds": config.min_seconds, "block_calls": config.block_calls,
-        "block_seconds": config.block_seconds, "settle_seconds": config.settle_seconds,
-        "rounds_note": rounds_note, "threads": threads,
-        "threads_note": (f"ours {threads or 'onnxruntime default (one per physical core)'}, "
-                         f"LiteRT {lineup.litert_threads}, Keras {tf_threads}"),
-        "rows": int(len(inputs.images)), "calibration_csv": str(inputs.calibration_path),
-        "calibration_rows": calibration_rows, "end_to_end_repeats": end_to_end_repeats,
-        "cold_start_repeats": cold_start_repeats, "keras_e2e_batch_size": KERAS_E2E_BATCH_SIZE,
+        "batch_sizes": list(config.batch_sizes),
+        "warmup": config.warmup,
+        "rounds": config.rounds,
+        "min_seconds": config.min_seconds,
+        "block_calls": config.block_calls,
+        "block_seconds": config.block_seconds,
+        "settle_seconds": config.settle_seconds,
+        "rounds_note": rounds_note,
+        "threads": threads,
+        "threads_note": (
+            f"ours {threads or 'onnxruntime default (one per physical core)'}, "
+            f"LiteRT {lineup.litert_threads}, Keras {tf_threads}"
+        ),
+        "rows": int(len(inputs.images)),
+        "calibration_csv": str(inputs.calibration_path),
+        "calibration_rows": calibration_rows,
+        "end_to_end_repeats": end_to_end_repeats,
+        "cold_start_repeats": cold_start_repeats,
+        "keras_e2e_batch_size": KERAS_E2E_BATCH_SIZE,
         "ours_e2e_batch_size": DEFAULT_BATCH_SIZE,
     }
 
@@ -317,20 +379,23 @@ def run_benchmark(
     gpu_facts = gpu_info()
     has_cuda = CUDA in gpu_facts["onnxruntime_providers"]
     if gpu and not has_cuda:
-        raise MnistOnnxError("GPU figures need onnxruntime-gpu with a visible GPU (pip install 'mnist-onnx[gpu]'); "
-                             f"this onnxruntime offers {', '.join(gpu_facts['onnxruntime_providers'])}")
+        raise MnistOnnxError(
+            "GPU figures need onnxruntime-gpu with a visible GPU (pip install 'mnist-onnx[gpu]'); "
+            f"this onnxruntime offers {', '.join(gpu_facts['onnxruntime_providers'])}"
+        )
     tf_threads = _configure_tensorflow(tf, threads, notes)
     inputs = _read_inputs(keras_model, test_csv, test_labels_csv, calibration_csv, out_dir, rows)
     emit(f"{len(inputs.images):,} labelled held-out rows from {test_csv}")
 
-    lineup = _build_lineup(inputs, keras, onnx_model, int8_model, calibration_rows, threads, gpu, has_cuda, notes,
-                           emit)
+    lineup = _build_lineup(inputs, keras, onnx_model, int8_model, calibration_rows, threads, gpu, has_cuda, notes, emit)
 
     emit(f"accuracy of every contender on {len(inputs.images):,} rows")
     accuracy, agreement = _accuracy(lineup, inputs)
 
-    emit(f"latency and throughput at batch sizes {', '.join(map(str, config.batch_sizes))}, "
-         f"{len(lineup.contenders)} contenders interleaved")
+    emit(
+        f"latency and throughput at batch sizes {', '.join(map(str, config.batch_sizes))}, "
+        f"{len(lineup.contenders)} contenders interleaved"
+    )
     timings = time_contenders(lineup.contenders, inputs.images, config, progress)
 
     e2e: dict[str, Any] = {}
@@ -346,11 +411,16 @@ def run_benchmark(
         "mnist_onnx": __version__,
         "machine": {"cpu": cpu_info(), "gpu": gpu_facts},
         "versions": versions(),
-        "model": {"keras": str(inputs.keras_path), "keras_sha256": inputs.keras_sha256,
-                  "onnx": str(lineup.onnx_model), "int8": str(lineup.int8_model),
-                  "litert": {k: str(v) for k, v in lineup.tflite.items()}},
-        "config": _config_record(config, inputs, lineup, threads, tf_threads, calibration_rows, end_to_end_repeats,
-                                 cold_start_repeats),
+        "model": {
+            "keras": str(inputs.keras_path),
+            "keras_sha256": inputs.keras_sha256,
+            "onnx": str(lineup.onnx_model),
+            "int8": str(lineup.int8_model),
+            "litert": {k: str(v) for k, v in lineup.tflite.items()},
+        },
+        "config": _config_record(
+            config, inputs, lineup, threads, tf_threads, calibration_rows, end_to_end_repeats, cold_start_repeats
+        ),
         "contenders": {c.name: {"family": c.family, "precision": c.precision, **c.meta} for c in lineup.contenders},
         "flop_per_image": FLOP_PER_IMAGE,
         "accuracy": accuracy,

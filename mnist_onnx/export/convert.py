@@ -74,9 +74,20 @@ CLASS_LABELS = [str(digit) for digit in range(10)]
 _MIN_OPSET = 13  # Softmax over the last axis only from opset 13 on
 _IMAGE_SHAPE = (28, 28, 1)
 _TRAINING_KEYS = (
-    "recipe", "command_line", "train_csv_sha256", "rows_used", "train_rows", "validation_rows", "epochs_run",
-    "kept_epoch", "kept_val_accuracy", "best_val_accuracy", "final_val_accuracy", "holdout_rows",
-    "holdout_accuracy", "wall_time_s",
+    "recipe",
+    "command_line",
+    "train_csv_sha256",
+    "rows_used",
+    "train_rows",
+    "validation_rows",
+    "epochs_run",
+    "kept_epoch",
+    "kept_val_accuracy",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "holdout_rows",
+    "holdout_accuracy",
+    "wall_time_s",
 )
 
 
@@ -138,16 +149,14 @@ def _check_opset(opset: int) -> None:
     tf2onnx = require("tf2onnx", "export")
     highest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
     if not isinstance(opset, int) or not _MIN_OPSET <= opset <= highest:
-        raise MnistOnnxError(f"expected an opset from {_MIN_OPSET} to {highest} "
-                             f"(tf2onnx {tf2onnx.__version__} supports at most {highest}), got {opset!r}")
+        raise MnistOnnxError(
+            f"expected an opset from {_MIN_OPSET} to {highest} "
+            f"(tf2onnx {tf2onnx.__version__} supports at most {highest}), got {opset!r}"
+        )
 
 
 def convert_keras(
-    keras_model: Any,
-    *,
-    opset: int = DEFAULT_OPSET,
-    layout: str = "NCHW",
-    optimize: bool = True,
+    keras_model: Any, *, opset: int = DEFAULT_OPSET, layout: str = "NCHW", optimize: bool = True
 ) -> tuple[Any, list[str]]:
     """Convert a Keras digit classifier to an ``onnx.ModelProto`` (no gate, no metadata).
 
@@ -179,15 +188,20 @@ def convert_keras(
 
     try:
         model, _ = tf2onnx.convert.from_function(
-            forward, input_signature=[spec], opset=opset,
+            forward,
+            input_signature=[spec],
+            opset=opset,
             inputs_as_nchw=[f"{INPUT_NAME}:0"] if layout == "NCHW" else None,
         )
     except Exception as exc:  # tf2onnx raises anything from KeyError to RuntimeError
-        raise ModelError(f"tf2onnx {tf2onnx.__version__} cannot convert the model: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise ModelError(
+            f"tf2onnx {tf2onnx.__version__} cannot convert the model: {type(exc).__name__}: {exc}"
+        ) from exc
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise ModelError(f"expected the converted graph to have 1 input and 1 output, got "
-                         f"{len(model.graph.input)} and {len(model.graph.output)}")
+        raise ModelError(
+            f"expected the converted graph to have 1 input and 1 output, got "
+            f"{len(model.graph.input)} and {len(model.graph.output)}"
+        )
     g.rename_value(model, model.graph.input[0].name, INPUT_NAME)
     g.rename_value(model, model.graph.output[0].name, OUTPUT_NAME)
     g.set_batch_dim_name(model, "N")
@@ -196,8 +210,10 @@ def convert_keras(
         if layout == "NCHW" and g.drop_identity_reshape(model):
             rewrites.append("input is NCHW N×1×28×28: removed the reshape to the shape it already has")
         if g.fold_flatten_transpose(model):
-            rewrites.append("NCHW→NHWC transpose before Flatten folded into the first Dense layer's weight rows; "
-                            "run-time Shape/Gather/Slice/Concat reshape chain replaced by Flatten(axis=1)")
+            rewrites.append(
+                "NCHW→NHWC transpose before Flatten folded into the first Dense layer's weight rows; "
+                "run-time Shape/Gather/Slice/Concat reshape chain replaced by Flatten(axis=1)"
+            )
     g.remove_dead_nodes(model)
     # tf2onnx declares the ai.onnx.ml domain although no node uses it.
     used_domains = {node.domain for node in model.graph.node}
@@ -306,11 +322,19 @@ def export_onnx(
         entries[meta.KEY_TRAINING] = json.dumps(training, sort_keys=True)
     g.set_metadata(onnx_model, entries)
 
-    emit(f"parity gate: Keras vs onnxruntime on {data.real_rows:,} digits from {data.source} "
-         f"+ {len(data.names) - data.real_rows} edge inputs, batch sizes {', '.join(map(str, batch_sizes))}")
+    emit(
+        f"parity gate: Keras vs onnxruntime on {data.real_rows:,} digits from {data.source} "
+        f"+ {len(data.names) - data.real_rows} edge inputs, batch sizes {', '.join(map(str, batch_sizes))}"
+    )
     parity = check_parity(
-        onnx_model, lambda x: model.predict(x, batch_size=256, verbose=0), data,
-        layout=layout, pixel_scale=PIXEL_SCALE, atol=atol, batch_sizes=batch_sizes, model_name=str(out),
+        onnx_model,
+        lambda x: model.predict(x, batch_size=256, verbose=0),
+        data,
+        layout=layout,
+        pixel_scale=PIXEL_SCALE,
+        atol=atol,
+        batch_sizes=batch_sizes,
+        model_name=str(out),
     )
     parity["graph_rewrites"] = rewrites
     parity["ops"] = g.op_counts(onnx_model)

@@ -216,8 +216,9 @@ def take_uint8_input(model: Any, pixel_scale: float) -> None:
             if name == pixels:
                 node.input[k] = scaled
     graph.initializer.append(onnx.numpy_helper.from_array(np.array(pixel_scale, dtype=np.float32), scale))
-    graph.node.insert(0, onnx.helper.make_node("Cast", [pixels], [as_float], to=onnx.TensorProto.FLOAT,
-                                               name=pixels + "_to_float"))
+    graph.node.insert(
+        0, onnx.helper.make_node("Cast", [pixels], [as_float], to=onnx.TensorProto.FLOAT, name=pixels + "_to_float")
+    )
     graph.node.insert(1, onnx.helper.make_node("Mul", [as_float, scale], [scaled], name=pixels + "_times_scale"))
     graph_input.type.tensor_type.elem_type = onnx.TensorProto.UINT8
 

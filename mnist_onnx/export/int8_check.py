@@ -75,8 +75,13 @@ class Int8Comparison:
 
 
 def compare_int8(
-    fp32_bytes: bytes, int8_bytes: bytes, x: np.ndarray, labels: np.ndarray, batch_size: int = _EVAL_BATCH,
-    *, int8_x: np.ndarray | None = None,
+    fp32_bytes: bytes,
+    int8_bytes: bytes,
+    x: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = _EVAL_BATCH,
+    *,
+    int8_x: np.ndarray | None = None,
 ) -> Int8Comparison:
     """Accuracy of both models and their agreement on inputs ``x`` (model layout and scale).
 
@@ -90,8 +95,12 @@ def compare_int8(
     """
     fp32 = run_onnxruntime(fp32_bytes, x, batch_size).argmax(axis=1)
     int8 = run_onnxruntime(int8_bytes, x if int8_x is None else int8_x, batch_size).argmax(axis=1)
-    return Int8Comparison(rows=len(labels), fp32_correct=int((fp32 == labels).sum()),
-                          int8_correct=int((int8 == labels).sum()), changed_rows=np.flatnonzero(fp32 != int8))
+    return Int8Comparison(
+        rows=len(labels),
+        fp32_correct=int((fp32 == labels).sum()),
+        int8_correct=int((int8 == labels).sum()),
+        changed_rows=np.flatnonzero(fp32 != int8),
+    )
 
 
 def gate_failures(comparison: Int8Comparison, min_agreement: float, max_accuracy_drop: float) -> list[str]:
@@ -110,13 +119,17 @@ def gate_failures(comparison: Int8Comparison, min_agreement: float, max_accuracy
     failures = []
     if n - c.disagreements < min_agreement * n - 1e-9:
         rows = ", ".join(str(r) for r in c.changed_rows[:10])
-        failures.append(f"int8 and fp32 agree on {c.agreement:.2%} of {n:,} digits "
-                        f"({c.disagreements} differ, rows {rows}{', ...' if c.disagreements > 10 else ''}), "
-                        f"expected at least {min_agreement:.2%}")
+        failures.append(
+            f"int8 and fp32 agree on {c.agreement:.2%} of {n:,} digits "
+            f"({c.disagreements} differ, rows {rows}{', ...' if c.disagreements > 10 else ''}), "
+            f"expected at least {min_agreement:.2%}"
+        )
     if c.fp32_correct - c.int8_correct > max_accuracy_drop * n + 1e-9:
-        failures.append(f"accuracy drops {c.accuracy_drop_pp:.2f} pp "
-                        f"({c.fp32_accuracy:.2%} → {c.int8_accuracy:.2%}), "
-                        f"expected at most {max_accuracy_drop * 100:.2f} pp")
+        failures.append(
+            f"accuracy drops {c.accuracy_drop_pp:.2f} pp "
+            f"({c.fp32_accuracy:.2%} → {c.int8_accuracy:.2%}), "
+            f"expected at most {max_accuracy_drop * 100:.2f} pp"
+        )
     return failures
 
 

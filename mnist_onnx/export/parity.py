@@ -143,8 +143,9 @@ def load_parity_images(
             break
     real = np.concatenate(images)
     if len(real) < min_rows:
-        raise MnistOnnxError(f"{path}: expected at least {min_rows:,} validation rows for the parity gate, "
-                             f"got {len(real):,}")
+        raise MnistOnnxError(
+            f"{path}: expected at least {min_rows:,} validation rows for the parity gate, got {len(real):,}"
+        )
     edges, edge_names = edge_images()
     names = [f"{path.name} row {i}" for i in range(len(real))] + [f"edge input {n}" for n in edge_names]
     return ParityImages(
@@ -174,8 +175,9 @@ def run_onnxruntime(model_bytes: bytes, x: np.ndarray, batch_size: int) -> np.nd
 
     session = create_session(model_bytes, providers="cpu")
     input_name = session.get_inputs()[0].name
-    outputs = [session.run(None, {input_name: x[start:start + batch_size]})[0]
-               for start in range(0, len(x), batch_size)]
+    outputs = [
+        session.run(None, {input_name: x[start : start + batch_size]})[0] for start in range(0, len(x), batch_size)
+    ]
     return np.concatenate(outputs)
 
 
@@ -222,8 +224,10 @@ class _Comparison:
         if len(over):
             worst = over[np.argsort(-diff[over])][:5]
             shown = ", ".join(f"{names[i]} ({diff[i]:.3g})" for i in worst)
-            parts.append(f"max |Keras - ONNX| probability difference {diff.max():.3g} > {atol:g} "
-                         f"on {len(over):,} of {len(diff):,} images, worst: {shown}")
+            parts.append(
+                f"max |Keras - ONNX| probability difference {diff.max():.3g} > {atol:g} "
+                f"on {len(over):,} of {len(diff):,} images, worst: {shown}"
+            )
         if len(bad_arg):
             shown = ", ".join(f"{names[i]} (Keras {self.ref_arg[i]}, ONNX {self.cand_arg[i]})" for i in bad_arg[:5])
             parts.append(f"predicted digit differs on {len(bad_arg):,} images: {shown}")
@@ -238,8 +242,13 @@ def _compare(reference: np.ndarray, candidate: np.ndarray, atol: float) -> _Comp
     # argmax there is not evidence of a conversion error; such images are
     # counted and reported, every other image must keep its digit.
     near_tie = (top2[:, 1] - top2[:, 0]) <= atol
-    return _Comparison(diff=diff, mean_abs_diff=float(np.abs(reference - candidate).mean()),
-                       ref_arg=reference.argmax(axis=1), cand_arg=candidate.argmax(axis=1), near_tie=near_tie)
+    return _Comparison(
+        diff=diff,
+        mean_abs_diff=float(np.abs(reference - candidate).mean()),
+        ref_arg=reference.argmax(axis=1),
+        cand_arg=candidate.argmax(axis=1),
+        near_tie=near_tie,
+    )
 
 
 def check_parity(
@@ -291,7 +300,7 @@ def check_parity(
         "validation_source": data.source,
         "validation_sha256": data.source_sha256,
         "validation_rows": data.real_rows,
-        "edge_inputs": data.names[data.real_rows:],
+        "edge_inputs": data.names[data.real_rows :],
         "onnxruntime": {},
     }
     failures = []
@@ -299,8 +308,10 @@ def check_parity(
     for batch_size in batch_sizes:
         probs = run_onnxruntime(model_bytes, x, batch_size)
         if probs.shape != reference.shape:
-            raise GateError(f"{model_name}: expected onnxruntime output shape {reference.shape} at batch size "
-                            f"{batch_size}, got {probs.shape}")
+            raise GateError(
+                f"{model_name}: expected onnxruntime output shape {reference.shape} at batch size "
+                f"{batch_size}, got {probs.shape}"
+            )
         comparison = _compare(reference, probs, atol)
         report["onnxruntime"][f"batch_{batch_size}"] = comparison.figures()
         problem = comparison.failure(f"onnxruntime at batch size {batch_size}", data.names, atol)
@@ -308,7 +319,7 @@ def check_parity(
             failures.append(problem)
         ort_probs = probs
 
-    small = np.r_[0:min(_REFERENCE_IMAGES - 3, data.real_rows), data.real_rows:data.real_rows + 3]
+    small = np.r_[0 : min(_REFERENCE_IMAGES - 3, data.real_rows), data.real_rows : data.real_rows + 3]
     evaluator = ReferenceEvaluator(model)
     input_name = model.graph.input[0].name
     ref_outputs = evaluator.run(None, {input_name: x[small]})

@@ -122,12 +122,14 @@ class QuantOptions:
         >>> QuantOptions(float_first_conv=False, uint8_input=False).label()
         'QDQ per-channel u8/s8 MinMax'
         """
-        return (f"{self.quant_format} {'per-channel' if self.per_channel else 'per-tensor'} "
-                f"{self.activation_type}/{self.weight_type} {self.calibrate_method}"
-                + ("" if self.preprocess else ", no pre-process")
-                + ("" if self.float_output_layer else ", int8 output layer")
-                + (", float first conv" if self.float_first_conv else "")
-                + (", uint8 input" if self.uint8_input else ""))
+        return (
+            f"{self.quant_format} {'per-channel' if self.per_channel else 'per-tensor'} "
+            f"{self.activation_type}/{self.weight_type} {self.calibrate_method}"
+            + ("" if self.preprocess else ", no pre-process")
+            + ("" if self.float_output_layer else ", int8 output layer")
+            + (", float first conv" if self.float_first_conv else "")
+            + (", uint8 input" if self.uint8_input else "")
+        )
 
 
 @dataclass
@@ -189,7 +191,7 @@ class _Calibration:
 
     def _iter(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self.x), self.batch):
-            yield {self.input_name: self.x[start:start + self.batch]}
+            yield {self.input_name: self.x[start : start + self.batch]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -204,8 +206,9 @@ def _input_contract(model: Any, name: str) -> tuple[str, str, float]:
     if len(model.graph.input) != 1:
         raise ModelError(f"{name}: expected a model with 1 input, got {len(model.graph.input)}")
     graph_input = model.graph.input[0]
-    dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
-                              for d in graph_input.type.tensor_type.shape.dim]
+    dims: list[int | None] = [
+        d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim
+    ]
     layout = info.input_layout
     if layout is None:
         known: dict[tuple[int | None, ...], str] = {(28, 28, 1): "NHWC", (1, 28, 28): "NCHW"}
@@ -230,8 +233,9 @@ def _output_layer_nodes(model: Any) -> list[str]:
     return names
 
 
-def quantize_model(model: Any, calibration_x: np.ndarray, options: QuantOptions,
-                   pixel_scale: float = 1.0 / 255.0) -> Any:
+def quantize_model(
+    model: Any, calibration_x: np.ndarray, options: QuantOptions, pixel_scale: float = 1.0 / 255.0
+) -> Any:
     """Quantize an ``onnx.ModelProto`` statically (no gate); returns the int8 ``onnx.ModelProto``.
 
     Args:
@@ -265,7 +269,9 @@ def quantize_model(model: Any, calibration_x: np.ndarray, options: QuantOptions,
                 raise ModelError("float_first_conv: the model has no Conv node fed by its input")
             keep_float.append(conv.name)
         q.quantize_static(
-            str(source), str(target), _Calibration(input_name, calibration_x),
+            str(source),
+            str(target),
+            _Calibration(input_name, calibration_x),
             quant_format=getattr(q.QuantFormat, options.quant_format),
             per_channel=options.per_channel,
             activation_type=getattr(q.QuantType, _TYPES[options.activation_type]),
@@ -313,8 +319,9 @@ def _load_fp32(source: Path, out: Path, min_agreement: float, max_accuracy_drop:
     if not out.parent.is_dir():
         raise MnistOnnxError(f"{out}: cannot write, directory {out.parent} does not exist")
     if not 0 <= min_agreement <= 1 or max_accuracy_drop < 0:
-        raise MnistOnnxError(f"expected 0 <= min_agreement <= 1 and max_accuracy_drop >= 0, "
-                             f"got {min_agreement} and {max_accuracy_drop}")
+        raise MnistOnnxError(
+            f"expected 0 <= min_agreement <= 1 and max_accuracy_drop >= 0, got {min_agreement} and {max_accuracy_drop}"
+        )
     if not source.is_file():
         raise ModelError(f"{source}: no such file, expected an fp32 ONNX model")
     try:
@@ -330,16 +337,20 @@ def _load_fp32(source: Path, out: Path, min_agreement: float, max_accuracy_drop:
 def _read_gate_data(calibration: Path, evaluation: Path, rows: int, emit: Callable[[str], None]) -> _GateData:
     """Read the calibration rows and the held-out rows, refusing any image the two share."""
     if calibration.exists() and evaluation.exists() and _same_file(calibration, evaluation):
-        raise MnistOnnxError(f"calibration file {calibration} and evaluation file {evaluation} are the same; "
-                             f"evaluate on held-out rows the calibration never saw")
+        raise MnistOnnxError(
+            f"calibration file {calibration} and evaluation file {evaluation} are the same; "
+            f"evaluate on held-out rows the calibration never saw"
+        )
     emit(f"reading {rows:,} calibration rows from {calibration}")
     calib_images = read_calibration_images(calibration, rows)
     held_out = read_kaggle_csv(evaluation, require_labels=True)
     calib_keys = {img.tobytes() for img in calib_images}
     shared = sum(img.tobytes() in calib_keys for img in held_out.images)
     if shared:
-        raise MnistOnnxError(f"{shared:,} of the {len(held_out):,} evaluation images in {evaluation} are also "
-                             f"among the calibration images of {calibration}; evaluate on held-out rows")
+        raise MnistOnnxError(
+            f"{shared:,} of the {len(held_out):,} evaluation images in {evaluation} are also "
+            f"among the calibration images of {calibration}; evaluate on held-out rows"
+        )
     if held_out.labels is None:  # unreachable: require_labels=True already checked the header
         raise MnistOnnxError(f"{evaluation}: has no label column")
     return _GateData(calib_images, held_out.images, held_out.labels.astype(np.int64))
@@ -431,17 +442,22 @@ def quantize_int8(
     comparison = compare_int8(fp32_bytes, int8_bytes, x_eval, data.labels, int8_x=x_int8)
     failures = gate_failures(comparison, min_agreement, max_accuracy_drop)
     if failures:
-        raise GateError(f"the int8 model of {source.path} ({options.label()}) fails the accuracy gate on "
-                        f"{describe_path(evaluation)}: " + "; ".join(failures))
+        raise GateError(
+            f"the int8 model of {source.path} ({options.label()}) fails the accuracy gate on "
+            f"{describe_path(evaluation)}: " + "; ".join(failures)
+        )
 
     report: dict[str, Any] = {
         "passed": True,
         "options": asdict(options),
         "source_onnx": str(source.path),
         "source_onnx_sha256": sha256_file(source.path),
-        "calibration": {"csv": describe_path(calibration), "sha256": sha256_file(calibration),
-                        "rows": int(len(data.calibration)),
-                        "which_rows": f"the first {len(data.calibration):,} data rows"},
+        "calibration": {
+            "csv": describe_path(calibration),
+            "sha256": sha256_file(calibration),
+            "rows": int(len(data.calibration)),
+            "which_rows": f"the first {len(data.calibration):,} data rows",
+        },
         "evaluation": {"csv": describe_path(evaluation), "sha256": sha256_file(evaluation), **comparison.figures()},
         "thresholds": {"min_agreement": min_agreement, "max_accuracy_drop_pp": max_accuracy_drop * 100},
         "quantize_seconds": round(quantize_s, 1),
@@ -453,6 +469,8 @@ def quantize_int8(
         report["latency"] = {"fp32": latency(fp32_bytes, x_eval), "int8": latency(int8_bytes, x_int8)}
 
     report_path, metadata = _write_int8(int8_model, source.model, out, report)
-    emit(f"wrote {out}: accuracy {comparison.int8_accuracy:.2%} (fp32 {comparison.fp32_accuracy:.2%}), "
-         f"agreement {comparison.agreement:.2%} on {comparison.rows:,} held-out digits; report {report_path}")
+    emit(
+        f"wrote {out}: accuracy {comparison.int8_accuracy:.2%} (fp32 {comparison.fp32_accuracy:.2%}), "
+        f"agreement {comparison.agreement:.2%} on {comparison.rows:,} held-out digits; report {report_path}"
+    )
     return QuantizeResult(out, report_path, report, metadata)

@@ -78,8 +78,7 @@ def prefetched(items: Iterable[_T]) -> Iterator[_T]:
         worker.join()
 
 
-def ordered_map(executor: Executor, task: Callable[[_T], _R], items: Iterator[_T], *,
-                in_flight: int) -> Iterator[_R]:
+def ordered_map(executor: Executor, task: Callable[[_T], _R], items: Iterator[_T], *, in_flight: int) -> Iterator[_R]:
     """Run ``task`` on each item in ``executor``; yield the results in input order.
 
     At most ``in_flight`` tasks are submitted ahead of the result being

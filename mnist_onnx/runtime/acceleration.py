@@ -129,7 +129,8 @@ def check_label_parity(model_name: str, sha256: str, openvino: tuning.Predict, c
         raise ProviderError(
             f"{model_name}: OpenVINO labels {differ} of {len(images):,} held-out digits ({sample_name}) differently "
             f"from onnxruntime's CPU provider (max |p difference| {max_diff:.1e}); run it with --provider cpu "
-            f"(providers='cpu')")
+            f"(providers='cpu')"
+        )
     return max_diff
 
 
@@ -159,8 +160,15 @@ def choose_cpu_provider(
     if not openvino_available():
         candidates = {"cpu": candidates["cpu"]}
     images, _, _ = sample_digits()
-    return tuning.choose_provider(provider_key(sha256, batch_size), candidates, images, cache=cache,
-                                  remeasure=remeasure, chunk=TRIAL_CHUNK, sizes=TRIAL_SIZES)
+    return tuning.choose_provider(
+        provider_key(sha256, batch_size),
+        candidates,
+        images,
+        cache=cache,
+        remeasure=remeasure,
+        chunk=TRIAL_CHUNK,
+        sizes=TRIAL_SIZES,
+    )
 
 
 def provider_key(sha256: str, batch_size: int) -> tuning.TrialKey:
@@ -185,8 +193,9 @@ class SmallCalls:
         make_cpu: Builds the same classifier on the CPU provider.
     """
 
-    def __init__(self, choice: tuning.ProviderChoice | None, on_openvino: bool, batch_size: int,
-                 make_cpu: Callable[[], Any]):
+    def __init__(
+        self, choice: tuning.ProviderChoice | None, on_openvino: bool, batch_size: int, make_cpu: Callable[[], Any]
+    ):
         self.choice = choice if choice is not None and on_openvino and choice.provider == "openvino" else None
         self.batch_size = batch_size
         self._make_cpu = make_cpu
@@ -212,9 +221,16 @@ class SmallCalls:
         return self._cpu
 
 
-def gate_bf16(sha256: str, fp32: PredictFactory, bf16: PredictFactory, *, remeasure: bool = False,
-              cache: tuning.TuneCache | None = None, min_agreement: float | None = None,
-              max_accuracy_drop_pp: float | None = None) -> tuning.Bf16Report:
+def gate_bf16(
+    sha256: str,
+    fp32: PredictFactory,
+    bf16: PredictFactory,
+    *,
+    remeasure: bool = False,
+    cache: tuning.TuneCache | None = None,
+    min_agreement: float | None = None,
+    max_accuracy_drop_pp: float | None = None,
+) -> tuning.Bf16Report:
     """Pass bf16 compute for this model on the bundled held-out digits (cached), or refuse it.
 
     Thresholds default to :data:`~.tuning.BF16_MIN_AGREEMENT` and
@@ -225,18 +241,30 @@ def gate_bf16(sha256: str, fp32: PredictFactory, bf16: PredictFactory, *, remeas
         GateError: If bf16 fails the gate (the message holds the figures).
     """
     if not openvino_available():
-        raise ProviderError("precision bf16 runs on OpenVINO, which is not available here: "
-                            "pip install 'mnist-onnx[openvino]'")
+        raise ProviderError(
+            "precision bf16 runs on OpenVINO, which is not available here: pip install 'mnist-onnx[openvino]'"
+        )
     if not supports_bf16():
-        raise ProviderError("precision bf16 needs a CPU with bf16 compute (AMX or AVX-512 BF16), which OpenVINO "
-                            "does not report on this machine; use precision fp32 or int8")
+        raise ProviderError(
+            "precision bf16 needs a CPU with bf16 compute (AMX or AVX-512 BF16), which OpenVINO "
+            "does not report on this machine; use precision fp32 or int8"
+        )
     images, labels, sample_name = sample_digits()
     key = tuning.TrialKey("bf16-gate", sha256)
-    return tuning.bf16_gate(key, fp32, bf16, images, labels, evaluation=sample_name, cache=cache,
-                            remeasure=remeasure,
-                            min_agreement=tuning.BF16_MIN_AGREEMENT if min_agreement is None else min_agreement,
-                            max_accuracy_drop_pp=(tuning.BF16_MAX_ACCURACY_DROP_PP if max_accuracy_drop_pp is None
-                                                  else max_accuracy_drop_pp))
+    return tuning.bf16_gate(
+        key,
+        fp32,
+        bf16,
+        images,
+        labels,
+        evaluation=sample_name,
+        cache=cache,
+        remeasure=remeasure,
+        min_agreement=tuning.BF16_MIN_AGREEMENT if min_agreement is None else min_agreement,
+        max_accuracy_drop_pp=(
+            tuning.BF16_MAX_ACCURACY_DROP_PP if max_accuracy_drop_pp is None else max_accuracy_drop_pp
+        ),
+    )
 
 
 def _cuda_offered() -> bool:
@@ -261,8 +289,15 @@ def _predict_of(classifier: Any) -> tuning.Predict:
     return lambda images: np.asarray(classifier.predict_proba(images))
 
 
-def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: int | None,
-                  pinned: Callable[[str], Any], remeasure: bool = False) -> tuple[Any, tuning.ProviderChoice | None]:
+def pick_provider(
+    model_data: bytes,
+    providers: Any,
+    *,
+    bf16: bool,
+    batch_size: int | None,
+    pinned: Callable[[str], Any],
+    remeasure: bool = False,
+) -> tuple[Any, tuning.ProviderChoice | None]:
     """The providers a classifier should open: ``providers`` as given, or the measured choice for ``"auto"``.
 
     Args:
@@ -283,8 +318,9 @@ def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: 
     is_auto = isinstance(providers, str) and providers.strip().lower() == "auto"
     if bf16:
         if not (is_auto or wants_openvino(providers)):
-            raise ProviderError(f"precision bf16 runs on OpenVINO (--provider openvino or auto), got providers "
-                                f"{providers!r}")
+            raise ProviderError(
+                f"precision bf16 runs on OpenVINO (--provider openvino or auto), got providers {providers!r}"
+            )
         return "openvino", None
     measuring_off = os.environ.get(AUTO_MEASURE_ENV, "1").strip() == "0" and not remeasure
     if not is_auto or measuring_off or not plugin_installed() or _cuda_offered():
@@ -298,9 +334,11 @@ def pick_provider(model_data: bytes, providers: Any, *, bf16: bool, batch_size: 
     if not openvino_available():
         return providers, None
     choice = choose_cpu_provider(
-        sha256, batch_size or 0,
+        sha256,
+        batch_size or 0,
         {"cpu": lambda: _trial_candidate(pinned, "cpu"), "openvino": lambda: _trial_candidate(pinned, "openvino")},
-        remeasure=remeasure)
+        remeasure=remeasure,
+    )
     return choice.provider, choice
 
 
@@ -335,6 +373,8 @@ def forget_checks() -> None:
 
 def warn_fallback(model_name: str, error: Exception) -> None:
     """Say that ``auto`` chose OpenVINO but its check failed, so the CPU provider runs the model."""
-    warnings.warn(f"{model_name} runs on onnxruntime's CPU provider: OpenVINO was faster here but failed its "
-                  f"check ({error})", ProviderFallbackWarning, stacklevel=3)
-
+    warnings.warn(
+        f"{model_name} runs on onnxruntime's CPU provider: OpenVINO was faster here but failed its check ({error})",
+        ProviderFallbackWarning,
+        stacklevel=3,
+    )

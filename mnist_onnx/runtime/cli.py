@@ -47,68 +47,128 @@ def register(sub: argparse._SubParsersAction) -> None:
             "predicted in input order: the output is path,Label (to --out, or printed)."
         ),
     )
-    predict.add_argument("csv", nargs="*", metavar="INPUT",
-                         help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample), or "
-                              "image files, folders and glob patterns; with --engine ray, any number of CSVs")
-    predict.add_argument("--model", metavar="PATH",
-                         help="ONNX model (default: the bundled model of --precision)")
-    predict.add_argument("--out", metavar="PATH",
-                         help="write the predictions here (ImageId,Label for a CSV, path,Label for images), replaced "
-                              "only when complete; "
-                              "'-' writes them to standard output (the summary then goes to standard error); "
-                              "a name ending in .gz is gzipped. Refused if it names an input")
-    predict.add_argument("--labels", metavar="ANSWERS.csv",
-                         help="score the predictions against this Kaggle-style answer file (ImageId,Label), "
-                              "e.g. the test_labels.csv that 'mnist-onnx data' writes: accuracy and confusions, "
-                              "as for a CSV with a label column")
-    predict.add_argument("--report", metavar="DIR",
-                         help="draw pictures into DIR: for images, contact_sheet.png (each input, what the model "
-                              "saw, label and confidence); for a labelled CSV (a label column or --labels), "
-                              "confusion_matrix.png and misclassified.png, the misread digits with their true and "
-                              "predicted labels and the model's confidence (needs: pip install 'mnist-onnx[plot]')")
-    predict.add_argument("--batch-size", type=_positive_int, metavar="N", default=None,
-                         help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE} on the CPU, "
-                              f"{DEFAULT_CUDA_BATCH_SIZE} on CUDA, {DEFAULT_OPENVINO_BATCH_SIZE} on OpenVINO)")
-    predict.add_argument("--provider", choices=("auto", "cpu", "cuda", "openvino"), default="auto",
-                         help="execution provider; auto = CUDA when onnxruntime-gpu sees a GPU, else the faster "
-                              "of onnxruntime's CPU provider and OpenVINO (when the 'openvino' extra is installed), "
-                              "measured once per machine, model and batch size ('mnist-onnx tune' measures again) "
-                              "(default: auto)")
-    predict.add_argument("--threads", type=_positive_int, metavar="N",
-                         help="onnxruntime intra-op threads (default: one per physical core)")
-    predict.add_argument("--precision", choices=(*PRECISIONS, "bf16"),
-                         help="which bundled model (default: fp32); with --model, checked against its metadata; "
-                              "bf16 = the fp32 model with bf16 compute on OpenVINO (CPUs with AMX or AVX-512 BF16), "
-                              "behind a gate: labels agree with fp32 on >= 99.8%% of held-out digits and accuracy "
-                              "drops <= 0.1 points")
-    predict.add_argument("--proba", action="store_true",
-                         help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)")
-    predict.add_argument("--quiet", "-q", action="store_true",
-                         help="print nothing but errors and warnings (a CSV needs --out then: without it, nothing "
-                              "would be shown or saved)")
+    predict.add_argument(
+        "csv",
+        nargs="*",
+        metavar="INPUT",
+        help="Kaggle test.csv or train.csv, may be gzipped (default: the bundled sample), or "
+        "image files, folders and glob patterns; with --engine ray, any number of CSVs",
+    )
+    predict.add_argument("--model", metavar="PATH", help="ONNX model (default: the bundled model of --precision)")
+    predict.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the predictions here (ImageId,Label for a CSV, path,Label for images), replaced "
+        "only when complete; "
+        "'-' writes them to standard output (the summary then goes to standard error); "
+        "a name ending in .gz is gzipped. Refused if it names an input",
+    )
+    predict.add_argument(
+        "--labels",
+        metavar="ANSWERS.csv",
+        help="score the predictions against this Kaggle-style answer file (ImageId,Label), "
+        "e.g. the test_labels.csv that 'mnist-onnx data' writes: accuracy and confusions, "
+        "as for a CSV with a label column",
+    )
+    predict.add_argument(
+        "--report",
+        metavar="DIR",
+        help="draw pictures into DIR: for images, contact_sheet.png (each input, what the model "
+        "saw, label and confidence); for a labelled CSV (a label column or --labels), "
+        "confusion_matrix.png and misclassified.png, the misread digits with their true and "
+        "predicted labels and the model's confidence (needs: pip install 'mnist-onnx[plot]')",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        default=None,
+        help=f"images per onnxruntime call (default: {DEFAULT_BATCH_SIZE} on the CPU, "
+        f"{DEFAULT_CUDA_BATCH_SIZE} on CUDA, {DEFAULT_OPENVINO_BATCH_SIZE} on OpenVINO)",
+    )
+    predict.add_argument(
+        "--provider",
+        choices=("auto", "cpu", "cuda", "openvino"),
+        default="auto",
+        help="execution provider; auto = CUDA when onnxruntime-gpu sees a GPU, else the faster "
+        "of onnxruntime's CPU provider and OpenVINO (when the 'openvino' extra is installed), "
+        "measured once per machine, model and batch size ('mnist-onnx tune' measures again) "
+        "(default: auto)",
+    )
+    predict.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="onnxruntime intra-op threads (default: one per physical core)",
+    )
+    predict.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "bf16"),
+        help="which bundled model (default: fp32); with --model, checked against its metadata; "
+        "bf16 = the fp32 model with bf16 compute on OpenVINO (CPUs with AMX or AVX-512 BF16), "
+        "behind a gate: labels agree with fp32 on >= 99.8%% of held-out digits and accuracy "
+        "drops <= 0.1 points",
+    )
+    predict.add_argument(
+        "--proba",
+        action="store_true",
+        help="add p0..p9 and confidence columns to --out (then it is no Kaggle submission)",
+    )
+    predict.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print nothing but errors and warnings (a CSV needs --out then: without it, nothing "
+        "would be shown or saved)",
+    )
     add_contract_options(predict)
     images = predict.add_argument_group("images", "options for image inputs (--invert also applies to CSVs)")
-    images.add_argument("--invert", choices=("auto", "yes", "no"), default=None,
-                        help="yes: digits are dark on light (inverted to MNIST's light on black); no: they are "
-                             "light on dark already; auto: decide from each image file's background "
-                             "(default: auto for images, no for CSVs, which take only yes or no)")
-    images.add_argument("--no-preprocess", action="store_true",
-                        help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)")
+    images.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default=None,
+        help="yes: digits are dark on light (inverted to MNIST's light on black); no: they are "
+        "light on dark already; auto: decide from each image file's background "
+        "(default: auto for images, no for CSVs, which take only yes or no)",
+    )
+    images.add_argument(
+        "--no-preprocess",
+        action="store_true",
+        help="only greyscale, invert and resize to 28x28 (for images already like MNIST's)",
+    )
     images.add_argument("--recursive", "-r", action="store_true", help="look for images in subfolders too")
     images.add_argument("--save-prepared", metavar="DIR", help="write the 28x28 image the model saw for each input")
     ray = predict.add_argument_group(
-        "Ray engine", "score many or large CSVs on a pool of Ray workers (needs: pip install 'mnist-onnx[ray]')")
-    ray.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local: this process (default); ray: a Ray Data pipeline, on a local Ray or a cluster")
-    ray.add_argument("--address", metavar="ADDRESS",
-                     help="join this Ray cluster (e.g. auto, HOST:6379, ray://HOST:10001); default: start a local Ray")
-    ray.add_argument("--workers", type=_positive_int, metavar="N",
-                     help="Ray actors, one onnxruntime session each (default: one per GPU share with "
-                          "--gpus-per-worker, else one per CPU but one)")
-    ray.add_argument("--gpus-per-worker", type=_positive_float, metavar="G", default=0.0,
-                     help="GPUs each Ray actor asks for (0.5 shares a GPU between two; default: 0, CPU inference)")
-    ray.add_argument("--out-dir", metavar="DIR",
-                     help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)")
+        "Ray engine", "score many or large CSVs on a pool of Ray workers (needs: pip install 'mnist-onnx[ray]')"
+    )
+    ray.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: a Ray Data pipeline, on a local Ray or a cluster",
+    )
+    ray.add_argument(
+        "--address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (e.g. auto, HOST:6379, ray://HOST:10001); default: start a local Ray",
+    )
+    ray.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="Ray actors, one onnxruntime session each (default: one per GPU share with "
+        "--gpus-per-worker, else one per CPU but one)",
+    )
+    ray.add_argument(
+        "--gpus-per-worker",
+        type=_positive_float,
+        metavar="G",
+        default=0.0,
+        help="GPUs each Ray actor asks for (0.5 shares a GPU between two; default: 0, CPU inference)",
+    )
+    ray.add_argument(
+        "--out-dir", metavar="DIR", help="write each input file's predictions to DIR/NAME.predictions.csv (Ray engine)"
+    )
     predict.set_defaults(handler=run_predict, usage_error=predict.error)
     register_inspect(sub)
 
@@ -150,8 +210,10 @@ def _run_locally(args: argparse.Namespace) -> int:
     else:
         if args.quiet and not args.out:
             # Exits with status 2 and the usage line, like any other misuse of the options.
-            args.usage_error("--quiet without --out would predict the CSV and show nothing: add --out PATH "
-                             "(or --out - to print the predictions)")
+            args.usage_error(
+                "--quiet without --out would predict the CSV and show nothing: add --out PATH "
+                "(or --out - to print the predictions)"
+            )
         checks = io.check_before_reading(csv_path, out=args.out, labels=args.labels, report=args.report)
     emit = status_printer(args.quiet, stream=sys.stderr if to_stdout else sys.stdout)
     # onnxruntime-gpu 1.31 logs "No registered plugin EP device found for 'CUDAExecutionProvider'"
@@ -160,9 +222,16 @@ def _run_locally(args: argparse.Namespace) -> int:
     ort.set_default_logger_severity(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        classifier = DigitClassifier(args.model, providers=args.provider, threads=args.threads,
-                                     precision=args.precision, batch_size=args.batch_size,
-                                     pixel_scale=args.pixel_scale, normalize=args.normalize, output=args.output)
+        classifier = DigitClassifier(
+            args.model,
+            providers=args.provider,
+            threads=args.threads,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            pixel_scale=args.pixel_scale,
+            normalize=args.normalize,
+            output=args.output,
+        )
     # Printed even with --quiet: a warning here means the predictions are probably wrong.
     for warning in caught:
         print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
@@ -174,13 +243,27 @@ def _run_locally(args: argparse.Namespace) -> int:
     write_after = to_stdout or checks.answers is not None
     progress = None if args.quiet else io.ProgressBar(sys.stderr, io.progress_total(csv_path, sys.stderr))
     try:
-        frame = classifier.predict_csv(csv_path, output=None if write_after else args.out, proba=args.proba,
-                                       progress=progress, invert=args.invert == "yes")
+        frame = classifier.predict_csv(
+            csv_path,
+            output=None if write_after else args.out,
+            proba=args.proba,
+            progress=progress,
+            invert=args.invert == "yes",
+        )
     finally:
         if progress is not None:
             progress.close()
-    drawn = io.finish(frame, classifier, checks, csv_path, out=args.out, write_after=write_after,
-                      report=args.report, bundled=args.model is None, quiet=args.quiet)
+    drawn = io.finish(
+        frame,
+        classifier,
+        checks,
+        csv_path,
+        out=args.out,
+        write_after=write_after,
+        report=args.report,
+        bundled=args.model is None,
+        quiet=args.quiet,
+    )
     _report_findings(frame, classifier.warnings, emit)
     if emit:
         for line in summary_lines(frame, csv_path, args.out, sample=csv_arg is None):
@@ -206,23 +289,33 @@ def _local_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The local engine's inputs, sorted into (CSVs, images); refuses what does not go together."""
     from .image_cli import sort_inputs
 
-    ray_only = [flag for flag, value in (("--address", args.address), ("--workers", args.workers),
-                                          ("--gpus-per-worker", args.gpus_per_worker), ("--out-dir", args.out_dir))
-                if value]
+    ray_only = [
+        flag
+        for flag, value in (
+            ("--address", args.address),
+            ("--workers", args.workers),
+            ("--gpus-per-worker", args.gpus_per_worker),
+            ("--out-dir", args.out_dir),
+        )
+        if value
+    ]
     csvs, images = sort_inputs(args.csv, recursive=args.recursive) if args.csv else ([], [])
     if csvs and images:
         raise MnistOnnxError(f"got both CSVs ({csvs[0]}) and images ({images[0]}): predict them in separate runs")
     if ray_only or len(csvs) > 1:
         what = f"{ray_only[0]} is" if ray_only else "several CSVs are"
         raise MnistOnnxError(f"{what} for the Ray engine: add --engine ray")
-    image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
-                                           ("--save-prepared", args.save_prepared))
-                  if value]
+    image_only = [
+        flag
+        for flag, value in (("--no-preprocess", args.no_preprocess), ("--save-prepared", args.save_prepared))
+        if value
+    ]
     if image_only and not images:
         raise MnistOnnxError(f"{image_only[0]} is for image inputs")
     if args.invert == "auto" and not images:
-        raise MnistOnnxError("--invert auto decides per image file; for a CSV pass --invert yes (digits dark on "
-                             "light) or --invert no")
+        raise MnistOnnxError(
+            "--invert auto decides per image file; for a CSV pass --invert yes (digits dark on light) or --invert no"
+        )
     if args.proba and not args.out and not images:
         raise MnistOnnxError("--proba adds columns to the --out file: give --out PATH too")
     return csvs, images
@@ -246,12 +339,22 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frame = predict_csv_files(
-            inputs, args.model, output=args.out, output_dir=args.out_dir, proba=args.proba,
-            providers=args.provider, threads=args.threads, precision=args.precision, batch_size=args.batch_size,
-            workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
-            ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING,
-                              "log_to_driver": not quiet},
-            pixel_scale=args.pixel_scale, normalize=args.normalize, output_name=args.output,
+            inputs,
+            args.model,
+            output=args.out,
+            output_dir=args.out_dir,
+            proba=args.proba,
+            providers=args.provider,
+            threads=args.threads,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            ray_init_options={"logging_level": logging.ERROR if quiet else logging.WARNING, "log_to_driver": not quiet},
+            pixel_scale=args.pixel_scale,
+            normalize=args.normalize,
+            output_name=args.output,
         )
     for warning in caught:  # ours only (not Ray's own), printed even with --quiet as the local engine does
         if issubclass(warning.category, (ContractWarning, ProviderFallbackWarning)):
@@ -267,25 +370,32 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _refuse_local_only_options(args: argparse.Namespace) -> None:
     """Refuse, before Ray starts (seconds), what only the local engine does: images, stdout, answers, pictures."""
     for flag, value in (("--out -", args.out == "-"), ("--labels", args.labels), ("--report", args.report)):
         if value:
             raise MnistOnnxError(f"{flag} is for the local engine: drop --engine ray, or score the written files")
     if args.invert in ("yes", "auto"):
-        raise MnistOnnxError(f"--invert {args.invert} is for the local engine: drop --engine ray, or invert the "
-                             "pixels (255 - p) in the files")
-    image_only = [flag for flag, value in (("--no-preprocess", args.no_preprocess),
-                                           ("--save-prepared", args.save_prepared)) if value]
+        raise MnistOnnxError(
+            f"--invert {args.invert} is for the local engine: drop --engine ray, or invert the "
+            "pixels (255 - p) in the files"
+        )
+    image_only = [
+        flag
+        for flag, value in (("--no-preprocess", args.no_preprocess), ("--save-prepared", args.save_prepared))
+        if value
+    ]
     if image_only:
         raise MnistOnnxError(f"{image_only[0]} is for image inputs, which the local engine predicts: drop --engine ray")
     from .image_files import is_image_file
 
     for path in args.csv or []:  # before Ray starts (seconds), not as a failed file after the run
         if is_image_file(path):
-            raise MnistOnnxError(f"{path}: is an image; the Ray engine reads Kaggle CSVs, images are predicted by "
-                                 "the local engine: drop --engine ray")
+            raise MnistOnnxError(
+                f"{path}: is an image; the Ray engine reads Kaggle CSVs, images are predicted by "
+                "the local engine: drop --engine ray"
+            )
+
 
 def _configure_ray_data(*, quiet: bool) -> None:
     from .._extras import require
@@ -309,16 +419,20 @@ def summary_lines(frame: pd.DataFrame, csv_path: Path, out: str | None, *, sampl
     ]
     evaluation = attrs.get("evaluation")
     if evaluation is not None:
-        line = (f"accuracy {evaluation.accuracy:.2%} ({evaluation.correct:,} of {evaluation.rows:,} "
-                f"match the file's label column)")
+        line = (
+            f"accuracy {evaluation.accuracy:.2%} ({evaluation.correct:,} of {evaluation.rows:,} "
+            f"match the file's label column)"
+        )
         mistakes = _top_confusions(evaluation)
         if mistakes:
             line += f"; most confused (true->predicted): {mistakes}"
         lines.append(line)
     if out:
         where = "the predictions to standard output" if out == "-" else out
-        lines.append(f"wrote {where} ({', '.join(frame.columns[:2])}"
-                     f"{', ...' if len(frame.columns) > 2 else ''}; {attrs['rows']:,} rows)")
+        lines.append(
+            f"wrote {where} ({', '.join(frame.columns[:2])}"
+            f"{', ...' if len(frame.columns) > 2 else ''}; {attrs['rows']:,} rows)"
+        )
     return lines
 
 

@@ -120,8 +120,7 @@ def _flat_rank(shape: list[Any]) -> int | None:
 def _layout(name: str, shape: list[Any], declared: str | None) -> Layout:
     """The input layout: from the metadata when it says (checked against the shape), else from the shape."""
     if len(shape) != 4:
-        raise ModelError(f"{name}: expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, "
-                         f"got {_shown(shape)}")
+        raise ModelError(f"{name}: expected input shape N×28×28×1, N×1×28×28, N×28×28 or N×784, got {_shown(shape)}")
     spatial = tuple(_static(d) for d in shape[1:])
     for layout, wanted in _SPATIAL.items():
         if declared == layout:
@@ -137,17 +136,18 @@ def _layout(name: str, shape: list[Any], declared: str | None) -> Layout:
 def _class_labels(name: str, meta: ModelMetadata, output: Any) -> tuple[Any, ...]:
     out_shape = list(output.shape or [])
     if len(out_shape) != 2:
-        raise ModelError(f"{name}: expected output shape N×classes, got {_shown(out_shape)} "
-                         f"for output {output.name!r}")
+        raise ModelError(f"{name}: expected output shape N×classes, got {_shown(out_shape)} for output {output.name!r}")
     labels = meta.class_labels if meta.class_labels is not None else tuple(range(10))
     if all(isinstance(label, int) or isinstance(label, str) and label.isdigit() for label in labels):
         # The exporter writes the digits as JSON strings ("0".."9"); a Kaggle Label is an integer.
         labels = tuple(int(label) for label in labels)
     classes = _static(out_shape[1])
     if classes is not None and classes != len(labels):
-        raise ModelError(f"{name}: expected {len(labels)} output classes "
-                         f"({'digits 0-9' if meta.class_labels is None else 'from its class labels'}), "
-                         f"got {classes} in output {output.name!r}")
+        raise ModelError(
+            f"{name}: expected {len(labels)} output classes "
+            f"({'digits 0-9' if meta.class_labels is None else 'from its class labels'}), "
+            f"got {classes} in output {output.name!r}"
+        )
     return labels
 
 
@@ -159,8 +159,9 @@ def _scores_output(name: str, outputs: list[Any], wanted: str | None, classes: i
             if output.name == wanted:
                 shape = list(output.shape or [])
                 if len(shape) != 2 or _static(shape[1]) not in (None, classes):
-                    raise ModelError(f"{name}: output {wanted!r} is shaped {_shown(shape)}, expected N×{classes} "
-                                     f"class scores")
+                    raise ModelError(
+                        f"{name}: output {wanted!r} is shaped {_shown(shape)}, expected N×{classes} class scores"
+                    )
                 return output, "flag"
         raise ModelError(f"{name}: no output {wanted!r}; the model's outputs are {names}")
     if len(outputs) == 1:
@@ -169,31 +170,36 @@ def _scores_output(name: str, outputs: list[Any], wanted: str | None, classes: i
     if len(scores) == 1:
         return scores[0], f"signature (the only N×{classes} output)"
     described = ", ".join(f"{o.name} ({_shown(list(o.shape or []))})" for o in outputs)
-    raise ModelError(f"{name}: expected one N×{classes} output of class scores, got {len(outputs)} outputs: "
-                     f"{described}; name the one to use (--output NAME, or output= in Python)")
+    raise ModelError(
+        f"{name}: expected one N×{classes} output of class scores, got {len(outputs)} outputs: "
+        f"{described}; name the one to use (--output NAME, or output= in Python)"
+    )
 
 
-def _signature(session: ort.InferenceSession, name: str, output: str | None,
-               classes: int) -> tuple[Any, Any, str]:
+def _signature(session: ort.InferenceSession, name: str, output: str | None, classes: int) -> tuple[Any, Any, str]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
-        raise ModelError(f"{name}: expected a model with 1 input (images), got {len(inputs)}: "
-                         f"{', '.join(i.name for i in inputs)}")
+        raise ModelError(
+            f"{name}: expected a model with 1 input (images), got {len(inputs)}: {', '.join(i.name for i in inputs)}"
+        )
     node = inputs[0]
     if node.type not in _INPUT_TYPES:
-        raise ModelError(f"{name}: expected a float32, float16 or uint8 image input, got {node.type} "
-                         f"for input {node.name!r}")
+        raise ModelError(
+            f"{name}: expected a float32, float16 or uint8 image input, got {node.type} for input {node.name!r}"
+        )
     chosen, origin = _scores_output(name, outputs, output, classes)
     return node, chosen, origin
 
 
-def _input_convention(name: str, meta: ModelMetadata, uint8_input: bool, pixel_scale: float | None,
-                      normalize: tuple[float, float] | None) -> tuple[float, tuple[float, float] | None,
-                                                                     list[tuple[str, str]]]:
+def _input_convention(
+    name: str, meta: ModelMetadata, uint8_input: bool, pixel_scale: float | None, normalize: tuple[float, float] | None
+) -> tuple[float, tuple[float, float] | None, list[tuple[str, str]]]:
     """Pixel scale and normalisation: the caller's, else the metadata's, else 1/255 and none."""
     if uint8_input and (pixel_scale is not None or normalize is not None):
-        raise ModelError(f"{name}: the model takes uint8 pixels 0-255 and scales them itself; "
-                         f"--pixel-scale and --normalize do not apply")
+        raise ModelError(
+            f"{name}: the model takes uint8 pixels 0-255 and scales them itself; "
+            f"--pixel-scale and --normalize do not apply"
+        )
     if pixel_scale is not None and not (np.isfinite(pixel_scale) and pixel_scale > 0):
         raise ModelError(f"expected pixel_scale to be a positive number, got {pixel_scale!r}")
     if normalize is not None and not (len(normalize) == 2 and all(np.isfinite(normalize)) and normalize[1] > 0):
@@ -218,9 +224,15 @@ def _input_convention(name: str, meta: ModelMetadata, uint8_input: bool, pixel_s
     return scale, norm, sources
 
 
-def read_contract(session: ort.InferenceSession, source: ModelSource, *,
-                  precision: Precision | None = None, pixel_scale: float | None = None,
-                  normalize: tuple[float, float] | None = None, output: str | None = None) -> ModelContract:
+def read_contract(
+    session: ort.InferenceSession,
+    source: ModelSource,
+    *,
+    precision: Precision | None = None,
+    pixel_scale: float | None = None,
+    normalize: tuple[float, float] | None = None,
+    output: str | None = None,
+) -> ModelContract:
     """Read a model's contract from its signature and its ``mnist_onnx.*`` metadata.
 
     Args:
@@ -256,19 +268,34 @@ def read_contract(session: ort.InferenceSession, source: ModelSource, *,
     uint8_input = node.type == "tensor(uint8)"
     scale, norm, sources = _input_convention(name, meta, uint8_input, pixel_scale, normalize)
     layout_origin = f"metadata ({meta.input_layout})" if meta.input_layout and rank is None else "signature"
-    sources = [("input", f"{node.name!r} {_shown(shape)} {_INPUT_TYPES[node.type]}, {layout_origin}"
-                + (", cast from float32" if node.type == "tensor(float16)" else "")),
-               ("output", f"{out.name!r} {_shown(list(out.shape or []))}, {output_origin}"), *sources]
+    sources = [
+        (
+            "input",
+            f"{node.name!r} {_shown(shape)} {_INPUT_TYPES[node.type]}, {layout_origin}"
+            + (", cast from float32" if node.type == "tensor(float16)" else ""),
+        ),
+        ("output", f"{out.name!r} {_shown(list(out.shape or []))}, {output_origin}"),
+        *sources,
+    ]
     model_precision = meta.precision
     if source.bundled_precision is None and precision is not None and model_precision not in (None, precision):
-        raise ModelError(f"{name}: expected precision {precision}, got {model_precision} "
-                         f"(the model's {KEY_PRECISION} metadata)")
+        raise ModelError(
+            f"{name}: expected precision {precision}, got {model_precision} (the model's {KEY_PRECISION} metadata)"
+        )
     return ModelContract(
-        input_name=node.name, output_name=out.name, layout=layout,
-        pixel_scale=scale, class_labels=class_labels, output_kind=meta.output_kind or "unknown",
+        input_name=node.name,
+        output_name=out.name,
+        layout=layout,
+        pixel_scale=scale,
+        class_labels=class_labels,
+        output_kind=meta.output_kind or "unknown",
         precision=model_precision or source.bundled_precision,
-        fixed_batch=_static(shape[0]) if shape else None, uint8_input=uint8_input,
-        normalize=norm, input_rank=rank or 4, input_type=_INPUT_TYPES[node.type], sources=tuple(sources),
+        fixed_batch=_static(shape[0]) if shape else None,
+        uint8_input=uint8_input,
+        normalize=norm,
+        input_rank=rank or 4,
+        input_type=_INPUT_TYPES[node.type],
+        sources=tuple(sources),
         has_metadata=meta.any_entries or source.bundled_precision is not None,
     )
 
@@ -304,8 +331,9 @@ def probed(contract: ModelContract, scores: np.ndarray, model_name: str) -> Mode
     if contract.output_kind != "unknown":
         return contract
     as_float = scores.astype(np.float32)
-    looks_like_probabilities = bool(np.all(np.isfinite(as_float)) and as_float.min() >= 0
-                                    and np.allclose(as_float.sum(axis=1), 1.0, atol=1e-3))
+    looks_like_probabilities = bool(
+        np.all(np.isfinite(as_float)) and as_float.min() >= 0 and np.allclose(as_float.sum(axis=1), 1.0, atol=1e-3)
+    )
     return replace(contract, output_kind="probabilities" if looks_like_probabilities else "logits")
 
 
@@ -317,18 +345,30 @@ def _check_dtype(array: np.ndarray) -> np.ndarray:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise MnistOnnxError(f"expected integer pixels 0-255, got values from {array.min()} to {array.max()}")
         return array.astype(np.uint8)
-    raise MnistOnnxError(f"expected uint8 pixels 0-255, integers 0-255 or float pixels in [0, 1], "
-                         f"got dtype {array.dtype}")
+    raise MnistOnnxError(
+        f"expected uint8 pixels 0-255, integers 0-255 or float pixels in [0, 1], got dtype {array.dtype}"
+    )
 
 
 def _check_shape(shape: tuple[int, ...]) -> None:
     if shape in _SINGLE_SHAPES:
-        raise MnistOnnxError(f"expected a batch of images shaped {_IMAGE_SHAPES}, got one image shaped {shape}; "
-                             f"pass images[None] for a batch of one")
-    if not (len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
-            or len(shape) == 2 and shape[1] == 784):
-        hint = (": rows of 785 values look like train.csv rows with the label first; drop the label column"
-                if shape[-1:] == (785,) else "")
+        raise MnistOnnxError(
+            f"expected a batch of images shaped {_IMAGE_SHAPES}, got one image shaped {shape}; "
+            f"pass images[None] for a batch of one"
+        )
+    if not (
+        len(shape) == 3
+        and shape[1:] == (28, 28)
+        or len(shape) == 4
+        and shape[1:] in ((28, 28, 1), (1, 28, 28))
+        or len(shape) == 2
+        and shape[1] == 784
+    ):
+        hint = (
+            ": rows of 785 values look like train.csv rows with the label first; drop the label column"
+            if shape[-1:] == (785,)
+            else ""
+        )
         raise MnistOnnxError(f"expected images shaped {_IMAGE_SHAPES}, got {shape}{hint}")
     if shape[0] == 0:
         raise MnistOnnxError(f"expected at least one image, got an empty array shaped {shape}")
@@ -405,8 +445,11 @@ class ModelInputConverter:
         if contract.uint8_input:
             # Floats in [0, 1] go to the nearest of the 256 pixel values, as a
             # quantized model's input QuantizeLinear (scale 1/255) would round them.
-            x = (pixels if pixels.dtype == np.uint8
-                 else np.rint(np.asarray(pixels, np.float32) * np.float32(255.0)).astype(np.uint8))
+            x = (
+                pixels
+                if pixels.dtype == np.uint8
+                else np.rint(np.asarray(pixels, np.float32) * np.float32(255.0)).astype(np.uint8)
+            )
         elif pixels.dtype == np.uint8:
             x = np.take(self._lut, pixels)
         else:

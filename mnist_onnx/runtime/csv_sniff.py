@@ -84,8 +84,11 @@ def other_pixel_header(names: list[str]) -> HeaderlessLayout | None:
     pixels = tuple(names[1:] if has_labels else names)
     for spelling, described in _OTHER_PIXEL_NAMES:
         if pixels == spelling:
-            return HeaderlessLayout(has_labels, f"header names the pixels {described}: read as Kaggle's "
-                                                f"{'label + ' if has_labels else ''}pixel0...pixel783, row by row")
+            return HeaderlessLayout(
+                has_labels,
+                f"header names the pixels {described}: read as Kaggle's "
+                f"{'label + ' if has_labels else ''}pixel0...pixel783, row by row",
+            )
     return None
 
 

@@ -46,14 +46,7 @@ import pandas as pd
 from ..errors import CsvFormatError
 from .csv_sniff import headerless_layout, other_pixel_header, separator_problem
 
-__all__ = [
-    "PIXEL_COLUMNS",
-    "DigitBatch",
-    "KaggleCsvInfo",
-    "inspect_kaggle_csv",
-    "read_kaggle_csv",
-    "iter_kaggle_csv",
-]
+__all__ = ["PIXEL_COLUMNS", "DigitBatch", "KaggleCsvInfo", "inspect_kaggle_csv", "read_kaggle_csv", "iter_kaggle_csv"]
 
 PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(784))
 LABEL_COLUMN = "label"
@@ -121,8 +114,9 @@ def _open_binary(path: Path) -> IO[bytes]:
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         # The file is read twice (header check, then parse), which a pipe cannot do;
         # and opening a pipe nobody writes to would wait forever.
-        raise CsvFormatError(str(path), None, None,
-                             "is not a regular file (a pipe or a device?); save the CSV to a file first")
+        raise CsvFormatError(
+            str(path), None, None, "is not a regular file (a pipe or a device?); save the CSV to a file first"
+        )
     try:
         fh: IO[bytes] = open(path, "rb")
     except FileNotFoundError:
@@ -158,8 +152,12 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
             what = "damaged or truncated gzip data" if compressed else "cannot read"
             raise CsvFormatError(str(p), 1, None, f"{what} ({exc})") from None
     if not first.strip():
-        raise CsvFormatError(str(p), None, None, "file is empty, expected a header line "
-                             "'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'")
+        raise CsvFormatError(
+            str(p),
+            None,
+            None,
+            "file is empty, expected a header line 'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'",
+        )
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
@@ -167,14 +165,23 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
 
         what = describe_file(p)
         if what not in ("text", "binary data"):
-            raise CsvFormatError(str(p), None, None, f"is {what}, not a Kaggle CSV"
-                                 + ("; predict it as an image (mnist-onnx predict FILE, or "
-                                    "DigitClassifier.predict_images)" if what.endswith(" image") else "")) from None
+            raise CsvFormatError(
+                str(p),
+                None,
+                None,
+                f"is {what}, not a Kaggle CSV"
+                + (
+                    "; predict it as an image (mnist-onnx predict FILE, or DigitClassifier.predict_images)"
+                    if what.endswith(" image")
+                    else ""
+                ),
+            ) from None
         raise CsvFormatError(str(p), 1, None, "header is not UTF-8 text") from None
     text = text.lstrip(_BOM).rstrip("\r\n")
     if "\r" in text:
-        raise CsvFormatError(str(p), 1, None, "lines end in a bare CR (classic Mac OS line endings); "
-                             "expected LF or CRLF line endings")
+        raise CsvFormatError(
+            str(p), 1, None, "lines end in a bare CR (classic Mac OS line endings); expected LF or CRLF line endings"
+        )
     problem = separator_problem(text)
     if problem:
         raise CsvFormatError(str(p), 1, None, problem)
@@ -189,14 +196,15 @@ def inspect_kaggle_csv(path: str | os.PathLike[str]) -> KaggleCsvInfo:
     expected = ((LABEL_COLUMN,) if has_labels else ()) + PIXEL_COLUMNS
     for index, (got, want) in enumerate(zip(names, expected, strict=False), start=1):
         if got != want:
-            raise CsvFormatError(str(p), 1, f"{index} ({_shown(got)})",
-                                 f"expected header column {want!r}, got {_shown(got)}")
+            raise CsvFormatError(
+                str(p), 1, f"{index} ({_shown(got)})", f"expected header column {want!r}, got {_shown(got)}"
+            )
     if len(names) != len(expected):
         kind = "train (label + 784 pixels)" if has_labels else "test (784 pixels)"
         extra = f", first extra column {_shown(names[len(expected)])}" if len(names) > len(expected) else ""
-        raise CsvFormatError(str(p), 1, None,
-                             f"expected {len(expected)} header columns for a {kind} file, "
-                             f"got {len(names)}{extra}")
+        raise CsvFormatError(
+            str(p), 1, None, f"expected {len(expected)} header columns for a {kind} file, got {len(names)}{extra}"
+        )
     return KaggleCsvInfo(p, has_labels, compressed)
 
 
@@ -263,8 +271,7 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
                     return CsvFormatError(path, line_no, name, problem)
             if len(fields) != len(names):
                 column = names[len(fields)] if len(fields) < len(names) else None
-                return CsvFormatError(path, line_no, column,
-                                      f"expected {len(names)} fields, got {len(fields)}")
+                return CsvFormatError(path, line_no, column, f"expected {len(names)} fields, got {len(fields)}")
     return CsvFormatError(path, None, None, f"cannot parse: {fallback}")
 
 
@@ -301,8 +308,9 @@ def raw_blocks(info: KaggleCsvInfo, rows: int) -> Iterator[bytes]:
                 if cut:
                     yield buffer[:cut]
         except _GZIP_ERRORS as exc:
-            raise _diagnose(info, f"{'damaged or truncated gzip data' if info.compressed else 'cannot read'} "
-                                  f"({exc})") from None
+            raise _diagnose(
+                info, f"{'damaged or truncated gzip data' if info.compressed else 'cannot read'} ({exc})"
+            ) from None
     if rest:
         yield rest + b"\n"
 
@@ -351,14 +359,25 @@ def _parse_pandas(data: bytes, info: KaggleCsvInfo, columns: int) -> np.ndarray:
         return np.empty((0, columns), dtype=np.uint8)  # blank lines only
     # float64, then checked here: pandas 3.0.6 casts "256" or "-4" to uint8 without an error
     # (seen on the GPU machine; pandas 3.1.1 raises), so the range check cannot be left to it.
-    frame = pd.read_csv(io.BytesIO(data), engine="c", dtype=np.float64, header=None, encoding="utf-8",
-                        skip_blank_lines=True, memory_map=False)
+    frame = pd.read_csv(
+        io.BytesIO(data),
+        engine="c",
+        dtype=np.float64,
+        header=None,
+        encoding="utf-8",
+        skip_blank_lines=True,
+        memory_map=False,
+    )
     if not isinstance(frame.index, pd.RangeIndex) or frame.shape[1] != columns:
         # pandas turns a surplus leading field into the index instead of failing.
         raise ValueError(f"rows with {frame.shape[1]} fields, expected {columns}")
     values = frame.to_numpy(dtype=np.float64, copy=False)
-    if values.size and not (np.isfinite(values).all() and (values >= 0).all() and (values <= 255).all()
-                            and (values == np.floor(values)).all()):
+    if values.size and not (
+        np.isfinite(values).all()
+        and (values >= 0).all()
+        and (values <= 255).all()
+        and (values == np.floor(values)).all()
+    ):
         raise ValueError("a cell is not an integer 0-255")
     return values.astype(np.uint8)
 
@@ -393,10 +412,7 @@ _PARSE_ERRORS = (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecode
 
 
 def iter_kaggle_csv(
-    path: str | os.PathLike[str] | KaggleCsvInfo,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    require_labels: bool = False,
+    path: str | os.PathLike[str] | KaggleCsvInfo, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, require_labels: bool = False
 ) -> Iterator[DigitBatch]:
     """Stream a Kaggle CSV in batches of at most ``chunk_rows`` rows.
 
@@ -421,8 +437,9 @@ def iter_kaggle_csv(
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     info = path if isinstance(path, KaggleCsvInfo) else inspect_kaggle_csv(path)
     if require_labels and not info.has_labels:
-        raise CsvFormatError(str(info.path), 1, None,
-                             "expected a training file with a 'label' first column, got pixel columns only")
+        raise CsvFormatError(
+            str(info.path), 1, None, "expected a training file with a 'label' first column, got pixel columns only"
+        )
     return _iter(info, chunk_rows)
 
 
@@ -489,7 +506,8 @@ def read_kaggle_csv(path: str | os.PathLike[str], *, require_labels: bool = Fals
     """
     info = inspect_kaggle_csv(path)
     if require_labels and not info.has_labels:
-        raise CsvFormatError(str(info.path), 1, None,
-                             "expected a training file with a 'label' first column, got pixel columns only")
+        raise CsvFormatError(
+            str(info.path), 1, None, "expected a training file with a 'label' first column, got pixel columns only"
+        )
     batches = list(_iter(info, None))
     return _take_rows(batches, sum(len(b) for b in batches))[0]

@@ -166,8 +166,9 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
         except ValueError:
             labels = None
         if not isinstance(labels, list) or not labels or len({json.dumps(x) for x in labels}) != len(labels):
-            raise ModelError(f"metadata {KEY_CLASS_LABELS}: expected a JSON list of distinct labels, "
-                             f"got {labels_text[:80]!r}")
+            raise ModelError(
+                f"metadata {KEY_CLASS_LABELS}: expected a JSON list of distinct labels, got {labels_text[:80]!r}"
+            )
         class_labels = tuple(labels)
 
     objects: dict[str, dict[str, Any] | None] = {}
@@ -183,13 +184,28 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
                 raise ModelError(f"metadata {key}: expected a JSON object, got {text[:80]!r}")
         objects[attr] = value
 
-    known = {KEY_INPUT_LAYOUT, KEY_PIXEL_SCALE, KEY_NORMALIZE, KEY_CLASS_LABELS, KEY_OUTPUT_KIND, KEY_PRECISION,
-             KEY_SOURCE_SHA256, *_JSON_OBJECT_KEYS.values()}
+    known = {
+        KEY_INPUT_LAYOUT,
+        KEY_PIXEL_SCALE,
+        KEY_NORMALIZE,
+        KEY_CLASS_LABELS,
+        KEY_OUTPUT_KIND,
+        KEY_PRECISION,
+        KEY_SOURCE_SHA256,
+        *_JSON_OBJECT_KEYS.values(),
+    }
     other = {k: v for k, v in meta.items() if k.startswith(PREFIX) and k not in known}
     return ModelMetadata(
-        input_layout=layout, pixel_scale=pixel_scale, normalize=normalize, class_labels=class_labels,
-        output_kind=output_kind, precision=precision, source_sha256=meta.get(KEY_SOURCE_SHA256), other=other,
-        any_entries=any(k.startswith(PREFIX) for k in meta), **objects,
+        input_layout=layout,
+        pixel_scale=pixel_scale,
+        normalize=normalize,
+        class_labels=class_labels,
+        output_kind=output_kind,
+        precision=precision,
+        source_sha256=meta.get(KEY_SOURCE_SHA256),
+        other=other,
+        any_entries=any(k.startswith(PREFIX) for k in meta),
+        **objects,
     )
 
 

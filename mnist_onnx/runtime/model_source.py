@@ -68,17 +68,19 @@ def _bundled_model(precision: Precision) -> ModelSource:
     files = card.get("files") if isinstance(card, dict) else None
     entry = files.get(precision) if isinstance(files, dict) else None
     if entry is None:
-        raise ModelError(f"{card_path}: the model card has no files.{precision} entry: this installation "
-                         f"ships no {precision} model")
+        raise ModelError(
+            f"{card_path}: the model card has no files.{precision} entry: this installation ships no {precision} model"
+        )
     if not isinstance(entry, dict) or not {"path", "sha256"} <= entry.keys():
-        raise ModelError(f"{card_path}: expected files.{precision}.path and .sha256, "
-                         f"got {json.dumps(entry)[:200]}")
+        raise ModelError(f"{card_path}: expected files.{precision}.path and .sha256, got {json.dumps(entry)[:200]}")
     path = folder / entry["path"]
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelError(f"bundled {precision} model {path}: cannot read ({exc.strerror or exc}); "
-                         f"reinstall mnist-onnx or pass model=PATH") from None
+        raise ModelError(
+            f"bundled {precision} model {path}: cannot read ({exc.strerror or exc}); "
+            f"reinstall mnist-onnx or pass model=PATH"
+        ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise ModelError(
@@ -204,8 +206,10 @@ def describe_bad_model(source: ModelSource, error: Exception) -> str:
     """Say why onnxruntime rejected ``source``: a zip, HDF5 or text file, a truncated or non-ONNX file."""
     data = source.data
     if data[:4] == b"PK\x03\x04":
-        return (f"{source.name}: is a zip archive (a .keras model?), expected an ONNX model; "
-                f"convert it with 'mnist-onnx export'")
+        return (
+            f"{source.name}: is a zip archive (a .keras model?), expected an ONNX model; "
+            f"convert it with 'mnist-onnx export'"
+        )
     if data[:8] == b"\x89HDF\r\n\x1a\n":
         return f"{source.name}: is an HDF5 file (a Keras .h5 model?), expected an ONNX model"
     head = data[:256]
@@ -214,8 +218,7 @@ def describe_bad_model(source: ModelSource, error: Exception) -> str:
         return f"{source.name}: is a text file, expected a binary ONNX model (first line: {first!r})"
     problem = _protobuf_problem(data)
     if problem and ("past the end" in problem or problem.startswith("ends inside")):
-        return (f"{source.name}: truncated ONNX model ({len(data):,} bytes; {problem}); "
-                f"copy or export it again")
+        return f"{source.name}: truncated ONNX model ({len(data):,} bytes; {problem}); copy or export it again"
     if problem:
         return f"{source.name}: is not an ONNX model ({problem})"
     return f"{source.name}: onnxruntime cannot load this model: {first_line(error)}"

@@ -97,8 +97,9 @@ class OpenVINOConfig:
         props: dict[str, str] = {"INFERENCE_PRECISION_HINT": self.precision}
         if self.performance_hint is not None:
             if self.performance_hint not in ("LATENCY", "THROUGHPUT"):
-                raise MnistOnnxError(f"expected performance_hint 'LATENCY' or 'THROUGHPUT', "
-                                     f"got {self.performance_hint!r}")
+                raise MnistOnnxError(
+                    f"expected performance_hint 'LATENCY' or 'THROUGHPUT', got {self.performance_hint!r}"
+                )
             props["PERFORMANCE_HINT"] = self.performance_hint
         for key, value in (("NUM_STREAMS", self.num_streams), ("INFERENCE_NUM_THREADS", self.threads)):
             if value is not None:
@@ -139,7 +140,8 @@ def _registered_device() -> Any:
 def _load() -> Any:
     if not hasattr(ort, "register_execution_provider_library") or not hasattr(ort, "get_ep_devices"):
         raise OpenVINOUnavailableError(
-            f"the OpenVINO plugin needs onnxruntime 1.23 or later, this is {ort.__version__}: {INSTALL_HINT}")
+            f"the OpenVINO plugin needs onnxruntime 1.23 or later, this is {ort.__version__}: {INSTALL_HINT}"
+        )
     device = _registered_device()  # registered already, by us or by the application
     if device is not None:
         return device
@@ -154,12 +156,14 @@ def _load() -> Any:
         raise OpenVINOUnavailableError(
             f"the OpenVINO plugin {PLUGIN_DISTRIBUTION} {plugin_version()} could not be loaded into onnxruntime "
             f"{ort.__version__}: {reason}; reinstall a matching pair: pip install --force-reinstall "
-            f"'mnist-onnx[openvino]' (or use --provider cpu)") from None
+            f"'mnist-onnx[openvino]' (or use --provider cpu)"
+        ) from None
     device = _registered_device()
     if device is None:
         raise OpenVINOUnavailableError(
             f"the OpenVINO plugin {plugin_version()} loaded but offers no CPU device on this machine "
-            f"(use --provider cpu)")
+            f"(use --provider cpu)"
+        )
     return device
 
 
@@ -227,8 +231,9 @@ def add_openvino(options: ort.SessionOptions, config: OpenVINOConfig | None = No
     options.add_provider_for_devices([openvino_device()], provider_options)
 
 
-def create_openvino_session(model: bytes, options: ort.SessionOptions,
-                            config: OpenVINOConfig | None = None) -> ort.InferenceSession:
+def create_openvino_session(
+    model: bytes, options: ort.SessionOptions, config: OpenVINOConfig | None = None
+) -> ort.InferenceSession:
     """A session whose nodes run on OpenVINO (CPU device), onnxruntime's CPU provider as the fallback.
 
     No ``providers`` argument is passed: onnxruntime would let it override the
@@ -243,8 +248,9 @@ def create_openvino_session(model: bytes, options: ort.SessionOptions,
     add_openvino(options, config)
     session = ort.InferenceSession(model, sess_options=options, enable_fallback=0)
     if session.get_providers()[0] != OPENVINO:
-        raise OpenVINOUnavailableError(f"OpenVINO did not take the session (it runs on "
-                                       f"{', '.join(session.get_providers())}); use --provider cpu")
+        raise OpenVINOUnavailableError(
+            f"OpenVINO did not take the session (it runs on {', '.join(session.get_providers())}); use --provider cpu"
+        )
     return session
 
 
@@ -266,8 +272,9 @@ def padded_size(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << (n - 1).bit_length()) if n > 0 else 0
 
 
-def run_padded(session: ort.InferenceSession, input_name: str, output_name: str, x: np.ndarray,
-               batch_size: int) -> np.ndarray:
+def run_padded(
+    session: ort.InferenceSession, input_name: str, output_name: str, x: np.ndarray, batch_size: int
+) -> np.ndarray:
     """Run ``x`` (N, ...) padded with zeros to :func:`padded_size` images; returns the output's N rows."""
     n = len(x)
     size = padded_size(n, batch_size)

@@ -65,6 +65,7 @@ from .session import CPU, CUDA, create_session
 
 __all__ = ["DigitClassifier", "Evaluation", "ModelContract", "predict_csv", "batch_slices", "DEFAULT_BATCH_SIZE"]
 
+
 class DigitClassifier:
     """An ONNX digit classifier behind one reusable onnxruntime session.
 
@@ -150,12 +151,21 @@ class DigitClassifier:
         source = load_model(model, precision=precision)
 
         def pinned(provider: str) -> DigitClassifier:
-            return DigitClassifier(source, providers=provider, threads=threads,  # type: ignore[arg-type]
-                                   spinning=spinning, precision=precision, batch_size=batch_size,
-                                   pixel_scale=pixel_scale, normalize=normalize, output=output)
+            return DigitClassifier(
+                source,  # type: ignore[arg-type]  # a loaded ModelSource passes through load_model
+                providers=provider,
+                threads=threads,
+                spinning=spinning,
+                precision=precision,
+                batch_size=batch_size,
+                pixel_scale=pixel_scale,
+                normalize=normalize,
+                output=output,
+            )
 
-        opened, self.provider_choice = acceleration.pick_provider(source.data, providers, bf16=compute_bf16,
-                                                                  batch_size=batch_size, pinned=pinned)
+        opened, self.provider_choice = acceleration.pick_provider(
+            source.data, providers, bf16=compute_bf16, batch_size=batch_size, pinned=pinned
+        )
         self._open(source, opened, threads, spinning, batch_size, cuda_device, bf16=compute_bf16)
         self.model_name = source.name
         self._source = source
@@ -163,8 +173,9 @@ class DigitClassifier:
         self._executor: ThreadPoolExecutor | None = None
         self._parallel_lock = threading.Lock()
         #: Read from the model; ``output_kind`` may be "unknown" until the probe run below.
-        self.contract: ModelContract = read_contract(self.session, source, precision=precision,
-                                                     pixel_scale=pixel_scale, normalize=normalize, output=output)
+        self.contract: ModelContract = read_contract(
+            self.session, source, precision=precision, pixel_scale=pixel_scale, normalize=normalize, output=output
+        )
         self._to_input = ModelInputConverter(self.contract)
         self.contract = probed(self.contract, self._probe_scores(), self.model_name)
         if self.session.get_providers()[0] == OPENVINO:
@@ -175,17 +186,32 @@ class DigitClassifier:
                     raise
                 acceleration.warn_fallback(self.model_name, exc)
                 self._open(source, "cpu", threads, spinning, batch_size, cuda_device, bf16=False)
-        self._small_calls = acceleration.SmallCalls(self.provider_choice, self._on_openvino, self.batch_size,
-                                                    lambda: pinned("cpu"))
+        self._small_calls = acceleration.SmallCalls(
+            self.provider_choice, self._on_openvino, self.batch_size, lambda: pinned("cpu")
+        )
         #: What looked wrong with the model at load (each also emitted as a :class:`ContractWarning`).
         self.warnings: list[str] = check_at_load(self)
 
-    def _open(self, source: Any, providers: Providers, threads: int | None, spinning: bool | None,
-              batch_size: int | None, cuda_device: int, *, bf16: bool) -> None:
+    def _open(
+        self,
+        source: Any,
+        providers: Providers,
+        threads: int | None,
+        spinning: bool | None,
+        batch_size: int | None,
+        cuda_device: int,
+        *,
+        bf16: bool,
+    ) -> None:
         """Create the session on ``providers`` and what depends on where it runs (batch size, workers)."""
-        self.session = create_session(source, providers=providers, threads=threads, spinning=spinning,
-                                      cuda_device=cuda_device,
-                                      openvino=OpenVINOConfig("bf16" if bf16 else "f32", threads=threads))
+        self.session = create_session(
+            source,
+            providers=providers,
+            threads=threads,
+            spinning=spinning,
+            cuda_device=cuda_device,
+            openvino=OpenVINOConfig("bf16" if bf16 else "f32", threads=threads),
+        )
         first = self.session.get_providers()[0]
         default = {CUDA: DEFAULT_CUDA_BATCH_SIZE, OPENVINO: DEFAULT_OPENVINO_BATCH_SIZE}.get(first, DEFAULT_BATCH_SIZE)
         self.batch_size = check_batch_size(batch_size if batch_size is not None else default)
@@ -249,8 +275,9 @@ class DigitClassifier:
         labels = label_values(self.class_labels, np.atleast_2d(probabilities).argmax(axis=1))
         return labels[0] if probabilities.ndim == 1 else labels
 
-    def predict_images(self, images: Any, *, invert: str | bool = "auto", preprocess: bool = True,
-                       proba: bool = False) -> pd.DataFrame:
+    def predict_images(
+        self, images: Any, *, invert: str | bool = "auto", preprocess: bool = True, proba: bool = False
+    ) -> pd.DataFrame:
         """Predict pictures of digits (paths, bytes, PIL images, arrays of any size): see
         :func:`.image_predict.predict_images`."""
         from .image_predict import predict_images
@@ -326,8 +353,13 @@ class DigitClassifier:
         scored = self._score_csv(info, size, chunk_rows=chunk_rows, overlap_reading=overlap_reading)
         totals = collect_scored(scored, info, self.class_labels, output=output, proba=proba, progress=progress)
         frame = prediction_frame(0, totals.predicted, totals.probabilities, self.class_labels)
-        run = RunInfo(model=self.model_name, providers=self.providers, rows=totals.rows,
-                      seconds=time.perf_counter() - started, evaluation=totals.evaluation)
+        run = RunInfo(
+            model=self.model_name,
+            providers=self.providers,
+            rows=totals.rows,
+            seconds=time.perf_counter() - started,
+            evaluation=totals.evaluation,
+        )
         frame.attrs.update(run.as_attrs())
         found = inverted_message(totals.bright_borders, totals.rows, str(path))
         frame.attrs["warnings"] = self.warnings + ([found] if found else [])
@@ -335,13 +367,16 @@ class DigitClassifier:
         return frame
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.model_name!r}, providers={self.providers}, "
-                f"layout={self.contract.layout}, precision={self.contract.precision})")
+        return (
+            f"{type(self).__name__}({self.model_name!r}, providers={self.providers}, "
+            f"layout={self.contract.layout}, precision={self.contract.precision})"
+        )
 
     # -- CSV phases -----------------------------------------------------------
 
-    def _score_csv(self, info: KaggleCsvInfo, batch_size: int, *, chunk_rows: int,
-                   overlap_reading: bool) -> Iterator[Scored]:
+    def _score_csv(
+        self, info: KaggleCsvInfo, batch_size: int, *, chunk_rows: int, overlap_reading: bool
+    ) -> Iterator[Scored]:
         """Phase 1: parsed batches of the file with their probabilities, in file order."""
         if overlap_reading and self._workers > 1:
             return self._csv_blocks_in_parallel(info, min(chunk_rows, CSV_BLOCK_ROWS), batch_size)
@@ -364,8 +399,9 @@ class DigitClassifier:
             batch = parse_block(info, data)
             return batch, self._in_order(batch.images, batch_size, session)
 
-        return ordered_map(executor, task, raw_blocks(info, block_rows),
-                           in_flight=BLOCKS_IN_FLIGHT_PER_WORKER * self._workers)
+        return ordered_map(
+            executor, task, raw_blocks(info, block_rows), in_flight=BLOCKS_IN_FLIGHT_PER_WORKER * self._workers
+        )
 
     # -- inference ----------------------------------------------------------
 
@@ -427,8 +463,7 @@ class DigitClassifier:
             pass
         return self._as_probabilities(result)
 
-    def _in_order(self, pixels: np.ndarray, batch_size: int,
-                  session: ort.InferenceSession | None = None) -> np.ndarray:
+    def _in_order(self, pixels: np.ndarray, batch_size: int, session: ort.InferenceSession | None = None) -> np.ndarray:
         """Probabilities of ``pixels``, batch after batch in this thread (``session``: None for the main one)."""
         result = np.empty((len(pixels), len(self.class_labels)), dtype=np.float32)
         for part in batch_slices(len(pixels), batch_size):
@@ -494,7 +529,9 @@ def predict_csv(
         ProviderError: If a requested provider is not available.
         MnistOnnxError: If ``output`` cannot be written.
     """
-    classifier = DigitClassifier(model, providers=providers, threads=threads, precision=precision,
-                                 batch_size=batch_size)
-    return classifier.predict_csv(path, output=output, proba=proba, chunk_rows=chunk_rows,
-                                  overlap_reading=overlap_reading, progress=progress)
+    classifier = DigitClassifier(
+        model, providers=providers, threads=threads, precision=precision, batch_size=batch_size
+    )
+    return classifier.predict_csv(
+        path, output=output, proba=proba, chunk_rows=chunk_rows, overlap_reading=overlap_reading, progress=progress
+    )

@@ -106,9 +106,16 @@ class DigitBatchPredictor:
         normalize: tuple[float, float] | None = None,
         output: str | None = None,
     ) -> None:
-        self.classifier = DigitClassifier(model, providers=providers, threads=threads,
-                                          precision=precision, batch_size=batch_size,
-                                          pixel_scale=pixel_scale, normalize=normalize, output=output)
+        self.classifier = DigitClassifier(
+            model,
+            providers=providers,
+            threads=threads,
+            precision=precision,
+            batch_size=batch_size,
+            pixel_scale=pixel_scale,
+            normalize=normalize,
+            output=output,
+        )
         self.proba = proba
         self._labels = np.asarray(self.classifier.class_labels)
 
@@ -153,12 +160,17 @@ def _pixel_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
         if values.dtype != np.uint8:
             # ray.data.read_csv and pandas give int64 (or float64 when a cell is empty).
             numeric = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
-            bad = (np.arange(rows) if not numeric else
-                   np.flatnonzero(~((values >= 0) & (values <= 255) & (values == np.floor(values)))))
+            bad = (
+                np.arange(rows)
+                if not numeric
+                else np.flatnonzero(~((values >= 0) & (values <= 255) & (values == np.floor(values))))
+            )
             if len(bad):
                 value = values[bad[0]]
-                raise MnistOnnxError(f"column {name}, row {int(bad[0])} of the batch: expected an integer "
-                                     f"pixel 0-255, got {value.item() if isinstance(value, np.generic) else value!r}")
+                raise MnistOnnxError(
+                    f"column {name}, row {int(bad[0])} of the batch: expected an integer "
+                    f"pixel 0-255, got {value.item() if isinstance(value, np.generic) else value!r}"
+                )
         pixels[:, j] = values
     return pixels
 
@@ -175,15 +187,15 @@ def _read_files(batch: dict[str, np.ndarray], *, chunk_rows: int) -> Iterator[di
     for file_index, path in zip(batch[_FILE], batch["path"], strict=True):
         try:
             for chunk in iter_kaggle_csv(path, chunk_rows=chunk_rows):
-                yield _block(int(file_index), chunk.first_row, chunk.images.reshape(len(chunk), -1),
-                             chunk.labels, "")
+                yield _block(int(file_index), chunk.first_row, chunk.images.reshape(len(chunk), -1), chunk.labels, "")
         except CsvFormatError as exc:
             problem = json.dumps({"line": exc.line, "column": exc.column, "problem": exc.problem})
             yield _block(int(file_index), -1, np.zeros((1, len(PIXEL_COLUMNS)), np.uint8), None, problem)
 
 
-def _block(file_index: int, first_row: int, pixels: np.ndarray, labels: np.ndarray | None,
-           error: str) -> dict[str, np.ndarray]:
+def _block(
+    file_index: int, first_row: int, pixels: np.ndarray, labels: np.ndarray | None, error: str
+) -> dict[str, np.ndarray]:
     rows = len(pixels)
     # Column-major, so each pixel column is one contiguous run for Arrow to copy.
     by_column = np.asfortranarray(pixels)
@@ -277,11 +289,26 @@ def predict_csv_files(
     precision = check_precision(precision)
     # The workers get the model's bytes, so they need not see the same file system.
     source = load_model(model, precision=precision)
-    settings = {"providers": providers, "threads": threads, "precision": precision, "batch_size": batch_size,
-                "pixel_scale": pixel_scale, "normalize": normalize, "output": output_name}
-    pool = _score_on_ray(files, None if model is None else source.data, settings, chunk_rows=chunk_rows,
-                         proba=proba, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
-                         ray_init_options=ray_init_options)
+    settings = {
+        "providers": providers,
+        "threads": threads,
+        "precision": precision,
+        "batch_size": batch_size,
+        "pixel_scale": pixel_scale,
+        "normalize": normalize,
+        "output": output_name,
+    }
+    pool = _score_on_ray(
+        files,
+        None if model is None else source.data,
+        settings,
+        chunk_rows=chunk_rows,
+        proba=proba,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        address=address,
+        ray_init_options=ray_init_options,
+    )
     results = _split_by_file(files, pool.columns)
     written = _write_per_file(results, out_dir)
     if results.errors:
@@ -291,12 +318,17 @@ def predict_csv_files(
     combined["ImageId"] = np.arange(1, len(combined) + 1, dtype=np.int64)
     if output is not None:
         write_csv(combined, output)
-    run = RunInfo(model=source.name, providers=pool.providers, rows=len(combined),
-                  seconds=time.perf_counter() - started_at,
-                  evaluation=_evaluation(results.truth, combined["Label"].to_numpy(), pool.class_labels))
+    run = RunInfo(
+        model=source.name,
+        providers=pool.providers,
+        rows=len(combined),
+        seconds=time.perf_counter() - started_at,
+        evaluation=_evaluation(results.truth, combined["Label"].to_numpy(), pool.class_labels),
+    )
     combined.attrs.update(run.as_attrs())
-    combined.attrs.update({"files": [(path, len(frame)) for path, frame in results.per_file.items()],
-                           "plan": pool.plan})
+    combined.attrs.update(
+        {"files": [(path, len(frame)) for path, frame in results.per_file.items()], "plan": pool.plan}
+    )
     return combined
 
 
@@ -317,9 +349,18 @@ class _PoolRun:
     plan: ResourcePlan
 
 
-def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, Any], *, chunk_rows: int,
-                  proba: bool, workers: int | None, gpus_per_worker: float, address: str | None,
-                  ray_init_options: dict[str, Any] | None) -> _PoolRun:
+def _score_on_ray(
+    files: list[Path],
+    model: bytes | None,
+    settings: dict[str, Any],
+    *,
+    chunk_rows: int,
+    proba: bool,
+    workers: int | None,
+    gpus_per_worker: float,
+    address: str | None,
+    ray_init_options: dict[str, Any] | None,
+) -> _PoolRun:
     """Start or join Ray, check the model on a worker, run the pipeline; shut down what was started."""
     ray = require("ray", "ray")
     require("ray.data", "ray")
@@ -329,8 +370,13 @@ def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, An
         ray.init(address=address or "local", **options)
     try:
         resources = ray.cluster_resources()
-        plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), workers=workers,
-                              gpus_per_worker=gpus_per_worker, threads=settings["threads"])
+        plan = plan_resources(
+            resources.get("CPU", 0.0),
+            resources.get("GPU", 0.0),
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            threads=settings["threads"],
+        )
         settings = {**settings, "threads": plan.threads}
         # One task, placed like an actor, builds the classifier first, so a bad
         # model or a provider the workers lack fails before the pipeline starts
@@ -340,8 +386,7 @@ def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, An
             class_labels, used_providers, found = ray.get(check.remote(model, **settings))
             for warning in found:  # the load-time contract check ran on the worker: say it here
                 warnings.warn(warning, stacklevel=3)
-            columns = _collect(_build_dataset(ray, files, plan, model, chunk_rows=chunk_rows, proba=proba,
-                                              **settings))
+            columns = _collect(_build_dataset(ray, files, plan, model, chunk_rows=chunk_rows, proba=proba, **settings))
         except Exception as exc:
             # Our own errors reach us wrapped in Ray's exceptions: raise the original.
             ours = _our_error(exc)
@@ -351,10 +396,17 @@ def _score_on_ray(files: list[Path], model: bytes | None, settings: dict[str, An
     finally:
         if owned:
             ray.shutdown()
-    pool = (f"{plan.workers} Ray workers × {plan.gpus_per_worker:g} GPU" if plan.gpus_per_worker
-            else f"{plan.workers} Ray workers × {plan.actor_cpus:g} CPU")
-    return _PoolRun(columns=columns, class_labels=class_labels,
-                    providers=[f"{used_providers[0]} ({pool})", *used_providers[1:]], plan=plan)
+    pool = (
+        f"{plan.workers} Ray workers × {plan.gpus_per_worker:g} GPU"
+        if plan.gpus_per_worker
+        else f"{plan.workers} Ray workers × {plan.actor_cpus:g} CPU"
+    )
+    return _PoolRun(
+        columns=columns,
+        class_labels=class_labels,
+        providers=[f"{used_providers[0]} ({pool})", *used_providers[1:]],
+        plan=plan,
+    )
 
 
 def _write_per_file(results: _FileResults, out_dir: Path | None) -> list[Path]:
@@ -368,14 +420,23 @@ def _write_per_file(results: _FileResults, out_dir: Path | None) -> list[Path]:
     return written
 
 
-def _build_dataset(ray: Any, files: list[Path], plan: ResourcePlan, model: bytes | None, *, chunk_rows: int,
-                   proba: bool, **settings: Any) -> Any:
+def _build_dataset(
+    ray: Any,
+    files: list[Path],
+    plan: ResourcePlan,
+    model: bytes | None,
+    *,
+    chunk_rows: int,
+    proba: bool,
+    **settings: Any,
+) -> Any:
     """The Ray Dataset that reads the files in tasks and scores them on the actor pool."""
     items = [{_FILE: i, "path": str(path)} for i, path in enumerate(files)]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     # Reading is a task stage of its own, not fused into the actors (see plan_resources).
-    dataset = dataset.map_batches(_read_files, fn_kwargs={"chunk_rows": chunk_rows}, batch_size=1,
-                                  batch_format="numpy", num_cpus=plan.read_cpus)
+    dataset = dataset.map_batches(
+        _read_files, fn_kwargs={"chunk_rows": chunk_rows}, batch_size=1, batch_format="numpy", num_cpus=plan.read_cpus
+    )
     dataset = dataset.map_batches(
         DigitBatchPredictor,
         fn_constructor_kwargs={"model": model, "proba": proba, **settings},
@@ -453,7 +514,7 @@ def _split_by_file(files: list[Path], columns: dict[str, np.ndarray]) -> _FileRe
         if i in failed:
             errors.append(CsvFormatError(str(path), failed[i]["line"], failed[i]["column"], failed[i]["problem"]))
             continue
-        rows = order[bounds[i]:bounds[i + 1]]
+        rows = order[bounds[i] : bounds[i + 1]]
         if not np.array_equal(columns[_ROW][rows], np.arange(len(rows))):
             raise RuntimeError(f"{path}: Ray returned rows out of sequence")  # a bug, not bad input
         frame = {"ImageId": np.arange(1, len(rows) + 1, dtype=np.int64)}

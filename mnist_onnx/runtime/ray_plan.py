@@ -38,8 +38,14 @@ class ResourcePlan:
     threads: int
 
 
-def plan_resources(cluster_cpus: float, cluster_gpus: float = 0.0, *, workers: int | None = None,
-                   gpus_per_worker: float = 0.0, threads: int | None = None) -> ResourcePlan:
+def plan_resources(
+    cluster_cpus: float,
+    cluster_gpus: float = 0.0,
+    *,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    threads: int | None = None,
+) -> ResourcePlan:
     """Size the actors' and read tasks' resource requests so the pipeline always makes progress.
 
     With every actor asking for a whole CPU, two actors on a 2-CPU Ray never
@@ -68,16 +74,17 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float = 0.0, *, workers: i
     if cluster_cpus < 1:
         raise MnistOnnxError(f"the Ray cluster reports {cluster_cpus:g} CPUs, expected at least 1")
     if gpus_per_worker < 0 or (workers is not None and workers < 1):
-        raise MnistOnnxError(f"expected workers >= 1 and gpus_per_worker >= 0, "
-                             f"got {workers} and {gpus_per_worker:g}")
+        raise MnistOnnxError(f"expected workers >= 1 and gpus_per_worker >= 0, got {workers} and {gpus_per_worker:g}")
     if workers is None:
         if gpus_per_worker > 0:
             workers = max(1, math.floor(cluster_gpus / gpus_per_worker + 1e-9))
         else:
             workers = max(1, math.floor(cluster_cpus) - 1)
     if gpus_per_worker > 0 and workers * gpus_per_worker > cluster_gpus + 1e-9:
-        raise MnistOnnxError(f"{workers} workers × {gpus_per_worker:g} GPUs need "
-                             f"{workers * gpus_per_worker:g} GPUs, the Ray cluster reports {cluster_gpus:g}")
+        raise MnistOnnxError(
+            f"{workers} workers × {gpus_per_worker:g} GPUs need "
+            f"{workers * gpus_per_worker:g} GPUs, the Ray cluster reports {cluster_gpus:g}"
+        )
     # A read task parses (about 0.2 s of CPU per 28,000 rows) a tenth of what
     # an actor spends on inference, so it asks for less: half a CPU, or less
     # on a small machine, and always less than an actor.  That difference also
@@ -88,9 +95,13 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float = 0.0, *, workers: i
     actor_cpus = min(1.0, (cluster_cpus - read_cpus) / workers)
     # Ray counts fractional resources in units of 1/10,000; round down so the sum never exceeds the cluster.
     read_cpus, actor_cpus = math.floor(read_cpus * 1e4) / 1e4, math.floor(actor_cpus * 1e4) / 1e4
-    return ResourcePlan(workers=workers, actor_cpus=actor_cpus, read_cpus=read_cpus,
-                        gpus_per_worker=float(gpus_per_worker),
-                        threads=threads if threads is not None else max(1, math.floor(actor_cpus)))
+    return ResourcePlan(
+        workers=workers,
+        actor_cpus=actor_cpus,
+        read_cpus=read_cpus,
+        gpus_per_worker=float(gpus_per_worker),
+        threads=threads if threads is not None else max(1, math.floor(actor_cpus)),
+    )
 
 
 def expand_csv_paths(inputs: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -152,7 +163,9 @@ def checked_destinations(files: list[Path], output: PathLike | None, output_dir:
     for path in files:
         destination = per_file_output(path, out_dir)
         if destination in owners:
-            raise MnistOnnxError(f"{owners[destination]} and {path} would both write {destination}; "
-                                 f"rename one, or score them in separate runs")
+            raise MnistOnnxError(
+                f"{owners[destination]} and {path} would both write {destination}; "
+                f"rename one, or score them in separate runs"
+            )
         owners[destination] = path
     return out_dir

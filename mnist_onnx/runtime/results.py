@@ -28,8 +28,18 @@ from .contract import label_values
 from .contract_check import count_bright_borders
 from .kaggle_csv import DigitBatch, KaggleCsvInfo
 
-__all__ = ["Evaluation", "LabelScorer", "RunInfo", "prediction_frame", "CsvSink", "csv_sink", "write_csv",
-           "CsvTotals", "Scored", "collect_scored"]
+__all__ = [
+    "Evaluation",
+    "LabelScorer",
+    "RunInfo",
+    "prediction_frame",
+    "CsvSink",
+    "csv_sink",
+    "write_csv",
+    "CsvTotals",
+    "Scored",
+    "collect_scored",
+]
 
 #: How probabilities are written: 6 significant digits, enough to tell 0.999999 from 1.
 FLOAT_FORMAT = "%.6g"
@@ -58,9 +68,7 @@ class Evaluation:
     def confusion_frame(self) -> pd.DataFrame:
         """The confusion matrix as a DataFrame (index ``true``, columns ``predicted``)."""
         return pd.DataFrame(
-            self.confusion,
-            index=pd.Index(self.labels, name="true"),
-            columns=pd.Index(self.labels, name="predicted"),
+            self.confusion, index=pd.Index(self.labels, name="true"), columns=pd.Index(self.labels, name="predicted")
         )
 
 
@@ -103,8 +111,13 @@ class LabelScorer:
         if self._missing or self._rows == 0:
             return None
         correct = int(np.trace(self._confusion))
-        return Evaluation(rows=self._rows, correct=correct, accuracy=correct / self._rows,
-                          labels=self.labels, confusion=self._confusion.copy())
+        return Evaluation(
+            rows=self._rows,
+            correct=correct,
+            accuracy=correct / self._rows,
+            labels=self.labels,
+            confusion=self._confusion.copy(),
+        )
 
 
 @dataclass(frozen=True)
@@ -137,8 +150,9 @@ class RunInfo:
         }
 
 
-def prediction_frame(first_row: int, predicted: np.ndarray, probabilities: np.ndarray | None,
-                     class_labels: tuple[Any, ...]) -> pd.DataFrame:
+def prediction_frame(
+    first_row: int, predicted: np.ndarray, probabilities: np.ndarray | None, class_labels: tuple[Any, ...]
+) -> pd.DataFrame:
     """Predictions as a frame: ``ImageId`` (1-based), ``Label``, and with probabilities ``p<label>``, ``confidence``.
 
     Args:
@@ -178,8 +192,7 @@ class CsvSink:
 
     def write(self, frame: pd.DataFrame) -> None:
         """Append ``frame``'s rows (and, the first time, its header)."""
-        frame.to_csv(self._handle, header=self._header, index=False, lineterminator="\n",
-                     float_format=FLOAT_FORMAT)
+        frame.to_csv(self._handle, header=self._header, index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
         self._header = False
 
 
@@ -203,8 +216,12 @@ def csv_sink(destination: PathLike) -> Iterator[CsvSink]:
         # OSErrors here name no file or the temporary one: atomic_path reports them against the destination.
         if str(destination).endswith(".gz"):
             with open(tmp, "wb") as raw:
-                with gzip.GzipFile(filename=Path(destination).name, mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw,
-                                   mtime=0) as packed, io.TextIOWrapper(packed, encoding="utf-8", newline="") as text:
+                with (
+                    gzip.GzipFile(
+                        filename=Path(destination).name, mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0
+                    ) as packed,
+                    io.TextIOWrapper(packed, encoding="utf-8", newline="") as text,
+                ):
                     yield CsvSink(text)
                 raw.flush()
                 os.fsync(raw.fileno())
@@ -236,8 +253,15 @@ class CsvTotals:
     bright_borders: int  # images whose frame is bright (dark-on-light digits)
 
 
-def collect_scored(scored: Iterator[Scored], info: KaggleCsvInfo, class_labels: tuple[Any, ...], *,
-                   output: PathLike | None, proba: bool, progress: Callable[[int], None] | None) -> CsvTotals:
+def collect_scored(
+    scored: Iterator[Scored],
+    info: KaggleCsvInfo,
+    class_labels: tuple[Any, ...],
+    *,
+    output: PathLike | None,
+    proba: bool,
+    progress: Callable[[int], None] | None,
+) -> CsvTotals:
     """Score scored batches against the file's labels, write ``output`` as they come, gather the predictions.
 
     Raises:
@@ -268,6 +292,10 @@ def collect_scored(scored: Iterator[Scored], info: KaggleCsvInfo, class_labels: 
                 progress(rows)
         if rows == 0:
             raise CsvFormatError(str(info.path), None, None, "has a header but no data rows")
-    return CsvTotals(rows=rows, predicted=np.concatenate(predicted_parts),
-                     probabilities=np.concatenate(proba_parts) if proba else None,
-                     evaluation=scorer.evaluation(), bright_borders=bright)
+    return CsvTotals(
+        rows=rows,
+        predicted=np.concatenate(predicted_parts),
+        probabilities=np.concatenate(proba_parts) if proba else None,
+        evaluation=scorer.evaluation(),
+        bright_borders=bright,
+    )

@@ -103,11 +103,15 @@ def cuda_install_hint() -> str:
         return True
 
     if installed("onnxruntime-gpu") and installed("onnxruntime"):
-        return ("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files; "
-                f"keep only the GPU wheel: {_SWITCH_TO_GPU}")
+        return (
+            "onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files; "
+            f"keep only the GPU wheel: {_SWITCH_TO_GPU}"
+        )
     if installed("onnxruntime-gpu"):
-        return ("onnxruntime-gpu is installed but does not offer CUDA here: check the NVIDIA driver and that the "
-                "CUDA and cuDNN libraries it was built for are installed (pip install 'onnxruntime-gpu[cuda,cudnn]')")
+        return (
+            "onnxruntime-gpu is installed but does not offer CUDA here: check the NVIDIA driver and that the "
+            "CUDA and cuDNN libraries it was built for are installed (pip install 'onnxruntime-gpu[cuda,cudnn]')"
+        )
     return f"CUDA needs the onnxruntime-gpu wheel instead of onnxruntime: {_SWITCH_TO_GPU}"
 
 
@@ -157,8 +161,11 @@ def resolve_providers(providers: Providers = "auto") -> list[ProviderSpec]:
     >>> resolve_providers("cpu")
     ['CPUExecutionProvider']
     """
-    if isinstance(providers, str) and providers.strip().lower() == "openvino" or (
-            not isinstance(providers, str) and any(provider_name(p) == OPENVINO for p in providers)):
+    if (
+        isinstance(providers, str)
+        and providers.strip().lower() == "openvino"
+        or (not isinstance(providers, str) and any(provider_name(p) == OPENVINO for p in providers))
+    ):
         openvino_device()  # registers the plugin, so onnxruntime lists it; raises naming the fix
     available = ort.get_available_providers()
     requested = _requested(providers, available)
@@ -273,8 +280,9 @@ def create_session(
     return session
 
 
-def _openvino_session(source: ModelSource, options: ort.SessionOptions,
-                      config: OpenVINOConfig | None) -> ort.InferenceSession:
+def _openvino_session(
+    source: ModelSource, options: ort.SessionOptions, config: OpenVINOConfig | None
+) -> ort.InferenceSession:
     try:
         return create_openvino_session(source.data, options, config)
     except (ProviderError, MnistOnnxError):

@@ -30,11 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         ),
     )
     tune.add_argument("--model", metavar="PATH", help="ONNX model (default: the bundled model of --precision)")
-    tune.add_argument("--precision", choices=("fp32", "int8", "bf16"), default=None,
-                      help="which bundled model, or bf16 (fp32 model, bf16 compute) to rerun its gate "
-                           "(default: both bundled models)")
-    tune.add_argument("--batch-size", type=_positive_int, metavar="N", action="append",
-                      help="batch size to measure (repeatable; default: each provider's default)")
+    tune.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "bf16"),
+        default=None,
+        help="which bundled model, or bf16 (fp32 model, bf16 compute) to rerun its gate (default: both bundled models)",
+    )
+    tune.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        action="append",
+        help="batch size to measure (repeatable; default: each provider's default)",
+    )
     tune.add_argument("--clear", action="store_true", help="forget every cached choice and verdict first")
     tune.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     tune.set_defaults(handler=run_tune)
@@ -63,9 +71,12 @@ def run_tune(args: argparse.Namespace) -> int:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
                 speeds = speeds or "no other provider to compare: OpenVINO is not available or CUDA is"
-                small = (f"; calls of fewer than {choice.cpu_below} images, or that OpenVINO would pad, run on "
-                         f"the CPU provider"
-                         if choice.provider == "openvino" and choice.cpu_below else "")
+                small = (
+                    f"; calls of fewer than {choice.cpu_below} images, or that OpenVINO would pad, run on "
+                    f"the CPU provider"
+                    if choice.provider == "openvino" and choice.cpu_below
+                    else ""
+                )
                 emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds}){small}")
     if emit:
         emit(f"cached in {cache.path}")
@@ -82,11 +93,16 @@ def _retune(model: str | None, *, precision: str | None, batch_size: int | None)
     source = load_model(model, precision=precision)  # type: ignore[arg-type]
 
     def pinned(provider: str) -> DigitClassifier:
-        return DigitClassifier(source, providers=provider, precision=precision,  # type: ignore[arg-type]
-                               batch_size=batch_size)
+        return DigitClassifier(
+            source,  # type: ignore[arg-type]  # a loaded ModelSource passes through load_model
+            providers=provider,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
 
-    _, choice = acceleration.pick_provider(source.data, "auto", bf16=False, batch_size=batch_size, pinned=pinned,
-                                           remeasure=True)
+    _, choice = acceleration.pick_provider(
+        source.data, "auto", bf16=False, batch_size=batch_size, pinned=pinned, remeasure=True
+    )
     return choice or tuning.ProviderChoice("cpu", {}, "", False)
 
 
@@ -107,5 +123,6 @@ def _retune_bf16(model: str | None) -> Any:
     # Building the bf16 classifier runs the gate afresh; the gate_bf16 call below then reads its cached report.
     bf16 = DigitClassifier(source, providers="openvino", precision="bf16")  # type: ignore[arg-type]
     fp32 = DigitClassifier(source, providers="cpu")  # type: ignore[arg-type]
-    return acceleration.gate_bf16(acceleration.model_sha256(source.data), lambda: fp32.predict_proba,
-                                  lambda: bf16.predict_proba)
+    return acceleration.gate_bf16(
+        acceleration.model_sha256(source.data), lambda: fp32.predict_proba, lambda: bf16.predict_proba
+    )

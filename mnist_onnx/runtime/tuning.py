@@ -110,8 +110,11 @@ def _library_versions() -> dict[str, str]:
 
     from .openvino import plugin_version
 
-    return {"mnist-onnx": __version__, "onnxruntime": ort.__version__,
-            "onnxruntime-ep-openvino": plugin_version() or "not installed"}
+    return {
+        "mnist-onnx": __version__,
+        "onnxruntime": ort.__version__,
+        "onnxruntime-ep-openvino": plugin_version() or "not installed",
+    }
 
 
 @dataclass(frozen=True)
@@ -218,8 +221,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def measure(candidates: Mapping[str, Predict], images: np.ndarray, batch_size: int, *, rounds: int = 3,
-            block_seconds: float = 0.05) -> dict[str, float]:
+def measure(
+    candidates: Mapping[str, Predict],
+    images: np.ndarray,
+    batch_size: int,
+    *,
+    rounds: int = 3,
+    block_seconds: float = 0.05,
+) -> dict[str, float]:
     """Images per second of each candidate at ``batch_size``, interleaved, median of ``rounds``.
 
     Each round runs every candidate once (in turn, the order rotating), for
@@ -238,7 +247,7 @@ def measure(candidates: Mapping[str, Predict], images: np.ndarray, batch_size: i
     if batch_size < 1 or len(images) == 0:
         raise MnistOnnxError(f"expected a positive batch size and some images, got {batch_size} and {len(images)}")
     if len(images) >= batch_size:
-        batches = [images[i:i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)]
+        batches = [images[i : i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)]
     else:
         batches = [np.resize(images, (batch_size, *images.shape[1:]))]
     names = list(candidates)
@@ -246,7 +255,7 @@ def measure(candidates: Mapping[str, Predict], images: np.ndarray, batch_size: i
         candidates[name](batches[0])  # warm-up: OpenVINO compiles for a new shape on its first call
     speeds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             predict = candidates[name]
             predict(batches[-1])
             done, calls, started = 0, 0, time.perf_counter()
@@ -318,8 +327,10 @@ def choice_from_entry(entry: Mapping[str, Any] | None, offered: Sequence[str]) -
     if not isinstance(below, int) or isinstance(below, bool) or below < 0:
         return None
     try:
-        by_size = {int(size): {str(k): float(v) for k, v in speeds.items()}
-                   for size, speeds in dict(entry.get("by_size", {})).items()}
+        by_size = {
+            int(size): {str(k): float(v) for k, v in speeds.items()}
+            for size, speeds in dict(entry.get("by_size", {})).items()
+        }
         speeds = {str(k): float(v) for k, v in dict(entry.get("images_per_second", {})).items()}
     except (TypeError, ValueError, AttributeError):
         return None
@@ -376,11 +387,20 @@ def choose_provider(
             by_size[size] = measure({"cpu": predicts["cpu"], provider: predicts[provider]}, images, size)
             if by_size[size][provider] < min_speedup * by_size[size]["cpu"]:
                 break
-    cpu_below = crossover({s: {"cpu": v["cpu"], "openvino": v.get(provider, 0.0)} for s, v in by_size.items()},
-                          min_speedup) or 0
-    entry = {"provider": provider, "images_per_second": speeds, "measured_at": _now(), "min_speedup": min_speedup,
-             "trial_images": int(len(images)), "cpu_below": cpu_below,
-             "by_size": {str(s): v for s, v in sorted(by_size.items())}, "key": asdict(key)}
+    cpu_below = (
+        crossover({s: {"cpu": v["cpu"], "openvino": v.get(provider, 0.0)} for s, v in by_size.items()}, min_speedup)
+        or 0
+    )
+    entry = {
+        "provider": provider,
+        "images_per_second": speeds,
+        "measured_at": _now(),
+        "min_speedup": min_speedup,
+        "trial_images": int(len(images)),
+        "cpu_below": cpu_below,
+        "by_size": {str(s): v for s, v in sorted(by_size.items())},
+        "key": asdict(key),
+    }
     cache.put(key, entry)
     return ProviderChoice(provider, speeds, str(entry["measured_at"]), False, cpu_below, by_size)
 
@@ -415,15 +435,23 @@ class Bf16Report:
 
     def summary(self) -> str:
         """One line with the figures and thresholds."""
-        return (f"bf16 vs fp32 on {self.rows:,} held-out digits ({self.evaluation}): agreement "
-                f"{self.agreement:.3%} ({self.disagreements} differ; needed >= {self.min_agreement:.1%}), accuracy "
-                f"{self.fp32_accuracy:.3%} -> {self.bf16_accuracy:.3%} (drop {self.accuracy_drop_pp:.3f} points; "
-                f"allowed <= {self.max_accuracy_drop_pp:g}), max |p diff| {self.max_abs_diff:.1e}")
+        return (
+            f"bf16 vs fp32 on {self.rows:,} held-out digits ({self.evaluation}): agreement "
+            f"{self.agreement:.3%} ({self.disagreements} differ; needed >= {self.min_agreement:.1%}), accuracy "
+            f"{self.fp32_accuracy:.3%} -> {self.bf16_accuracy:.3%} (drop {self.accuracy_drop_pp:.3f} points; "
+            f"allowed <= {self.max_accuracy_drop_pp:g}), max |p diff| {self.max_abs_diff:.1e}"
+        )
 
 
-def evaluate_bf16(fp32: np.ndarray, bf16: np.ndarray, labels: np.ndarray, *, evaluation: str,
-                  min_agreement: float = BF16_MIN_AGREEMENT,
-                  max_accuracy_drop_pp: float = BF16_MAX_ACCURACY_DROP_PP) -> Bf16Report:
+def evaluate_bf16(
+    fp32: np.ndarray,
+    bf16: np.ndarray,
+    labels: np.ndarray,
+    *,
+    evaluation: str,
+    min_agreement: float = BF16_MIN_AGREEMENT,
+    max_accuracy_drop_pp: float = BF16_MAX_ACCURACY_DROP_PP,
+) -> Bf16Report:
     """Compare bf16 probabilities with fp32 ones (both (N, 10)) against ``labels`` (N,).
 
     >>> p = np.eye(10, dtype=np.float32)[[1, 2, 3]]
@@ -431,15 +459,27 @@ def evaluate_bf16(fp32: np.ndarray, bf16: np.ndarray, labels: np.ndarray, *, eva
     True
     """
     if fp32.shape != bf16.shape or fp32.ndim != 2 or len(labels) != len(fp32) or len(fp32) == 0:
-        raise MnistOnnxError(f"expected two (N, 10) probability arrays and N labels, got {fp32.shape}, "
-                             f"{bf16.shape} and {len(labels)} labels")
+        raise MnistOnnxError(
+            f"expected two (N, 10) probability arrays and N labels, got {fp32.shape}, "
+            f"{bf16.shape} and {len(labels)} labels"
+        )
     a, b = fp32.argmax(axis=1), bf16.argmax(axis=1)
     fp32_acc, bf16_acc = float((a == labels).mean()), float((b == labels).mean())
     agreement = float((a == b).mean())
     drop = (fp32_acc - bf16_acc) * 100
-    return Bf16Report(evaluation, int(len(labels)), agreement, int((a != b).sum()), fp32_acc, bf16_acc, drop,
-                      float(np.abs(fp32 - bf16).max()), min_agreement, max_accuracy_drop_pp,
-                      agreement >= min_agreement and drop <= max_accuracy_drop_pp + 1e-9)
+    return Bf16Report(
+        evaluation,
+        int(len(labels)),
+        agreement,
+        int((a != b).sum()),
+        fp32_acc,
+        bf16_acc,
+        drop,
+        float(np.abs(fp32 - bf16).max()),
+        min_agreement,
+        max_accuracy_drop_pp,
+        agreement >= min_agreement and drop <= max_accuracy_drop_pp + 1e-9,
+    )
 
 
 def bf16_gate(
@@ -476,9 +516,23 @@ def bf16_gate(
             the message holds the figures.
     """
     cache = cache if cache is not None else TuneCache()
-    key = TrialKey(key.purpose, key.model_sha256, key.batch_size, key.machine, key.versions,
-                   tuple(sorted({**dict(key.extra), "evaluation": evaluation, "min_agreement": repr(min_agreement),
-                                 "max_accuracy_drop_pp": repr(max_accuracy_drop_pp)}.items())))
+    key = TrialKey(
+        key.purpose,
+        key.model_sha256,
+        key.batch_size,
+        key.machine,
+        key.versions,
+        tuple(
+            sorted(
+                {
+                    **dict(key.extra),
+                    "evaluation": evaluation,
+                    "min_agreement": repr(min_agreement),
+                    "max_accuracy_drop_pp": repr(max_accuracy_drop_pp),
+                }.items()
+            )
+        ),
+    )
     entry = None if remeasure else cache.get(key)
     if entry is not None:
         try:
@@ -491,9 +545,15 @@ def bf16_gate(
         probs = {}
         for name, make in (("fp32", fp32), ("bf16", bf16)):
             predict = make()
-            probs[name] = np.concatenate([predict(images[i:i + 256]) for i in range(0, len(images), 256)])
-        report = evaluate_bf16(probs["fp32"], probs["bf16"], labels, evaluation=evaluation,
-                               min_agreement=min_agreement, max_accuracy_drop_pp=max_accuracy_drop_pp)
+            probs[name] = np.concatenate([predict(images[i : i + 256]) for i in range(0, len(images), 256)])
+        report = evaluate_bf16(
+            probs["fp32"],
+            probs["bf16"],
+            labels,
+            evaluation=evaluation,
+            min_agreement=min_agreement,
+            max_accuracy_drop_pp=max_accuracy_drop_pp,
+        )
         cache.put(key, {"report": asdict(report), "measured_at": _now(), "key": asdict(key)})
     if not report.passed:
         raise GateError(f"bf16 refused for this model: {report.summary()}; use precision fp32 (or the int8 model)")

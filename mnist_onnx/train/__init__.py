@@ -11,8 +11,13 @@ from typing import Any
 
 __all__ = ["build_model", "train", "Recipe", "RECIPES", "TrainResult"]
 
-_HOME = {"build_model": ".model", "train": ".recipes", "Recipe": ".recipes", "RECIPES": ".recipes",
-         "TrainResult": ".recipes"}
+_HOME = {
+    "build_model": ".model",
+    "train": ".recipes",
+    "Recipe": ".recipes",
+    "RECIPES": ".recipes",
+    "TrainResult": ".recipes",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -129,8 +129,9 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, 
             continue
         ax.imshow(images[i, :, :, 0], cmap="gray_r")
         ok = predicted[i] == labels[i]
-        ax.set_title(f"{predicted[i]}" + ("" if ok else f" (true {labels[i]})"),
-                     color="black" if ok else "red", fontsize=9)
+        ax.set_title(
+            f"{predicted[i]}" + ("" if ok else f" (true {labels[i]})"), color="black" if ok else "red", fontsize=9
+        )
     fig.suptitle("validation digits: predicted label (red = wrong)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:

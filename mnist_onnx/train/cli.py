@@ -37,26 +37,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "re-run with the same OUT."
         ),
     )
-    train.add_argument("train_csv", metavar="TRAIN_CSV",
-                       help="Kaggle train.csv (label,pixel0..pixel783), may be gzipped")
+    train.add_argument(
+        "train_csv", metavar="TRAIN_CSV", help="Kaggle train.csv (label,pixel0..pixel783), may be gzipped"
+    )
     train.add_argument("--out", required=True, metavar="DIR", help="directory for the model and reports")
-    train.add_argument("--recipe", choices=("seed", "augmented"), default="seed",
-                       help="'seed' = the tutorial (10 epochs, batch 32, 20%% validation, best epoch kept); "
-                            "'augmented' = + rotation/zoom/shift augmentation (40 epochs, batch 64, 5%% validation, "
-                            "last epoch kept). Default: seed")
+    train.add_argument(
+        "--recipe",
+        choices=("seed", "augmented"),
+        default="seed",
+        help="'seed' = the tutorial (10 epochs, batch 32, 20%% validation, best epoch kept); "
+        "'augmented' = + rotation/zoom/shift augmentation (40 epochs, batch 64, 5%% validation, "
+        "last epoch kept). Default: seed",
+    )
     train.add_argument("--epochs", type=_positive_int, help="override the recipe's epoch count")
     train.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, help="override the recipe's random seed (default 2)")
-    train.add_argument("--keep", choices=("best", "last"), default=None,
-                       help="save the weights of the best validation epoch or of the last one (default: the recipe's)")
-    train.add_argument("--validation", type=_fraction, metavar="FRACTION",
-                       help="share of the rows held out for validation, at most 0.5 (default: the recipe's)")
+    train.add_argument(
+        "--keep",
+        choices=("best", "last"),
+        default=None,
+        help="save the weights of the best validation epoch or of the last one (default: the recipe's)",
+    )
+    train.add_argument(
+        "--validation",
+        type=_fraction,
+        metavar="FRACTION",
+        help="share of the rows held out for validation, at most 0.5 (default: the recipe's)",
+    )
     train.add_argument("--limit", type=_positive_int, metavar="ROWS", help="use only the first ROWS rows (quick runs)")
     train.add_argument("--test", metavar="TEST_CSV", help="held-out test.csv to score after training")
     train.add_argument("--test-labels", metavar="LABELS_CSV", help="answers for --test (ImageId,Label)")
     train.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     train.set_defaults(handler=_run_train)
-
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -82,15 +94,27 @@ def _run_train(args: argparse.Namespace) -> int:
     emit = status_printer(args.quiet)
     verbose = 0 if args.quiet else ("auto" if sys.stderr.isatty() else 2)
     result = train(
-        args.train_csv, args.out, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, keep=args.keep, validation_fraction=args.validation, limit_rows=args.limit,
-        test_csv=args.test, test_labels_csv=args.test_labels,
-        verbose=verbose, progress=emit, command_line=shlex.join(["mnist-onnx", *args.argv]),
+        args.train_csv,
+        args.out,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        keep=args.keep,
+        validation_fraction=args.validation,
+        limit_rows=args.limit,
+        test_csv=args.test,
+        test_labels_csv=args.test_labels,
+        verbose=verbose,
+        progress=emit,
+        command_line=shlex.join(["mnist-onnx", *args.argv]),
     )
     if emit:
         r = result.report
-        line = (f"saved {result.model_path} (weights of epoch {r['kept_epoch']}): validation accuracy "
-                f"{r['kept_val_accuracy']:.4f} (last epoch {r['final_val_accuracy']:.4f}), {r['wall_time_s']:.0f} s")
+        line = (
+            f"saved {result.model_path} (weights of epoch {r['kept_epoch']}): validation accuracy "
+            f"{r['kept_val_accuracy']:.4f} (last epoch {r['final_val_accuracy']:.4f}), {r['wall_time_s']:.0f} s"
+        )
         if "holdout_accuracy" in r:
             line += f", held-out accuracy {r['holdout_accuracy']:.4f} on {r['holdout_rows']:,} rows"
         emit(line)

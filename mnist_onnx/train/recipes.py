@@ -59,14 +59,21 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(
-        name="seed", epochs=10, batch_size=32,
+        name="seed",
+        epochs=10,
+        batch_size=32,
         description="Kaggle tutorial: Adam, categorical cross-entropy, ReduceLROnPlateau, batch 32, 10 epochs",
     ),
     # Measured on the full train.csv (README, "Training"): 40 epochs on 95% of the rows, keeping the
     # last epoch's weights (the learning rate has decayed to min_lr by epoch 30), scored 99.46% on the
     # 28,000 held-out rows; 30 epochs on 80% keeping the best validation epoch scored 99.33%.
     "augmented": Recipe(
-        name="augmented", epochs=40, batch_size=64, augment=True, validation_fraction=0.05, keep="last",
+        name="augmented",
+        epochs=40,
+        batch_size=64,
+        augment=True,
+        validation_fraction=0.05,
+        keep="last",
         description="tutorial network + random rotation 10 deg, zoom 10%, shift 10% on training batches",
     ),
 }
@@ -92,7 +99,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     n_val = int(round(n * fraction))
     if n - n_val < 1 or (fraction > 0 and n_val < 1):
         raise MnistOnnxError(f"cannot split {n} rows into training and {fraction:.0%} validation")
-    return np.sort(order[: n - n_val]), np.sort(order[n - n_val:])
+    return np.sort(order[: n - n_val]), np.sort(order[n - n_val :])
 
 
 def _scale(images: np.ndarray) -> np.ndarray:
@@ -163,8 +170,11 @@ def _resolve_recipe(recipe: str | Recipe, limit_rows: int | None, **overrides: A
 
 
 def _read_training_rows(
-    train_csv: str | os.PathLike[str], recipe: Recipe, limit_rows: int | None,
-    test_csv: str | os.PathLike[str] | None, test_labels_csv: str | os.PathLike[str] | None,
+    train_csv: str | os.PathLike[str],
+    recipe: Recipe,
+    limit_rows: int | None,
+    test_csv: str | os.PathLike[str] | None,
+    test_labels_csv: str | os.PathLike[str] | None,
 ) -> _TrainingRows:
     data = read_kaggle_csv(train_csv, require_labels=True)
     images, labels = data.images, data.labels
@@ -184,8 +194,15 @@ def _make_dir(out: Path) -> None:
         raise MnistOnnxError(f"{out}: cannot create directory ({exc.strerror or exc})") from exc
 
 
-def _fit(keras: Any, tf: Any, recipe: Recipe, rows: _TrainingRows, backup_dir: Path, verbose: int | str,
-         progress: Callable[[str], None] | None) -> _Fitted:
+def _fit(
+    keras: Any,
+    tf: Any,
+    recipe: Recipe,
+    rows: _TrainingRows,
+    backup_dir: Path,
+    verbose: int | str,
+    progress: Callable[[str], None] | None,
+) -> _Fitted:
     """Compile and fit the tutorial CNN; resumes from ``backup_dir`` when an earlier run was interrupted."""
     keras.utils.set_random_seed(recipe.seed)
     x_train = _scale(rows.images[rows.train_idx])
@@ -202,8 +219,11 @@ def _fit(keras: Any, tf: Any, recipe: Recipe, rows: _TrainingRows, backup_dir: P
     epoch_history = EpochHistory(keras, backup_dir / "mnist-onnx-history.json")
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", patience=recipe.lr_patience, factor=recipe.lr_factor,
-            min_lr=recipe.min_lr, verbose=1 if verbose else 0,
+            monitor="val_accuracy",
+            patience=recipe.lr_patience,
+            factor=recipe.lr_factor,
+            min_lr=recipe.min_lr,
+            verbose=1 if verbose else 0,
         ),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         epoch_history,
@@ -224,8 +244,12 @@ def _fit(keras: Any, tf: Any, recipe: Recipe, rows: _TrainingRows, backup_dir: P
 
     started = time.perf_counter()
     fit = model.fit(
-        train_ds, validation_data=(x_val, y_val), shuffle=False,  # train_ds shuffles itself
-        epochs=recipe.epochs, callbacks=callbacks, verbose=verbose,
+        train_ds,
+        validation_data=(x_val, y_val),
+        shuffle=False,  # train_ds shuffles itself
+        epochs=recipe.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
     )
     wall = time.perf_counter() - started
     # Every epoch, including those finished before an interruption that this call resumed from.
@@ -248,8 +272,14 @@ def _write_artifacts(fitted: _Fitted, rows: _TrainingRows, out: Path) -> Path:
     return model_path
 
 
-def _report(recipe: Recipe, rows: _TrainingRows, fitted: _Fitted, train_csv: str | os.PathLike[str],
-            model_path: Path, command_line: str | None) -> dict[str, Any]:
+def _report(
+    recipe: Recipe,
+    rows: _TrainingRows,
+    fitted: _Fitted,
+    train_csv: str | os.PathLike[str],
+    model_path: Path,
+    command_line: str | None,
+) -> dict[str, Any]:
     history = fitted.history
     return {
         "recipe": asdict(recipe),
@@ -324,8 +354,15 @@ def train(
     """
     keras = require("keras", "train")
     tf = require("tensorflow", "train")
-    recipe = _resolve_recipe(recipe, limit_rows, epochs=epochs, batch_size=batch_size, seed=seed, keep=keep,
-                             validation_fraction=validation_fraction)
+    recipe = _resolve_recipe(
+        recipe,
+        limit_rows,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        keep=keep,
+        validation_fraction=validation_fraction,
+    )
     emit = progress or (lambda _msg: None)
 
     emit(f"reading {train_csv}")
@@ -334,8 +371,10 @@ def train(
     out = Path(out_dir)
     _make_dir(out)
 
-    emit(f"training recipe '{recipe.name}' on {len(rows.train_idx):,} rows, validating on {len(rows.val_idx):,}, "
-         f"{recipe.epochs} epochs, batch {recipe.batch_size}")
+    emit(
+        f"training recipe '{recipe.name}' on {len(rows.train_idx):,} rows, validating on {len(rows.val_idx):,}, "
+        f"{recipe.epochs} epochs, batch {recipe.batch_size}"
+    )
     backup_dir = out / ".backup"
     fitted = _fit(keras, tf, recipe, rows, backup_dir, verbose, progress)
     model_path = _write_artifacts(fitted, rows, out)
