@@ -19,8 +19,9 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from mnist_onnx.runtime.bf16_gate import evaluate_bf16
 from mnist_onnx.runtime.openvino import OpenVINOConfig, create_openvino_session
-from mnist_onnx.runtime.tuning import evaluate_bf16, machine_id
+from mnist_onnx.runtime.tuning import machine_id
 
 
 def _probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ import onnxruntime as ort
 import pytest
 
 from mnist_onnx.errors import MissingExtraError, MnistOnnxError
+from mnist_onnx.runtime import bf16_gate, tuning
 from mnist_onnx.runtime import openvino as ov
-from mnist_onnx.runtime import tuning
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 
 BUNDLED = Path(__file__).resolve().parents[1] / "mnist_onnx" / "runtime" / "bundled"
@@ -150,7 +150,7 @@ def test_bf16_gate_on_the_bundled_model(tmp_path: Path, sample: tuple[np.ndarray
     images, labels = sample
     cache = tuning.TuneCache(tmp_path)
     key = tuning.TrialKey("bf16-gate", "bundled-fp32")
-    report = tuning.bf16_gate(
+    report = bf16_gate.bf16_gate(
         key,
         lambda: _predict(_session("digit_cnn.onnx", None)),
         lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
@@ -163,7 +163,7 @@ def test_bf16_gate_on_the_bundled_model(tmp_path: Path, sample: tuple[np.ndarray
     assert 0 < report.max_abs_diff < 0.1  # bf16 really ran: probabilities moved, labels held
     # Forced thresholds no real model can meet: refused, with the figures.
     with pytest.raises(Exception, match=r"bf16 refused .*agreement 100\.000% \(0 differ; needed >= 150\.0%\)"):
-        tuning.bf16_gate(
+        bf16_gate.bf16_gate(
             key,
             lambda: _predict(_session("digit_cnn.onnx", None)),
             lambda: _predict(_session("digit_cnn.onnx", ov.OpenVINOConfig("bf16"))),
@@ -363,11 +363,11 @@ def test_bf16_precision_passes_its_gate_or_is_refused_with_figures(
     with pytest.raises(Exception, match="precision bf16 runs on OpenVINO"):
         DigitClassifier(precision="bf16", providers="cpu")  # type: ignore[arg-type]
     # Thresholds no model can meet: refused with the figures, CLI exit code 3.
-    monkeypatch.setattr(tuning, "BF16_MIN_AGREEMENT", 1.01)
+    monkeypatch.setattr(bf16_gate, "BF16_MIN_AGREEMENT", 1.01)
     from mnist_onnx.runtime import acceleration
 
     monkeypatch.setattr(acceleration, "_verified", set())
-    assert main(["predict", "--precision", "bf16", "-q"]) == 3
+    assert main(["predict", "--precision", "bf16", "-q", "--out", "-"]) == 3
     err = capsys.readouterr().err
     assert "bf16 refused" in err and "agreement 100.000%" in err and "needed >= 101.0%" in err
 
@@ -400,7 +400,7 @@ def test_cli_without_the_plugin_names_the_extra(
     monkeypatch.setenv(acceleration.AUTO_MEASURE_ENV, "1")
     monkeypatch.setattr(ov, "_device", None)
     monkeypatch.setattr(ov, "_failure", MissingExtraError("openvino", ov.PLUGIN_DISTRIBUTION))
-    assert main(["predict", "--provider", "openvino", "-q"]) == 4
+    assert main(["predict", "--provider", "openvino", "-q", "--out", "-"]) == 4
     assert "pip install 'mnist-onnx[openvino]'" in capsys.readouterr().err
     # auto quietly stays on the CPU provider when the plugin is missing.
     from mnist_onnx.runtime.predictor import DigitClassifier

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_onnx.errors import GateError, MnistOnnxError
-from mnist_onnx.runtime import tuning
+from mnist_onnx.runtime import bf16_gate, tuning
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.tuning import TrialKey, TuneCache
 
@@ -194,12 +194,12 @@ def test_evaluate_bf16_counts_disagreements_and_accuracy_drop() -> None:
     fp32 = np.eye(10, dtype=np.float32)[labels]
     bf16 = fp32.copy()
     bf16[:3] = np.eye(10, dtype=np.float32)[(labels[:3] + 1) % 10]  # 3 of 1,000 now wrong
-    report = tuning.evaluate_bf16(fp32, bf16, labels, evaluation="toy")
+    report = bf16_gate.evaluate_bf16(fp32, bf16, labels, evaluation="toy")
     assert (report.disagreements, report.agreement) == (3, 0.997)
     assert report.accuracy_drop_pp == pytest.approx(0.3)
     assert not report.passed
     assert "3 differ" in report.summary()
-    assert tuning.evaluate_bf16(fp32, fp32, labels, evaluation="toy").passed
+    assert bf16_gate.evaluate_bf16(fp32, fp32, labels, evaluation="toy").passed
 
 
 def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache, digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -217,11 +217,11 @@ def test_bf16_gate_refusal_is_cached_with_its_figures(cache: TuneCache, digits: 
 
     key = _key(purpose="bf16-gate", batch_size=0)
     with pytest.raises(GateError, match=r"bf16 refused .*agreement .*accuracy"):
-        tuning.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
+        bf16_gate.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
     with pytest.raises(GateError, match="bf16 refused"):
-        tuning.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
+        bf16_gate.bf16_gate(key, exact, wrong, images, labels, evaluation="sample", cache=cache)
     assert len(wrong_builds) == 1  # the second verdict came from the cache
-    passed = tuning.bf16_gate(key, exact, exact, images, labels, evaluation="sample", cache=cache, remeasure=True)
+    passed = bf16_gate.bf16_gate(key, exact, exact, images, labels, evaluation="sample", cache=cache, remeasure=True)
     assert passed.passed and passed.agreement == 1.0
 
 

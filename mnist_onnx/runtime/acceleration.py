@@ -11,7 +11,7 @@
   created: its labels on the 1,000 bundled held-out digits must equal the CPU
   provider's (:func:`check_label_parity`).
 * ``precision="bf16"`` (fp32 model, bf16 compute in OpenVINO) passes the bf16
-  gate on the same digits first (:func:`mnist_onnx.runtime.tuning.bf16_gate`).
+  gate on the same digits first (:func:`mnist_onnx.runtime.bf16_gate.bf16_gate`).
 
 The functions take factories of predict functions, so this module needs
 nothing from the classifier and the classifier can import it.
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProviderError, ProviderFallbackWarning
-from . import tuning
+from . import bf16_gate, tuning
 from .openvino import OPENVINO, openvino_available, padded_size, plugin_installed, supports_bf16
 
 __all__ = [
@@ -230,11 +230,11 @@ def gate_bf16(
     cache: tuning.TuneCache | None = None,
     min_agreement: float | None = None,
     max_accuracy_drop_pp: float | None = None,
-) -> tuning.Bf16Report:
+) -> bf16_gate.Bf16Report:
     """Pass bf16 compute for this model on the bundled held-out digits (cached), or refuse it.
 
-    Thresholds default to :data:`~.tuning.BF16_MIN_AGREEMENT` and
-    :data:`~.tuning.BF16_MAX_ACCURACY_DROP_PP`, read when called.
+    Thresholds default to :data:`~.bf16_gate.BF16_MIN_AGREEMENT` and
+    :data:`~.bf16_gate.BF16_MAX_ACCURACY_DROP_PP`, read when called.
 
     Raises:
         ProviderError: If this CPU has no bf16 compute or OpenVINO is unavailable.
@@ -251,7 +251,7 @@ def gate_bf16(
         )
     images, labels, sample_name = sample_digits()
     key = tuning.TrialKey("bf16-gate", sha256)
-    return tuning.bf16_gate(
+    return bf16_gate.bf16_gate(
         key,
         fp32,
         bf16,
@@ -260,9 +260,9 @@ def gate_bf16(
         evaluation=sample_name,
         cache=cache,
         remeasure=remeasure,
-        min_agreement=tuning.BF16_MIN_AGREEMENT if min_agreement is None else min_agreement,
+        min_agreement=bf16_gate.BF16_MIN_AGREEMENT if min_agreement is None else min_agreement,
         max_accuracy_drop_pp=(
-            tuning.BF16_MAX_ACCURACY_DROP_PP if max_accuracy_drop_pp is None else max_accuracy_drop_pp
+            bf16_gate.BF16_MAX_ACCURACY_DROP_PP if max_accuracy_drop_pp is None else max_accuracy_drop_pp
         ),
     )
 

@@ -15,7 +15,7 @@ With ``INFERENCE_PRECISION_HINT`` ``f32`` (the default here) they stay within
 1.2e-6 and 2.6e-6.  OpenVINO's own ``precision`` provider option had no
 effect in that measurement; only the ``load_config`` property does.  bf16 is
 opt-in (``precision="bf16"``) behind the accuracy gate in
-:mod:`mnist_onnx.runtime.tuning`.
+:mod:`mnist_onnx.runtime.bf16_gate`.
 """
 
 from __future__ import annotations
