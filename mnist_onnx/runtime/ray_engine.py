@@ -84,7 +84,9 @@ class DigitBatchPredictor:
         batch_size: Images per onnxruntime call (a Ray batch may hold many);
             None uses the default of the provider in use (16 on the CPU, 1,024 on CUDA).
         proba: Also add ``p<label>`` for each class and ``confidence``.
-        pixel_scale, normalize, output: The model's input contract, as for
+        pixel_scale: The model's input scale, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        normalize: The model's ``(mean, std)``, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        output: The model output holding the class scores, as for
             :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
 
     Raises:
@@ -244,8 +246,8 @@ def predict_csv_files(
         gpus_per_worker: GPUs each actor asks Ray for.
         address: A Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
         ray_init_options: More keyword arguments for ``ray.init`` when this call starts Ray.
-        pixel_scale, normalize: The model's input contract, as for
-            :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        pixel_scale: The model's input scale, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        normalize: The model's ``(mean, std)``, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
         output_name: The model output holding the class scores (``output=`` of
             :class:`~mnist_onnx.runtime.predictor.DigitClassifier`).
 
