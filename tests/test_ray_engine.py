@@ -342,21 +342,21 @@ def test_batch_predictor_rejects_bad_pixel_columns(predictor, holdout_sample, ch
 
 def test_rows_in_any_order_come_back_in_input_order(predictor, holdout_sample, tmp_path):
     """Blocks arrive in whatever order Ray's workers finish; the driver restores file and row order."""
-    from mnist_onnx.runtime.ray_engine import _block, _split_by_file
+    from mnist_onnx.runtime._ray_rows import row_block, split_by_file
 
     batch = read_kaggle_csv(holdout_sample)
     pixels = batch.images.reshape(len(batch), -1)
     files = [tmp_path / "a.csv", tmp_path / "b.csv"]
     blocks = [
-        _block(0, 0, pixels[0:300], batch.labels[0:300], ""),
-        _block(0, 300, pixels[300:600], batch.labels[300:600], ""),
-        _block(1, 0, pixels[600:1000], batch.labels[600:1000], ""),
+        row_block(0, 0, pixels[0:300], batch.labels[0:300], ""),
+        row_block(0, 300, pixels[300:600], batch.labels[300:600], ""),
+        row_block(1, 0, pixels[600:1000], batch.labels[600:1000], ""),
     ]
     scored = [predictor(block) for block in blocks]
     columns = {name: np.concatenate([part[name] for part in scored]) for name in scored[0]}
     shuffle = np.random.default_rng(0).permutation(1000)
 
-    results = _split_by_file(files, {name: values[shuffle] for name, values in columns.items()})
+    results = split_by_file(files, {name: values[shuffle] for name, values in columns.items()})
     per_file, truth = results.per_file, results.truth
 
     assert results.errors == []
@@ -381,24 +381,24 @@ def test_workers_get_the_default_batch_of_their_provider():
 
 def test_evaluation_uses_the_model_labels_not_ten_digits(holdout_sample):
     """The driver scores Ray's labels as DigitClassifier.predict_csv does, for any class labels with the digits."""
-    from mnist_onnx.runtime.ray_engine import _evaluation
+    from mnist_onnx.runtime._ray_rows import evaluate
 
     truth = read_kaggle_csv(holdout_sample).labels.astype(np.int16)
     predicted = truth.astype(np.int64).copy()
     predicted[:7] = (predicted[:7] + 1) % 10
-    digits = _evaluation(truth, predicted, tuple(range(10)))
+    digits = evaluate(truth, predicted, tuple(range(10)))
     assert digits is not None and digits.correct == len(truth) - 7 and digits.confusion.shape == (10, 10)
     # Eleven classes (the digits and a "not a digit" class): a 11x11 matrix, the same count.
-    eleven = _evaluation(truth, predicted, (*range(10), "other"))
+    eleven = evaluate(truth, predicted, (*range(10), "other"))
     assert eleven is not None and eleven.correct == digits.correct and eleven.confusion.shape == (11, 11)
     # Labels in another order: each digit is scored against its own column.
     reversed_labels = tuple(range(9, -1, -1))
-    shuffled = _evaluation(truth, predicted, reversed_labels)
+    shuffled = evaluate(truth, predicted, reversed_labels)
     assert shuffled is not None and shuffled.correct == digits.correct
     assert shuffled.confusion_frame().loc[3, 3] == digits.confusion_frame().loc[3, 3]
     # A file without labels, or labels that lack a digit: no evaluation.
-    assert _evaluation(np.full(5, -1, np.int16), predicted[:5], tuple(range(10))) is None
-    assert _evaluation(truth, predicted % 2, (0, 1)) is None
+    assert evaluate(np.full(5, -1, np.int16), predicted[:5], tuple(range(10))) is None
+    assert evaluate(truth, predicted % 2, (0, 1)) is None
 
 
 # -- planning and arguments (no Ray needed) ------------------------------------------

@@ -45,12 +45,13 @@ import pandas as pd
 
 from .._extras import require
 from ..errors import CsvFilesError, CsvFormatError, MnistOnnxError
+from ._ray_rows import FILE_INDEX, evaluate, row_block, split_by_file, write_per_file
 from ._types import ModelInput, PathLike, Precision, Providers, check_precision
 from .kaggle_csv import DEFAULT_CHUNK_ROWS, PIXEL_COLUMNS, iter_kaggle_csv
 from .model_source import load_model
 from .predictor import DigitClassifier
-from .ray_plan import ResourcePlan, checked_destinations, expand_csv_paths, per_file_output, plan_resources
-from .results import NO_LABEL, Evaluation, LabelScorer, RunInfo, probability_columns, write_csv
+from .ray_plan import ResourcePlan, checked_destinations, expand_csv_paths, plan_resources
+from .results import RunInfo, probability_columns, write_csv
 
 __all__ = [
     "DigitBatchPredictor",
@@ -62,8 +63,6 @@ __all__ = [
 ]
 
 _PIXELS = frozenset(PIXEL_COLUMNS)
-# Columns the reader adds beside the pixels; they pass through the predictor.
-_FILE, _ROW, _TRUTH, _ERROR = "file_index", "row", "label", "error"
 
 
 class DigitBatchPredictor:
@@ -85,7 +84,9 @@ class DigitBatchPredictor:
         batch_size: Images per onnxruntime call (a Ray batch may hold many);
             None uses the default of the provider in use (16 on the CPU, 1,024 on CUDA).
         proba: Also add ``p<label>`` for each class and ``confidence``.
-        pixel_scale, normalize, output: The model's input contract, as for
+        pixel_scale: The model's input scale, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        normalize: The model's ``(mean, std)``, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        output: The model output holding the class scores, as for
             :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
 
     Raises:
@@ -184,29 +185,15 @@ def _read_files(batch: dict[str, np.ndarray], *, chunk_rows: int) -> Iterator[di
     A malformed file ends with one marker row whose ``error`` column holds the
     :class:`CsvFormatError` as JSON; rows read before the error are dropped by the driver.
     """
-    for file_index, path in zip(batch[_FILE], batch["path"], strict=True):
+    for file_index, path in zip(batch[FILE_INDEX], batch["path"], strict=True):
         try:
             for chunk in iter_kaggle_csv(path, chunk_rows=chunk_rows):
-                yield _block(int(file_index), chunk.first_row, chunk.images.reshape(len(chunk), -1), chunk.labels, "")
+                yield row_block(
+                    int(file_index), chunk.first_row, chunk.images.reshape(len(chunk), -1), chunk.labels, ""
+                )
         except CsvFormatError as exc:
             problem = json.dumps({"line": exc.line, "column": exc.column, "problem": exc.problem})
-            yield _block(int(file_index), -1, np.zeros((1, len(PIXEL_COLUMNS)), np.uint8), None, problem)
-
-
-def _block(
-    file_index: int, first_row: int, pixels: np.ndarray, labels: np.ndarray | None, error: str
-) -> dict[str, np.ndarray]:
-    rows = len(pixels)
-    # Column-major, so each pixel column is one contiguous run for Arrow to copy.
-    by_column = np.asfortranarray(pixels)
-    block: dict[str, np.ndarray] = {
-        _FILE: np.full(rows, file_index, dtype=np.int32),
-        _ROW: np.arange(first_row, first_row + rows, dtype=np.int64),
-        _TRUTH: (np.full(rows, NO_LABEL, dtype=np.int16) if labels is None else labels.astype(np.int16)),
-        _ERROR: np.full(rows, error, dtype=object),
-    }
-    block.update({name: by_column[:, j] for j, name in enumerate(PIXEL_COLUMNS)})
-    return block
+            yield row_block(int(file_index), -1, np.zeros((1, len(PIXEL_COLUMNS)), np.uint8), None, problem)
 
 
 def predict_csv_files(
@@ -259,8 +246,8 @@ def predict_csv_files(
         gpus_per_worker: GPUs each actor asks Ray for.
         address: A Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
         ray_init_options: More keyword arguments for ``ray.init`` when this call starts Ray.
-        pixel_scale, normalize: The model's input contract, as for
-            :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        pixel_scale: The model's input scale, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
+        normalize: The model's ``(mean, std)``, as for :class:`~mnist_onnx.runtime.predictor.DigitClassifier`.
         output_name: The model output holding the class scores (``output=`` of
             :class:`~mnist_onnx.runtime.predictor.DigitClassifier`).
 
@@ -309,8 +296,8 @@ def predict_csv_files(
         address=address,
         ray_init_options=ray_init_options,
     )
-    results = _split_by_file(files, pool.columns)
-    written = _write_per_file(results, out_dir)
+    results = split_by_file(files, pool.columns)
+    written = write_per_file(results, out_dir)
     if results.errors:
         raise CsvFilesError(results.errors, written, scored=len(results.per_file))
 
@@ -323,7 +310,7 @@ def predict_csv_files(
         providers=pool.providers,
         rows=len(combined),
         seconds=time.perf_counter() - started_at,
-        evaluation=_evaluation(results.truth, combined["Label"].to_numpy(), pool.class_labels),
+        evaluation=evaluate(results.truth, combined["Label"].to_numpy(), pool.class_labels),
     )
     combined.attrs.update(run.as_attrs())
     combined.attrs.update(
@@ -409,17 +396,6 @@ def _score_on_ray(
     )
 
 
-def _write_per_file(results: _FileResults, out_dir: Path | None) -> list[Path]:
-    """Write each good file's predictions to ``out_dir`` (when given); return what was written."""
-    written: list[Path] = []
-    if out_dir is not None:
-        for path, frame in results.per_file.items():
-            destination = per_file_output(path, out_dir)
-            write_csv(frame, destination)
-            written.append(destination)
-    return written
-
-
 def _build_dataset(
     ray: Any,
     files: list[Path],
@@ -431,7 +407,7 @@ def _build_dataset(
     **settings: Any,
 ) -> Any:
     """The Ray Dataset that reads the files in tasks and scores them on the actor pool."""
-    items = [{_FILE: i, "path": str(path)} for i, path in enumerate(files)]
+    items = [{FILE_INDEX: i, "path": str(path)} for i, path in enumerate(files)]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     # Reading is a task stage of its own, not fused into the actors (see plan_resources).
     dataset = dataset.map_batches(
@@ -482,59 +458,3 @@ def _our_error(exc: BaseException) -> MnistOnnxError | None:
         else:
             current = current.__cause__ or current.__context__
     return None
-
-
-@dataclass(frozen=True)
-class _FileResults:
-    """Ray's rows put back in input order and split by file.
-
-    Attributes:
-        errors: The error of each bad file, in input order.
-        per_file: The predictions of each good file in row order (``ImageId`` 1-based).
-        truth: The label column of the good files' rows in input order (:data:`NO_LABEL` where a file has none).
-    """
-
-    errors: list[CsvFormatError]
-    per_file: dict[Path, pd.DataFrame]
-    truth: np.ndarray
-
-
-def _split_by_file(files: list[Path], columns: dict[str, np.ndarray]) -> _FileResults:
-    """Put Ray's rows back in input order and split them by file."""
-    # Ray returns blocks in whatever order the workers finish them.
-    order = np.lexsort((columns[_ROW], columns[_FILE]))
-    file_index = columns[_FILE][order]
-    bounds = np.searchsorted(file_index, np.arange(len(files) + 1))
-    failed = {int(columns[_FILE][j]): json.loads(columns[_ERROR][j]) for j in np.flatnonzero(columns[_ROW] < 0)}
-    outputs = [name for name in columns if name not in (_FILE, _ROW, _TRUTH, _ERROR)]
-    errors: list[CsvFormatError] = []
-    per_file: dict[Path, pd.DataFrame] = {}
-    kept: list[np.ndarray] = []
-    for i, path in enumerate(files):
-        if i in failed:
-            errors.append(CsvFormatError(str(path), failed[i]["line"], failed[i]["column"], failed[i]["problem"]))
-            continue
-        rows = order[bounds[i] : bounds[i + 1]]
-        if not np.array_equal(columns[_ROW][rows], np.arange(len(rows))):
-            raise RuntimeError(f"{path}: Ray returned rows out of sequence")  # a bug, not bad input
-        frame = {"ImageId": np.arange(1, len(rows) + 1, dtype=np.int64)}
-        frame.update({name: columns[name][rows] for name in outputs})
-        per_file[path] = pd.DataFrame(frame)
-        kept.append(rows)
-    truth = columns[_TRUTH][np.concatenate(kept)] if kept else np.empty(0, np.int16)
-    return _FileResults(errors=errors, per_file=per_file, truth=truth)
-
-
-def _evaluation(truth: np.ndarray, predicted: np.ndarray, class_labels: tuple[Any, ...]) -> Evaluation | None:
-    """Accuracy and confusion matrix when every row has a label (as ``DigitClassifier.predict_csv`` scores).
-
-    Args:
-        truth: The files' labels (int16, :data:`NO_LABEL` where none).
-        predicted: The predicted labels (values of ``class_labels``).
-        class_labels: The model's class labels.
-    """
-    column = {label: j for j, label in enumerate(class_labels)}
-    indices = np.fromiter((column[label] for label in predicted.tolist()), dtype=np.int64, count=len(predicted))
-    scorer = LabelScorer(class_labels)
-    scorer.add(truth, indices)
-    return scorer.evaluation()
