@@ -289,13 +289,15 @@ def test_invert_is_refused_by_the_ray_engine(parts, capsys):
 
 
 @pytest.mark.parametrize("arguments", [["IMAGE"], ["CSV", "--report", "sheet"], ["CSV", "--no-preprocess"]])
-def test_images_and_image_options_are_refused_before_ray_starts(parts, arguments, capsys):
+def test_images_and_image_options_are_refused_before_ray_starts(parts, arguments, capsys, tmp_path):
     # They used to start Ray, then fail the image as a bad CSV ("the other 0 files were scored"), or be ignored.
     image = REPO / "tests" / "data" / "images" / "mnist_0000_3.png"
     arguments = [str(image) if a == "IMAGE" else str(parts[0]) if a == "CSV" else a for a in arguments]
-    assert main(["predict", *arguments, "--engine", "ray", "-q"]) == EXIT_ERROR
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", *arguments, "--engine", "ray", "-q", "--out", str(out)]) == EXIT_ERROR
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "drop --engine ray" in line
+    assert not out.exists()
 
 
 # -- the batch callable (no Ray needed) ----------------------------------------------
