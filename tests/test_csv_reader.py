@@ -258,12 +258,12 @@ def _pandas_reading(data: bytes, columns: int) -> np.ndarray | None:
 
 
 def test_fast_path_takes_the_common_spellings() -> None:
-    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+    from mnist_onnx.runtime.csv_parse import parse_plain
 
     expected = np.array([[0, 7, 255], [10, 99, 100]], dtype=np.uint8)
     for newline in ("\n", "\r\n"):
         for text in ("0,7,255{n}10,99,100{n}", "000,007,255{n}10,099,100{n}"):
-            got = _parse_plain(text.format(n=newline).encode(), 3)
+            got = parse_plain(text.format(n=newline).encode(), 3)
             assert got is not None, (text, newline)
             np.testing.assert_array_equal(got, expected)
 
@@ -292,9 +292,9 @@ def test_fast_path_takes_the_common_spellings() -> None:
 )
 def test_fast_path_declines_every_other_spelling(text: str) -> None:
     # Declined blocks go to pandas (and to the line-by-line scan when pandas fails too).
-    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+    from mnist_onnx.runtime.csv_parse import parse_plain
 
-    assert _parse_plain(text.encode(), 3) is None
+    assert parse_plain(text.encode(), 3) is None
 
 
 hypothesis = pytest.importorskip("hypothesis", reason="needs the 'test' extra: pip install 'mnist-onnx[test]'")
@@ -315,10 +315,10 @@ _CELL = st.one_of(
 )
 def test_fast_path_agrees_with_pandas_or_declines(rows, newline) -> None:
     """Whenever the numpy path returns values, pandas reads the same bytes as the same integers."""
-    from mnist_onnx.runtime.kaggle_csv import _parse_plain
+    from mnist_onnx.runtime.csv_parse import parse_plain
 
     data = "".join(",".join(r) + newline for r in rows).encode()
-    got = _parse_plain(data, 3)
+    got = parse_plain(data, 3)
     if got is not None:
         expected = _pandas_reading(data, 3)
         assert expected is not None, data

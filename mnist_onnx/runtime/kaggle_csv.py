@@ -17,7 +17,7 @@ C parser on the whole file and 0.36-0.43 s for it in 4,096-row chunks
 pandas' C parser straight to uint8 (which beat the C parser to int64, 0.42 s,
 and the pyarrow engine, 0.78 s).  If that fails too, a strict line-by-line scan
 finds the first bad cell, so the error names the file, the 1-based line (the
-header is line 1) and the column.
+header is line 1) and the column.  The two block parsers live in :mod:`.csv_parse`.
 
 The other common MNIST CSV, without a header row (label first and 784 pixels,
 or 784 pixels), is recognised from its first line and read the same way, with
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 import os
 import re
@@ -44,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CsvFormatError
+from .csv_parse import parse_pandas, parse_plain
 from .csv_sniff import headerless_layout, other_pixel_header, separator_problem
 
 __all__ = ["PIXEL_COLUMNS", "DigitBatch", "KaggleCsvInfo", "inspect_kaggle_csv", "read_kaggle_csv", "iter_kaggle_csv"]
@@ -278,7 +278,6 @@ def _diagnose(info: KaggleCsvInfo, fallback: str) -> CsvFormatError:
 # Every data row has 784 (test) or 785 (train) fields of at least one character,
 # each followed by a separator, so no row is shorter than this many bytes.
 _MIN_ROW_BYTES = 2 * len(PIXEL_COLUMNS)
-_COMMA, _LF, _CR = 44, 10, 13
 
 
 def raw_blocks(info: KaggleCsvInfo, rows: int) -> Iterator[bytes]:
@@ -315,73 +314,6 @@ def raw_blocks(info: KaggleCsvInfo, rows: int) -> Iterator[bytes]:
         yield rest + b"\n"
 
 
-def _parse_plain(data: bytes, columns: int) -> np.ndarray | None:
-    """Parse the common spelling fast: fields of 1-3 ASCII digits, ',' between, LF or CRLF after each row.
-
-    Returns the (rows, columns) uint8 values, or None when the block is spelt
-    any other way (pandas then parses it).  Everything here is numpy on whole
-    arrays, which releases the GIL, so blocks parse in parallel with inference.
-    Measured on test.csv (2-core dev machine, 2 MB blocks): 0.21 s, against
-    0.36-0.43 s for pandas' C parser in 4,096-row chunks and 0.23 s for it on
-    the whole file at once (``python benchmarks/csv_parse_speed.py``).
-    """
-    a = np.frombuffer(data, dtype=np.uint8)
-    if a.size < 2 or a[-1] != _LF:
-        return None
-    digits = a - np.uint8(48)  # wraps around: every non-digit byte becomes >= 10
-    ends = np.flatnonzero(digits >= 10)  # each field ends at its separator
-    crlf = a[-2] == _CR
-    width = columns + 1 if crlf else columns  # with CRLF, "\n" ends an empty extra field
-    if ends.size == 0 or ends.size % width:
-        return None
-    kinds = a[ends].reshape(-1, width)
-    if crlf:
-        if not ((kinds[:, :-2] == _COMMA).all() and (kinds[:, -2] == _CR).all() and (kinds[:, -1] == _LF).all()):
-            return None
-    elif not ((kinds[:, :-1] == _COMMA).all() and (kinds[:, -1] == _LF).all()):
-        return None
-    lengths = (np.diff(ends, prepend=-1) - 1).reshape(-1, width)[:, :columns]
-    ends = ends.reshape(-1, width)[:, :columns]
-    if lengths.min() < 1 or lengths.max() > 3:
-        return None
-    # Index -1 or -2 can only come up where the length mask zeroes the digit.
-    values = digits[ends - 1].astype(np.uint16)
-    values += digits[ends - 2] * (lengths >= 2).astype(np.uint16) * np.uint16(10)
-    values += digits[ends - 3] * (lengths >= 3).astype(np.uint16) * np.uint16(100)
-    if values.max() > 255:
-        return None
-    return values.astype(np.uint8)
-
-
-def _parse_pandas(data: bytes, info: KaggleCsvInfo, columns: int) -> np.ndarray:
-    """Any other spelling pandas accepts (quotes, padding, ``12.0``, blank lines...)."""
-    if not data.strip(b"\r\n"):
-        return np.empty((0, columns), dtype=np.uint8)  # blank lines only
-    # float64, then checked here: pandas 3.0.6 casts "256" or "-4" to uint8 without an error
-    # (seen on the GPU machine; pandas 3.1.1 raises), so the range check cannot be left to it.
-    frame = pd.read_csv(
-        io.BytesIO(data),
-        engine="c",
-        dtype=np.float64,
-        header=None,
-        encoding="utf-8",
-        skip_blank_lines=True,
-        memory_map=False,
-    )
-    if not isinstance(frame.index, pd.RangeIndex) or frame.shape[1] != columns:
-        # pandas turns a surplus leading field into the index instead of failing.
-        raise ValueError(f"rows with {frame.shape[1]} fields, expected {columns}")
-    values = frame.to_numpy(dtype=np.float64, copy=False)
-    if values.size and not (
-        np.isfinite(values).all()
-        and (values >= 0).all()
-        and (values <= 255).all()
-        and (values == np.floor(values)).all()
-    ):
-        raise ValueError("a cell is not an integer 0-255")
-    return values.astype(np.uint8)
-
-
 def parse_block(info: KaggleCsvInfo, data: bytes) -> DigitBatch:
     """Turn a block from :func:`raw_blocks` into a :class:`DigitBatch` (``first_row`` 0: callers number the rows).
 
@@ -391,9 +323,9 @@ def parse_block(info: KaggleCsvInfo, data: bytes) -> DigitBatch:
     """
     columns = len(PIXEL_COLUMNS) + (1 if info.has_labels else 0)
     try:
-        values = _parse_plain(data, columns)
+        values = parse_plain(data, columns)
         if values is None:
-            values = _parse_pandas(data, info, columns)
+            values = parse_pandas(data, columns)
         if info.has_labels:
             labels = np.ascontiguousarray(values[:, 0])
             if labels.size and labels.max() > 9:
