@@ -58,12 +58,6 @@ def check_before_reading(csv_path: Path, *, out: str | None, labels: str | None,
     from .kaggle_csv import inspect_kaggle_csv
 
     refuse_output_over_input(out, [csv_path, *([labels] if labels else [])])
-    if report:
-        from .._plot import require_matplotlib
-
-        require_matplotlib()
-        if Path(report).exists() and not Path(report).is_dir():
-            raise MnistOnnxError(f"--report {report}: is a file, expected a folder")
     if labels or report:
         has_labels = inspect_kaggle_csv(csv_path).has_labels  # the header only
         if labels and has_labels:
@@ -75,6 +69,12 @@ def check_before_reading(csv_path: Path, *, out: str | None, labels: str | None,
                 "--report shows the confusion matrix and the misread digits, so it needs labels: "
                 "a label column in the CSV, or --labels ANSWERS.csv"
             )
+    if report:  # after the user errors above, which need no extra to be told
+        from .._plot import require_matplotlib
+
+        require_matplotlib()
+        if Path(report).exists() and not Path(report).is_dir():
+            raise MnistOnnxError(f"--report {report}: is a file, expected a folder")
     return Checked(answers=read_answers(labels) if labels else None)
 
 
