@@ -4,18 +4,16 @@
 service predicting request after request must not rebuild it);
 :func:`predict_csv` is the one-call form.  Neither imports TensorFlow, tf2onnx
 or onnx.  What the model takes and gives is read by :mod:`.contract`; the
-session comes from :mod:`.session`; frames, scoring and the CSV writer are in
-:mod:`.results`.
+session comes from :mod:`.session`; reading and scoring a CSV is in
+:mod:`.csv_predict`; frames, scoring and the CSV writer are in :mod:`.results`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -25,8 +23,8 @@ import onnxruntime as ort
 import pandas as pd
 
 from ..errors import MnistOnnxError, ModelError
-from . import acceleration
-from ._pipeline import batch_slices, ordered_map, prefetched
+from . import acceleration, csv_predict
+from ._pipeline import batch_slices
 from ._types import ModelInput, PathLike, Precision, Providers, check_batch_size, check_precision
 from .contract import (
     ModelContract,
@@ -41,26 +39,16 @@ from .contract import (
 )
 from .contract_check import InvertedDigitsWarning, check_at_load, count_bright_borders, inverted_message
 from .defaults import (
-    BLOCKS_IN_FLIGHT_PER_WORKER,
-    CSV_BLOCK_ROWS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CUDA_BATCH_SIZE,
     DEFAULT_OPENVINO_BATCH_SIZE,
     MIN_IMAGES_PER_WORKER,
     physical_cores,
 )
-from .kaggle_csv import (
-    DEFAULT_CHUNK_ROWS,
-    DigitBatch,
-    KaggleCsvInfo,
-    inspect_kaggle_csv,
-    iter_kaggle_csv,
-    parse_block,
-    raw_blocks,
-)
+from .kaggle_csv import DEFAULT_CHUNK_ROWS
 from .model_source import first_line, load_model
 from .openvino import OPENVINO, OpenVINOConfig, run_padded
-from .results import Evaluation, RunInfo, Scored, collect_scored, prediction_frame
+from .results import Evaluation
 from .session import CPU, CUDA, create_session
 
 __all__ = ["DigitClassifier", "Evaluation", "ModelContract", "predict_csv", "batch_slices", "DEFAULT_BATCH_SIZE"]
@@ -343,64 +331,22 @@ class DigitClassifier:
             CsvFormatError: If the CSV is malformed (names the file, line and column).
             MnistOnnxError: If ``output`` cannot be written.
         """
-        size = self._batch_size(batch_size)
-        started = time.perf_counter()
-        if chunk_rows < 1:
-            raise MnistOnnxError(f"expected chunk_rows to be at least 1, got {chunk_rows}")
-        info = inspect_kaggle_csv(path)  # checks the header now
-        if invert:
-            info = dataclasses.replace(info, invert=True)
-        scored = self._score_csv(info, size, chunk_rows=chunk_rows, overlap_reading=overlap_reading)
-        totals = collect_scored(scored, info, self.class_labels, output=output, proba=proba, progress=progress)
-        frame = prediction_frame(0, totals.predicted, totals.probabilities, self.class_labels)
-        run = RunInfo(
-            model=self.model_name,
-            providers=self.providers,
-            rows=totals.rows,
-            seconds=time.perf_counter() - started,
-            evaluation=totals.evaluation,
+        return csv_predict.predict_csv(
+            self,
+            path,
+            output=output,
+            proba=proba,
+            batch_size=batch_size,
+            chunk_rows=chunk_rows,
+            overlap_reading=overlap_reading,
+            progress=progress,
+            invert=invert,
         )
-        frame.attrs.update(run.as_attrs())
-        found = inverted_message(totals.bright_borders, totals.rows, str(path))
-        frame.attrs["warnings"] = self.warnings + ([found] if found else [])
-        frame.attrs["notes"] = [f"{path}: {info.note}"] if info.note else []
-        return frame
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.model_name!r}, providers={self.providers}, "
             f"layout={self.contract.layout}, precision={self.contract.precision})"
-        )
-
-    # -- CSV phases -----------------------------------------------------------
-
-    def _score_csv(
-        self, info: KaggleCsvInfo, batch_size: int, *, chunk_rows: int, overlap_reading: bool
-    ) -> Iterator[Scored]:
-        """Phase 1: parsed batches of the file with their probabilities, in file order."""
-        if overlap_reading and self._workers > 1:
-            return self._csv_blocks_in_parallel(info, min(chunk_rows, CSV_BLOCK_ROWS), batch_size)
-        chunks: Iterable[DigitBatch] = iter_kaggle_csv(info, chunk_rows=chunk_rows)
-        if overlap_reading:
-            chunks = prefetched(chunks)
-        return ((batch, self._probabilities(batch.images, batch_size)) for batch in chunks)
-
-    def _csv_blocks_in_parallel(self, info: KaggleCsvInfo, block_rows: int, batch_size: int) -> Iterator[Scored]:
-        """Parse and predict blocks of the CSV on the worker threads; yield them in file order.
-
-        The calling thread only reads raw bytes and hands out blocks, at most
-        ``BLOCKS_IN_FLIGHT_PER_WORKER`` a worker ahead, so memory stays bounded.
-        (Tried on CUDA too, with worker threads that only parse: on an H100
-        machine no faster than one reader thread, so CUDA keeps that.)
-        """
-        session, executor = self._parallel()
-
-        def task(data: bytes) -> Scored:
-            batch = parse_block(info, data)
-            return batch, self._in_order(batch.images, batch_size, session)
-
-        return ordered_map(
-            executor, task, raw_blocks(info, block_rows), in_flight=BLOCKS_IN_FLIGHT_PER_WORKER * self._workers
         )
 
     # -- inference ----------------------------------------------------------
