@@ -29,10 +29,11 @@ def test_the_export_handler_sets_it(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # (train is checked end to end below: its handler imports TensorFlow, which takes seconds)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     missing = str(tmp_path / "missing.keras")
-    assert main(["export", missing, "--out", str(tmp_path / "out.onnx")]) == 1  # after the handler ran
+    # 1: no such model; 4: the export extra is missing (a test-extra install). Either way the handler ran.
+    assert main(["export", missing, "--out", str(tmp_path / "out.onnx")]) in (1, 4)
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
-    assert main(["export", missing, "--out", str(tmp_path / "out.onnx")]) == 1
+    assert main(["export", missing, "--out", str(tmp_path / "out.onnx")]) in (1, 4)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
 
 
