@@ -127,3 +127,24 @@ def test_progress_only_on_a_terminal_and_only_on_long_runs():
     progress(8192)
     progress.close()
     assert pipe.getvalue() == ""
+
+
+def test_cli_prints_each_load_warning_once(holdout_sample, tmp_path, capsys, monkeypatch):
+    # --provider auto's trial loads the model again, and the load-time contract check warns again there.
+    import warnings
+
+    from mnist_onnx.errors import ContractWarning
+    from mnist_onnx.runtime import predictor
+
+    real = predictor.DigitClassifier
+
+    class Twice(real):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs):
+            warnings.warn(ContractWarning("model scores 12.0%: pass --pixel-scale 1"), stacklevel=2)
+            warnings.warn(ContractWarning("model scores 12.0%: pass --pixel-scale 1"), stacklevel=2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "DigitClassifier", Twice)
+    assert main(["predict", str(holdout_sample), "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: model scores 12.0%") == 1, err

@@ -232,9 +232,10 @@ def _run_locally(args: argparse.Namespace) -> int:
             normalize=args.normalize,
             output=args.output,
         )
-    # Printed even with --quiet: a warning here means the predictions are probably wrong.
-    for warning in caught:
-        print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
+    # Printed even with --quiet: a warning here means the predictions are probably wrong.  Once each: the
+    # provider trial of --provider auto loads the model again, and the load-time check warns again there.
+    for message in dict.fromkeys(str(warning.message) for warning in caught):
+        print(f"mnist-onnx predict: warning: {message}", file=sys.stderr)
     if images:
         from .image_cli import run_images
 
@@ -356,9 +357,9 @@ def _run_on_ray(args: argparse.Namespace) -> int:
             normalize=args.normalize,
             output_name=args.output,
         )
-    for warning in caught:  # ours only (not Ray's own), printed even with --quiet as the local engine does
-        if issubclass(warning.category, (ContractWarning, ProviderFallbackWarning)):
-            print(f"mnist-onnx predict: warning: {warning.message}", file=sys.stderr)
+    ours = (ContractWarning, ProviderFallbackWarning)  # not Ray's own; printed even with --quiet, once each
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ours)):
+        print(f"mnist-onnx predict: warning: {message}", file=sys.stderr)
     emit = status_printer(quiet, stream=sys.stdout)
     if emit:
         files = frame.attrs["files"]
