@@ -40,14 +40,7 @@ from mnist_onnx.runtime.predictor import DigitClassifier
 def _rate(predict: Callable[[np.ndarray], Any], batches: list[np.ndarray], seconds: float) -> float:
     """Images per second over at least ``seconds`` (and two calls), after one untimed call."""
     predict(batches[0])
-    done, calls, started = 0, 0, time.perf_counter()
-    while True:
-        batch = batches[calls % len(batches)]
-        predict(batch)
-        done, calls = done + len(batch), calls + 1
-        elapsed = time.perf_counter() - started
-        if calls >= 2 and elapsed >= seconds:
-            return done / elapsed
+    return tuning.images_per_second(predict, batches, seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

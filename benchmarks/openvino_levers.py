@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from mnist_onnx.runtime.tuning import images_per_second
+
 OV = "OpenVINOExecutionProvider"
 LITERT_THREADS = 2
 
@@ -182,16 +184,7 @@ def time_all(
             run = runners[name]
             time.sleep(0.05)
             run(batches[0])
-            done, k, t0 = 0, 0, time.perf_counter()
-            while True:
-                x = batches[k % len(batches)]
-                run(x)
-                done += len(x)
-                k += 1
-                elapsed = time.perf_counter() - t0
-                if elapsed >= block_seconds and k >= 3:
-                    break
-            speeds[name].append(done / elapsed)
+            speeds[name].append(images_per_second(run, batches, seconds=block_seconds, min_calls=3))
     return speeds
 
 

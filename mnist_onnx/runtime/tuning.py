@@ -247,17 +247,26 @@ def measure(
         for name in names[r % len(names) :] + names[: r % len(names)]:
             predict = candidates[name]
             predict(batches[-1])
-            done, calls, started = 0, 0, time.perf_counter()
-            while True:
-                batch = batches[calls % len(batches)]
-                predict(batch)
-                done += len(batch)
-                calls += 1
-                elapsed = time.perf_counter() - started
-                if calls >= 2 and elapsed >= block_seconds:
-                    break
-            speeds[name].append(done / elapsed)
+            speeds[name].append(images_per_second(predict, batches, seconds=block_seconds))
     return {name: float(np.median(v)) for name, v in speeds.items()}
+
+
+def images_per_second(
+    predict: Callable[[np.ndarray], Any], batches: Sequence[np.ndarray], *, seconds: float, min_calls: int = 2
+) -> float:
+    """Images per second of ``predict`` called on ``batches`` in turn, for at least ``seconds`` and ``min_calls`` calls.
+
+    Only the calls are timed: warm ``predict`` up before (OpenVINO compiles on a new shape's first call).
+    """
+    done, calls, started = 0, 0, time.perf_counter()
+    while True:
+        batch = batches[calls % len(batches)]
+        predict(batch)
+        done += len(batch)
+        calls += 1
+        elapsed = time.perf_counter() - started
+        if calls >= min_calls and elapsed >= seconds:
+            return done / elapsed
 
 
 @dataclass(frozen=True)
