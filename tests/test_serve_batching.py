@@ -151,6 +151,97 @@ def test_close_finishes_queued_work(reference):
     np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(digits))
 
 
+class _ThreadRecorder:
+    """A classifier that notes which thread ran each call."""
+
+    def __init__(self, real: DigitClassifier) -> None:
+        self.real = real
+        self.threads: list[tuple[int, str]] = []
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        self.threads.append((len(images), threading.current_thread().name))
+        return self.real.predict_proba(images)
+
+
+def test_idle_small_request_is_predicted_at_once_on_the_callers_thread(reference):
+    recorder = _ThreadRecorder(reference)
+    waits: list[float] = []
+    batcher = Batcher(
+        recorder.predict_proba, max_batch_size=32, inline_max_images=4, stats=BatchStats(on_wait=waits.append)
+    )
+    digits = sample_digits(9)[0]
+
+    async def run() -> list[np.ndarray]:
+        return [
+            await batcher.predict(digits[:1]),
+            await batcher.predict(digits[1:5]),
+            await batcher.predict(digits[4:9]),
+        ]
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(answers[0], reference.predict_proba(digits[:1]))
+    np.testing.assert_array_equal(answers[1], reference.predict_proba(digits[1:5]))
+    np.testing.assert_array_equal(answers[2], reference.predict_proba(digits[4:9]))
+    me = threading.current_thread().name
+    assert recorder.threads == [(1, me), (4, me), (5, "mnist-onnx-batcher")]  # 5 > inline_max_images: queued
+    assert waits[:2] == [0.0, 0.0]
+
+
+def test_small_request_queues_while_a_batch_runs(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=32, inline_max_images=8)
+    digits = sample_digits(12)[0]
+
+    async def run() -> list[np.ndarray]:
+        gated.gate_on()
+        large = asyncio.ensure_future(batcher.predict(digits[:10]))  # over the inline limit: the worker
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        small = [asyncio.ensure_future(batcher.predict(digits[i : i + 1])) for i in (10, 11)]
+        await asyncio.sleep(0)
+        assert batcher.waiting_requests == 2  # queued behind the running batch, not run on the event loop
+        gated.release()
+        return [await large] + [await f for f in small]
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(digits))
+    assert gated.calls == [10, 2]  # the two small requests shared the next batch
+
+
+def test_idle_request_past_its_deadline_is_not_computed(reference):
+    recorder = _ThreadRecorder(reference)
+    batcher = Batcher(recorder.predict_proba, max_batch_size=8, inline_max_images=8)
+    try:
+        with pytest.raises(DeadlineExceeded):
+            asyncio.run(batcher.predict(sample_digits(1)[0], deadline=time.monotonic() - 1))
+    finally:
+        batcher.close()
+    assert recorder.threads == []
+
+
+def test_a_slow_model_never_runs_on_the_event_loop(reference):
+    class Slow:
+        class_labels = reference.class_labels
+
+        def predict_proba(self, images: np.ndarray) -> np.ndarray:
+            time.sleep(0.005)  # five times the budget: the start-up measurement must turn the fast path off
+            return reference.predict_proba(images)
+
+    app = create_app(ServeConfig(precision="int8"), classifier_factory=lambda config: Slow())
+    with TestClient(app) as client:
+        assert app.state.model.loaded.wait(120) and app.state.model.ready
+        assert app.state.model.batcher.inline_max_images == 0
+        assert client.get("/v2/health/ready").status_code == 200
+    app = create_app(ServeConfig(precision="int8", inline_max_images=3))
+    with TestClient(app):
+        assert app.state.model.loaded.wait(120) and app.state.model.batcher.inline_max_images == 3
+
+
 # -- through the app: the HTTP statuses -----------------------------------------------------------------------------
 
 
@@ -162,9 +253,9 @@ def gated_app(reference):
         holder["clf"] = GatedClassifier(reference)
         return holder["clf"]
 
-    app = create_app(
-        ServeConfig(precision="int8", max_queue=2, timeout_ms=100, max_batch_size=64), classifier_factory=factory
-    )
+    # No idle fast path: the gated first request must wait in the worker, not hold the event loop.
+    config = ServeConfig(precision="int8", max_queue=2, timeout_ms=100, max_batch_size=64, inline_max_images=0)
+    app = create_app(config, classifier_factory=factory)
     with TestClient(app) as client:
         assert app.state.model.loaded.wait(120) and app.state.model.ready
         gated = holder["clf"]

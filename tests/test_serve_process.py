@@ -165,7 +165,9 @@ _SLOW_SERVER = textwrap.dedent("""
                 time.sleep(1.0)  # slow enough that the requests are still in flight at SIGTERM
             return self.real.predict_proba(images)
 
-    run_server(ServeConfig(precision="int8", max_batch_size=2), port=int(sys.argv[1]),
+    # inline_max_images=0: every request goes through the queue the drain must empty (an idle request would
+    # otherwise run on the event loop, and one armed to sleep would hold it).
+    run_server(ServeConfig(precision="int8", max_batch_size=2, inline_max_images=0), port=int(sys.argv[1]),
                classifier_factory=lambda config: Slow())
     print("exited cleanly")
 """)

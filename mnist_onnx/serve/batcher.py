@@ -8,6 +8,13 @@ it to wait that long for company (Triton's ``max_queue_delay_microseconds``;
 0 by default, as there).  While a batch runs, new requests queue up and form the
 next batch, so the batch size adapts to the load on its own.
 
+Idle fast path: a request of at most ``inline_max_images`` images that finds
+the worker idle and nothing queued is predicted at once on the caller's thread
+(the event loop), as a per-request handler would, instead of paying two thread
+hand-offs for a batch of one.  The server sets ``inline_max_images`` from the
+model's measured warm-up (see :mod:`.model`), so only calls that take well under
+a millisecond ever hold the event loop; while one runs, nothing else can queue.
+
 A request whose deadline has passed before its first block joins a batch is
 answered with :class:`DeadlineExceeded` and never computed (once a block has
 joined a batch, the request's other blocks are computed too); a request that finds
@@ -102,6 +109,8 @@ class Batcher:
             the previous batch ran).
         max_queue: Most requests waiting; one more is refused with
             :class:`QueueFull`.
+        inline_max_images: Largest request predicted on the caller's thread
+            when the worker is idle and nothing is queued (0: never).
         stats: Metric callbacks.
 
     Raises:
@@ -115,23 +124,26 @@ class Batcher:
         max_batch_size: int,
         max_queue_delay_s: float = 0.0,
         max_queue: int = 1024,
+        inline_max_images: int = 0,
         stats: BatchStats | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0:
+        if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0 or inline_max_images < 0:
             raise ValueError(
-                f"expected max_batch_size >= 1, max_queue >= 1 and max_queue_delay_s >= 0, got "
-                f"{max_batch_size}, {max_queue} and {max_queue_delay_s}"
+                f"expected max_batch_size >= 1, max_queue >= 1, max_queue_delay_s >= 0 and inline_max_images >= 0, "
+                f"got {max_batch_size}, {max_queue}, {max_queue_delay_s} and {inline_max_images}"
             )
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue = max_queue
+        self.inline_max_images = min(inline_max_images, max_batch_size)
         self._stats = stats or BatchStats()
         self._blocks: collections.deque[_Block] = collections.deque()
         self._waiting_requests = 0
         self._queued_images = 0
         self._cond = threading.Condition()
         self._stopping = False
+        self._busy = False  # a batch (or an inline call) is being predicted
         self._thread = threading.Thread(target=self._work, name="mnist-onnx-batcher", daemon=True)
         self._thread.start()
 
@@ -178,7 +190,15 @@ class Batcher:
         return [block.future for block in blocks]
 
     async def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        """Queue ``images`` and wait for all their rows (see :meth:`submit`)."""
+        """The rows for ``images``: at once when the worker is idle and the request small, else queued.
+
+        See :meth:`submit` for the arguments and the errors; a request past its
+        deadline before it starts raises :class:`DeadlineExceeded` either way.
+        """
+        if 0 < len(images) <= self.inline_max_images:
+            scores = self._predict_inline(images, deadline)
+            if scores is not None:
+                return scores
         futures = self.submit(images, deadline)
         if len(futures) == 1:
             return await futures[0]
@@ -192,13 +212,33 @@ class Batcher:
             self._cond.notify_all()
         self._thread.join(timeout)
 
+    def _predict_inline(self, images: np.ndarray, deadline: float | None) -> np.ndarray | None:
+        """Predict on this thread if the worker is idle and nothing is queued; None otherwise."""
+        with self._cond:
+            if self._busy or self._blocks or self._stopping:
+                return None
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded("the deadline passed before the request could start; not computed")
+            self._busy = True
+        try:
+            scores = self._predict(images)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        if self._stats.on_wait:
+            self._stats.on_wait(0.0)
+        if self._stats.on_batch:
+            self._stats.on_batch(len(images))
+        return scores
+
     # -- worker thread ------------------------------------------------------
 
     def _take_batch(self) -> list[_Block] | None:
         """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
         with self._cond:
-            while not self._blocks:
-                if self._stopping:
+            while not self._blocks or self._busy:
+                if self._stopping and not self._blocks:
                     return None
                 self._cond.wait()
             if self.max_queue_delay_s > 0 and self._queued_images < self.max_batch_size and not self._stopping:
@@ -224,6 +264,7 @@ class Batcher:
                 if block.request.blocks_left == 0:
                     self._waiting_requests -= 1
             depth = self._waiting_requests
+            self._busy = True
         if self._stats.on_depth:
             self._stats.on_depth(depth)
         return batch
@@ -253,6 +294,9 @@ class Batcher:
                     live.append(block)
             if live:
                 self._run(live)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
     def _run(self, batch: list[_Block]) -> None:
         images = batch[0].images if len(batch) == 1 else np.concatenate([block.images for block in batch])

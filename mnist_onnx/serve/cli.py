@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._argtypes import positive_int
+from .._argtypes import non_negative_int, positive_int
 from .config import (
     CONFIG_ENV,
     DEFAULT_MAX_BATCH_SIZE,
@@ -169,6 +169,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         help="how long a batch may wait for more requests (default: 0, take whatever queued while the last batch ran)",
     )
     batching.add_argument(
+        "--inline-max-images",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="requests of up to N images are predicted at once when the server is idle, without the queue "
+        "(default: measured at start-up, the largest of 1-16 whose warm-up call took under a millisecond; 0: never)",
+    )
+    batching.add_argument(
         "--max-queue",
         type=positive_int,
         default=DEFAULT_MAX_QUEUE,
@@ -224,6 +232,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue=args.max_queue,
+        inline_max_images=args.inline_max_images,
         timeout_ms=args.timeout_ms,
         max_body_mb=args.max_body_mb,
         max_image_pixels=args.max_image_pixels,

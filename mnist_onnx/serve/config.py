@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_MS",
     "DEFAULT_MAX_BODY_MB",
     "DEFAULT_MIN_SAMPLE_ACCURACY",
+    "INLINE_BUDGET_MS",
     "STATIC_DIR",
     "CONFIG_ENV",
 ]
@@ -33,6 +34,10 @@ DEFAULT_MAX_BODY_MB = 8.0
 #: clients share the cores with them (single-image requests at concurrency 1
 #: and 32 were faster with spinning off in benchmarks/serve_load.py).
 DEFAULT_SPINNING = False
+#: The idle fast path (see :mod:`.batcher`) takes requests whose prediction took at most this long
+#: in the warm-up: about what parsing and answering one HTTP request costs, so holding the event
+#: loop that long at idle costs a waiting client no more than one more request would.
+INLINE_BUDGET_MS = 1.0
 #: Accuracy a model other than the bundled ones must reach on the bundled sample before the server is ready.
 DEFAULT_MIN_SAMPLE_ACCURACY = 0.98
 STATIC_DIR = Path(__file__).parent / "static"
@@ -55,6 +60,9 @@ class ServeConfig:
         max_batch_size: Most images in one batch; larger requests are split.
         max_queue_delay_ms: How long a batch may wait for more requests (0: never).
         max_queue: Requests allowed to wait; more get 503 with Retry-After.
+        inline_max_images: Largest request predicted at once on the event loop when
+            the server is idle (0: never; None: measured at start-up, the largest
+            power of two up to 16 whose warm-up call took at most ``INLINE_BUDGET_MS``).
         timeout_ms: A request not in a batch after this long gets 504 and is never computed (an
             inference request's own ``timeout`` parameter, in microseconds, replaces it).
         max_body_mb: Largest request body, in MiB; larger gets 413.
@@ -77,6 +85,7 @@ class ServeConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_queue_delay_ms: float = 0.0
     max_queue: int = DEFAULT_MAX_QUEUE
+    inline_max_images: int | None = None
     timeout_ms: float = DEFAULT_TIMEOUT_MS
     max_body_mb: float = DEFAULT_MAX_BODY_MB
     max_image_pixels: int = 64_000_000  # the runtime's MAX_IMAGE_PIXELS (a 50-megapixel photo fits)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .batcher import Batcher, BatchStats
-from .config import DEFAULT_MIN_SAMPLE_ACCURACY, ServeConfig
+from .config import DEFAULT_MIN_SAMPLE_ACCURACY, INLINE_BUDGET_MS, ServeConfig
 
 __all__ = ["ServedModel", "SAMPLE", "MODEL_CARD"]
 
@@ -86,6 +86,7 @@ class ServedModel:
         self.batcher: Batcher | None = None
         self.sha256: str | None = None
         self.sample_accuracy: float | None = None
+        self.inline_max_images = 0
         self.labels: np.ndarray = np.arange(10, dtype=np.int64)
         self.state = "loading"  # loading -> ready | failed
         self.problem = "the model is loading"
@@ -116,11 +117,13 @@ class ServedModel:
             self.labels = _int_labels(self.classifier.class_labels)
             self._warm_up()
             self.sample_accuracy = self._check_sample()
+            self.inline_max_images = self._inline_limit()
             self.batcher = Batcher(
                 self.classifier.predict_proba,
                 max_batch_size=self.config.max_batch_size,
                 max_queue_delay_s=self.config.max_queue_delay_ms / 1000.0,
                 max_queue=self.config.max_queue,
+                inline_max_images=self.inline_max_images,
                 stats=self.stats,
             )
         except Exception as exc:  # reported by /v2/health/ready and the log; the process stays live
@@ -130,11 +133,13 @@ class ServedModel:
         else:
             self.state, self.problem = "ready", ""
             _log.info(
-                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%)",
+                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%, "
+                "requests of up to %d images predicted at once when idle)",
                 self.config.name,
                 time.monotonic() - started,
                 self.sha256,
                 100 * self.sample_accuracy,
+                self.inline_max_images,
             )
         finally:
             self.loaded.set()
@@ -142,6 +147,27 @@ class ServedModel:
     def _warm_up(self) -> None:
         for n in sorted({1, min(self.config.max_batch_size, 64), self.config.max_batch_size}):
             self.classifier.predict_proba(np.zeros((n, 28, 28), dtype=np.uint8))
+
+    def _inline_limit(self) -> int:
+        """The idle fast path's limit: given, or the largest of 1, 2, 4, 8, 16 images predicted within budget.
+
+        Each size is timed three times after the warm-up (the fastest counts), so a
+        model too slow to hold the event loop, or one that blocks, never runs inline.
+        """
+        if self.config.inline_max_images is not None:
+            return self.config.inline_max_images
+        limit = 0
+        for n in (1, 2, 4, 8, 16):
+            images = np.zeros((n, 28, 28), dtype=np.uint8)
+            fastest = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                self.classifier.predict_proba(images)
+                fastest = min(fastest, time.perf_counter() - started)
+            if fastest * 1000.0 > INLINE_BUDGET_MS:
+                break
+            limit = n
+        return limit
 
     def _check_sample(self) -> float:
         from ..runtime import read_kaggle_csv
