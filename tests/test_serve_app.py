@@ -226,6 +226,12 @@ def _bad_requests():
     yield "unknown output", json.dumps({**good, "outputs": [{"name": "logits"}]}).encode(), None, "outputs[0].name"
     yield "output name a list", json.dumps({**good, "outputs": [{"name": ["label"]}]}).encode(), None, "outputs[0].name"
     yield "bad timeout", json.dumps({**good, "parameters": {"timeout": -1}}).encode(), None, "timeout"
+    twice = {**good, "outputs": [{"name": "label"}, {"name": "label"}]}
+    yield "output twice", json.dumps(twice).encode(), None, "requested twice"
+    top_label = {**good, "outputs": [{"name": "label", "parameters": {"classification": 2}}]}
+    yield "classification of label", json.dumps(top_label).encode(), None, "applies to the 'probabilities'"
+    top_zero = {**good, "outputs": [{"name": "probabilities", "parameters": {"classification": 0}}]}
+    yield "classification 0", json.dumps(top_zero).encode(), None, "classification: expected a whole number"
     header = json.dumps(
         {"inputs": [{**{k: v for k, v in tensor.items() if k != "data"}, "parameters": {"binary_data_size": 784}}]}
     ).encode()

@@ -116,6 +116,17 @@ def test_tritonclient_infer_equals_in_process(server, reference, binary):
         np.testing.assert_array_equal(result.as_numpy("probabilities"), reference.predict_proba(pixels))
         with pytest.raises(Exception, match="unknown model"):
             client.infer("other", [tensor])
+        # Triton's classification extension, as tritonclient asks for it (class_count).
+        top = [httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=3)]
+        result = client.infer("digits", [tensor], outputs=top)
+        strings = result.as_numpy("probabilities")
+        assert strings.shape == (64, 3)
+        expected = reference.predict_proba(images)
+        for row, entries in enumerate(strings.tolist()):
+            parsed = [(entry.decode() if isinstance(entry, bytes) else entry).split(":") for entry in entries]
+            indices = [int(index) for _, index in parsed]
+            assert indices == np.argsort(-expected[row], kind="stable")[:3].tolist()
+            assert [float(score) for score, _ in parsed] == pytest.approx(expected[row][indices], abs=1e-6)
     finally:
         client.close()
 

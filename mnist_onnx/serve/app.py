@@ -20,7 +20,6 @@ import contextlib
 import logging
 import re
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import Message
 
 from .. import __version__
 from ..errors import MnistOnnxError
+from ._http import Metered, TrailingSlash, UnsupportedType, json_bytes, read_body
 from .batcher import DeadlineExceeded, QueueFull, ServerStopping
 from .config import ServeConfig
 from .metrics import ServerMetrics
@@ -49,18 +49,10 @@ _log = logging.getLogger("mnist_onnx.serve")
 #: Below this top probability, /v1/predict adds a warning for the person who sent the image.
 LOW_CONFIDENCE = 0.5
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class PayloadTooLarge(BadRequest):
-    """The body is over ``--max-body-mb`` (HTTP 413)."""
-
-    status = 413
-
-
-class UnsupportedType(BadRequest):
-    """The body's content type is not one the endpoint takes (HTTP 415)."""
-
-    status = 415
+#: JSON request parts larger than this are parsed on a worker thread, so a 10 MiB tensor written as
+#: JSON (tens of milliseconds to decode) does not hold every other connection; smaller ones (one
+#: image is about 3 KB) are parsed on the event loop, which is faster than the hand-off.
+PARSE_ON_LOOP_BYTES = 64 * 1024
 
 
 class NotFound(BadRequest):
@@ -75,47 +67,6 @@ class NotReady(RuntimeError):
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(error_body(message), status_code=status, media_type="application/json", headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with :class:`PayloadTooLarge` as soon as it is known to exceed ``limit`` bytes.
-
-    A ``Content-Length`` over the limit is refused before any byte is read; a
-    streamed (chunked) body is refused at the chunk that crosses it. A gzip or
-    deflate ``Content-Encoding`` is undone, with the same limit on what it unpacks to.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body: {int(declared):,} bytes is over the limit of {limit:,} (--max-body-mb)")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes (--max-body-mb)")
-        chunks.append(chunk)
-    return _decoded(b"".join(chunks), request.headers.get("content-encoding", "").strip().lower(), limit)
-
-
-#: Content-Encoding -> zlib's wbits (tritonclient's ``request_compression_algorithm`` sends gzip or deflate).
-_ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
-
-
-def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    """``body`` with its Content-Encoding undone, refused past ``limit`` bytes (a small gzip unpacks to gigabytes)."""
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in _ENCODINGS:
-        raise UnsupportedType(f"Content-Encoding: expected gzip, deflate or none, got {encoding[:40]!r}")
-    decoder = zlib.decompressobj(_ENCODINGS[encoding])
-    try:
-        data = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"request body: not {encoding} data ({exc})") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes once decompressed (--max-body-mb)")
-    if not decoder.eof:
-        raise BadRequest(f"request body: the {encoding} data is cut short")
-    return data
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -180,7 +131,9 @@ class _Server:
         return _error(503, f"model {self.config.name!r} is not ready: {self.model.problem}")
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "mnist-onnx", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return JSONResponse(
+            {"name": "mnist-onnx", "version": __version__, "extensions": ["binary_tensor_data", "classification"]}
+        )
 
     async def model_metadata(self, request: Request) -> Response:
         self._check_model(request)
@@ -206,12 +159,16 @@ class _Server:
         batcher = self._batcher()
         arrived = time.monotonic()
         body = await read_body(request, self.config.max_body_bytes)
-        parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"))
+        header_length = request.headers.get("inference-header-content-length")
+        if json_bytes(body, header_length) > PARSE_ON_LOOP_BYTES:  # a large JSON tensor: off the event loop
+            parsed = await run_in_threadpool(parse_infer_request, body, header_length)
+        else:
+            parsed = parse_infer_request(body, header_length)
         # A request's own `timeout` parameter (microseconds, as Triton's clients send it) replaces the default.
         deadline = arrived + (parsed.timeout_s if parsed.timeout_s is not None else self.config.timeout_ms / 1000.0)
         probabilities = await batcher.predict(parsed.images, deadline)
         labels = self.model.labels[probabilities.argmax(axis=1)]
-        payload, headers = encode_infer_response(self.config.name, parsed, probabilities, labels)
+        payload, headers = encode_infer_response(self.config.name, parsed, probabilities, labels, self.model.labels)
         return Response(payload, headers=headers)
 
     async def predict(self, request: Request) -> Response:
@@ -323,43 +280,6 @@ class _Server:
         return FileResponse(path)
 
 
-class _Metered:
-    """ASGI middleware: count each HTTP request by route and status, and time it to the last byte."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: list[Route]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-        self._labels: dict[tuple[str, str], str] = {}
-
-    def _endpoint(self, scope: Scope) -> str:
-        key = (scope["method"], scope["path"])
-        label = self._labels.get(key)
-        if label is None:
-            label = next((route.path for route in self.routes if route.matches(scope)[0] is not Match.NONE), "other")
-            if len(self._labels) < 4096:  # bounded: paths with arbitrary model names are matched each time
-                self._labels[key] = label
-        return label
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            self.metrics.observe(self._endpoint(scope), status, time.perf_counter() - started)
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", None) or "error"
@@ -438,7 +358,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.model = model
     app.state.config = config
-    app.add_middleware(_Metered, metrics=metrics, routes=routes)
+    app.add_middleware(Metered, metrics=metrics, routes=routes)
+    app.add_middleware(TrailingSlash)
     return app
 
 

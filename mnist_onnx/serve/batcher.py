@@ -179,7 +179,10 @@ class Batcher:
             if self._stopping:
                 raise ServerStopping("the server is shutting down")
             if self._waiting_requests >= self.max_queue:
-                raise QueueFull(f"the queue holds {self._waiting_requests} requests (--max-queue {self.max_queue})")
+                waiting = self._waiting_requests
+                raise QueueFull(
+                    f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
+                )
             self._waiting_requests += 1
             self._queued_images += len(images)
             self._blocks.extend(blocks)

@@ -11,9 +11,16 @@ little-endian tensor bytes: the ``Inference-Header-Content-Length`` header
 gives the JSON's length and each binary input carries
 ``"parameters": {"binary_data_size": BYTES}`` instead of ``data``.  Outputs
 asked for with ``"binary_data": true`` (or every output, with the request
-parameter ``binary_data_output``) come back the same way.  Sources: the KServe
-"Open Inference Protocol" REST specification and Triton's
-``binary_data.md`` protocol extension.
+parameter ``binary_data_output``) come back the same way.
+
+Triton's classification extension: ``"parameters": {"classification": K}`` on
+the ``probabilities`` output returns, instead of the scores, a BYTES tensor
+[N, K] of the K highest classes, best first, each ``"score:index"`` (score
+printed as C's ``%f``, as Triton does), with ``":label"`` appended when the
+model's class labels are not the indices.
+
+Sources: the KServe "Open Inference Protocol" REST specification, and Triton's
+``binary_data.md`` and ``classification.md`` protocol extensions.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ __all__ = [
     "encode_infer_response",
     "INPUT_NAME",
     "OUTPUTS",
+    "RequestedOutput",
     "error_body",
 ]
 
@@ -57,6 +65,22 @@ class BadRequest(MnistOnnxError):
     status = 400
 
 
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One output the client asked for.
+
+    Attributes:
+        name: ``"probabilities"`` or ``"label"``.
+        binary: Whether it goes back as binary tensor data.
+        classification: K of Triton's classification extension (top-K classes
+            as BYTES strings), or 0 for the tensor itself.
+    """
+
+    name: str
+    binary: bool
+    classification: int = 0
+
+
 @dataclass
 class InferRequest:
     """A parsed inference request.
@@ -64,13 +88,13 @@ class InferRequest:
     Attributes:
         id: The request's ``id``, echoed in the response ("" when absent).
         images: (N, 28, 28) uint8, or float32 in [0, 1].
-        outputs: The outputs to return, in order, each with whether it goes as binary data.
+        outputs: The outputs to return, in order.
         timeout_s: The request's own ``timeout`` parameter in seconds, or None.
     """
 
     id: str
     images: np.ndarray
-    outputs: list[tuple[str, bool]]
+    outputs: list[RequestedOutput]
     timeout_s: float | None
 
 
@@ -138,27 +162,42 @@ def _check_floats(array: np.ndarray) -> None:
         )
 
 
-def _requested_outputs(request: dict[str, Any]) -> list[tuple[str, bool]]:
+def _requested_outputs(request: dict[str, Any]) -> list[RequestedOutput]:
     params = _object(request.get("parameters", {}), "parameters")
     binary_all = params.get("binary_data_output", False)
     if not isinstance(binary_all, bool):
         raise BadRequest(f"parameters.binary_data_output: expected true or false, got {json.dumps(binary_all)}")
     asked = request.get("outputs")
     if asked is None:
-        return [(name, binary_all) for name in OUTPUTS]
+        return [RequestedOutput(name, binary_all) for name in OUTPUTS]
     if not isinstance(asked, list) or not asked:
         raise BadRequest('outputs: expected a non-empty list of {"name": ...} objects')
-    chosen: list[tuple[str, bool]] = []
+    chosen: list[RequestedOutput] = []
     for i, entry in enumerate(asked):
         entry = _object(entry, f"outputs[{i}]")
         name = entry.get("name")
         if not isinstance(name, str) or name not in OUTPUTS:
             raise BadRequest(f"outputs[{i}].name: expected one of {', '.join(OUTPUTS)}, got {json.dumps(name)}")
-        binary = _object(entry.get("parameters", {}), f"outputs[{i}].parameters").get("binary_data", binary_all)
+        if any(earlier.name == name for earlier in chosen):
+            raise BadRequest(f"outputs[{i}].name: {name!r} is requested twice; ask for each output once")
+        output_params = _object(entry.get("parameters", {}), f"outputs[{i}].parameters")
+        binary = output_params.get("binary_data", binary_all)
         if not isinstance(binary, bool):
             raise BadRequest(f"outputs[{i}].parameters.binary_data: expected true or false, got {json.dumps(binary)}")
-        chosen.append((name, binary))
+        chosen.append(RequestedOutput(name, binary, _classification(output_params, name, i)))
     return chosen
+
+
+def _classification(params: dict[str, Any], name: str, i: int) -> int:
+    value = params.get("classification")
+    if value is None:
+        return 0
+    where = f"outputs[{i}].parameters.classification"
+    if name != "probabilities":
+        raise BadRequest(f"{where}: classification applies to the 'probabilities' output, not {name!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(f"{where}: expected a whole number of classes >= 1, got {json.dumps(value)[:40]}")
+    return value
 
 
 def _timeout(request: dict[str, Any]) -> float | None:
@@ -256,8 +295,34 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(id=request_id, images=images, outputs=_requested_outputs(request), timeout_s=_timeout(request))
 
 
+def _top_classes(probabilities: np.ndarray, k: int, labels: np.ndarray) -> np.ndarray:
+    """Triton's classification strings: (N, k) object array of ``"score:index[:label]"``, best first."""
+    k = min(k, probabilities.shape[1])
+    # A stable sort on the negated scores: ties keep the lower index first, as a plain argmax does.
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    named = not np.array_equal(labels, np.arange(len(labels)))
+    rows = [
+        [f"{probabilities[row, j]:f}:{j}" + (f":{labels[j]}" if named else "") for j in order[row].tolist()]
+        for row in range(len(probabilities))
+    ]
+    return np.array(rows, dtype=object).reshape(len(probabilities), k)
+
+
+def _bytes_tensor(strings: np.ndarray) -> bytes:
+    """BYTES elements in the binary tensor form: each a 4-byte little-endian length, then its UTF-8 bytes."""
+    parts = []
+    for text in strings.reshape(-1).tolist():
+        data = text.encode()
+        parts.append(len(data).to_bytes(4, "little") + data)
+    return b"".join(parts)
+
+
 def encode_infer_response(
-    model_name: str, request: InferRequest, probabilities: np.ndarray, labels: np.ndarray
+    model_name: str,
+    request: InferRequest,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_labels: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The inference response body and its extra headers.
 
@@ -266,19 +331,35 @@ def encode_infer_response(
         request: The parsed request (its id and requested outputs).
         probabilities: float32 (N, classes).
         labels: int64 (N,).
+        class_labels: int64 (classes,): the label of each class index, for the
+            classification extension (None: the indices).
 
     Returns:
         ``(body, headers)``: JSON, or JSON then binary tensor data with the
         ``Inference-Header-Content-Length`` header when an output is binary.
     """
     tensors = {"probabilities": probabilities, "label": labels}
+    if class_labels is None:
+        class_labels = np.arange(probabilities.shape[1])
     outputs = []
     blobs = []
-    for name, binary in request.outputs:
-        datatype, dtype = OUTPUTS[name]
-        array = np.ascontiguousarray(tensors[name], dtype=dtype)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
+    for wanted in request.outputs:
+        entry: dict[str, Any]
+        if wanted.classification:
+            strings = _top_classes(probabilities, wanted.classification, class_labels)
+            entry = {"name": wanted.name, "datatype": "BYTES", "shape": list(strings.shape)}
+            if wanted.binary:
+                data = _bytes_tensor(strings)
+                entry["parameters"] = {"binary_data_size": len(data)}
+                blobs.append(data)
+            else:
+                entry["data"] = strings.reshape(-1).tolist()
+            outputs.append(entry)
+            continue
+        datatype, dtype = OUTPUTS[wanted.name]
+        array = np.ascontiguousarray(tensors[wanted.name], dtype=dtype)
+        entry = {"name": wanted.name, "datatype": datatype, "shape": list(array.shape)}
+        if wanted.binary:
             data = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
