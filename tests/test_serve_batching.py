@@ -151,6 +151,65 @@ def test_close_finishes_queued_work(reference):
     np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(digits))
 
 
+def test_batcher_refuses_at_once_a_request_the_queued_work_would_make_late(reference):
+    gated = GatedClassifier(reference)
+    # A stated throughput of 10 images/s: 8 queued images are 0.8 s of work.
+    batcher = Batcher(gated.predict_proba, max_batch_size=8, images_per_second=10.0)
+    digits = sample_digits(17)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        queued = asyncio.ensure_future(batcher.predict(digits[1:9], deadline=time.monotonic() + 60))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="0.8 s of work is queued ahead") as refused:
+            batcher.submit(digits[9:10], deadline=time.monotonic() + 0.3)
+        assert refused.value.retry_after_s == 1
+        batcher.images_per_second = 1.0  # now 8 s of work: a 0.3 s deadline is 7.7 s short
+        with pytest.raises(QueueFull, match="8.0 s of work") as refused:
+            batcher.submit(digits[9:10], deadline=time.monotonic() + 0.3)
+        assert refused.value.retry_after_s == 8
+        accepted = batcher.submit(digits[9:17], deadline=time.monotonic() + 60)  # time enough: queued
+        no_deadline = batcher.submit(digits[9:10])  # no deadline: never refused on the estimate
+        gated.release()
+        await asyncio.gather(running, queued, *accepted, *no_deadline)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    assert sum(gated.calls) == 1 + 8 + 8 + 1  # the refused requests were never computed
+
+
+def test_overload_by_estimate_is_a_503_with_retry_after_through_the_app(reference):
+    gated = GatedClassifier(reference)
+    config = ServeConfig(precision="int8", max_batch_size=8, inline_max_images=0, timeout_ms=200)
+    app = create_app(config, classifier_factory=lambda config: gated)
+    digits = sample_digits(9)[0]
+    with TestClient(app) as client:
+        assert app.state.model.loaded.wait(120) and app.state.model.ready
+        batcher = app.state.model.batcher
+        assert batcher.images_per_second and batcher.images_per_second > 0  # measured on the bundled sample
+        batcher.images_per_second = 10.0  # as if the model were that slow: 8 queued images are 0.8 s
+        gated.gate_on()
+        results: list = []
+        try:
+            first = _post_in_thread(client, digits[:1], results, timeout=60_000_000)
+            assert gated.started.wait(30)
+            queued = _post_in_thread(client, digits[1:9], results, timeout=60_000_000)
+            wait_until(lambda: batcher.waiting_requests == 1, "the 8-image request queued")
+            body, headers = binary_infer_body(digits[:1])
+            refused = client.post(INFER, content=body, headers=headers)
+        finally:
+            gated.release()
+        first.join(60)
+        queued.join(60)
+    assert refused.status_code == 503 and "of work is queued ahead" in refused.json()["error"]
+    assert refused.headers["retry-after"] == "1"
+    assert sorted(r.status_code for r in results) == [200, 200]
+
+
 class _ThreadRecorder:
     """A classifier that notes which thread ran each call."""
 

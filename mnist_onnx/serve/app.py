@@ -78,7 +78,7 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
         except BadRequest as exc:
             return _error(exc.status, str(exc))
         except QueueFull as exc:
-            return _error(503, f"overloaded: {exc}; retry later", {"retry-after": "1"})
+            return _error(503, f"overloaded: {exc}; retry later", {"retry-after": str(exc.retry_after_s)})
         except (NotReady, ServerStopping) as exc:
             return _error(503, str(exc), {"retry-after": "1"})
         except DeadlineExceeded as exc:

@@ -18,7 +18,9 @@ a millisecond ever hold the event loop; while one runs, nothing else can queue.
 A request whose deadline has passed before its first block joins a batch is
 answered with :class:`DeadlineExceeded` and never computed (once a block has
 joined a batch, the request's other blocks are computed too); a request that finds
-``max_queue`` requests waiting is refused at once with :class:`QueueFull`.
+``max_queue`` requests waiting is refused at once with :class:`QueueFull`, and so
+is one whose deadline would pass while the images queued ahead of it are
+computed, at the measured images/s (refused at once rather than failed later).
 
 Answers are those of the prediction function on the batch; with
 :meth:`DigitClassifier.predict_proba` each image's row is bitwise the one it
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +40,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Batcher", "BatchStats", "QueueFull", "DeadlineExceeded", "ServerStopping"]
+__all__ = ["Batcher", "BatchStats", "QueueFull", "DeadlineExceeded", "ServerStopping", "RATE_MIN_BATCH"]
+
+#: Batches of at least this many images update the throughput estimate that admission uses.
+RATE_MIN_BATCH = 64
 
 
 class QueueFull(RuntimeError):
-    """The queue holds ``max_queue`` requests already; the client should retry later (HTTP 503)."""
+    """The queue is full, or holds more work than the request's deadline allows (HTTP 503).
+
+    Attributes:
+        retry_after_s: Whole seconds after which a retry may find room (the ``Retry-After`` header).
+    """
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(RuntimeError):
@@ -111,6 +125,10 @@ class Batcher:
             :class:`QueueFull`.
         inline_max_images: Largest request predicted on the caller's thread
             when the worker is idle and nothing is queued (0: never).
+        images_per_second: The model's measured throughput on full batches,
+            used to refuse requests whose deadline the queued work would
+            outlast; updated from every batch of at least ``RATE_MIN_BATCH``
+            images.  None: no such refusal until a batch was measured.
         stats: Metric callbacks.
 
     Raises:
@@ -125,6 +143,7 @@ class Batcher:
         max_queue_delay_s: float = 0.0,
         max_queue: int = 1024,
         inline_max_images: int = 0,
+        images_per_second: float | None = None,
         stats: BatchStats | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0 or inline_max_images < 0:
@@ -137,6 +156,7 @@ class Batcher:
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue = max_queue
         self.inline_max_images = min(inline_max_images, max_batch_size)
+        self.images_per_second = images_per_second
         self._stats = stats or BatchStats()
         self._blocks: collections.deque[_Block] = collections.deque()
         self._waiting_requests = 0
@@ -165,7 +185,9 @@ class Batcher:
             rows of ``images`` in order.
 
         Raises:
-            QueueFull: If ``max_queue`` requests are already waiting.
+            QueueFull: If ``max_queue`` requests are already waiting, or the
+                images queued ahead would take past ``deadline`` to compute at
+                ``images_per_second``.
             ServerStopping: If :meth:`close` was called.
         """
         loop = asyncio.get_running_loop()
@@ -182,6 +204,15 @@ class Batcher:
                 waiting = self._waiting_requests
                 raise QueueFull(
                     f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
+                )
+            wait = self._expected_wait()
+            if deadline is not None and wait is not None and time.monotonic() + wait > deadline:
+                left = max(0.0, deadline - time.monotonic())
+                raise QueueFull(
+                    f"about {wait:.1f} s of work is queued ahead ({self._queued_images:,} images at "
+                    f"{self.images_per_second:,.0f}/s), more than the {left:.1f} s the request's deadline leaves "
+                    f"(--timeout-ms, or the request's timeout parameter)",
+                    retry_after_s=max(1, math.ceil(wait - left)),
                 )
             self._waiting_requests += 1
             self._queued_images += len(images)
@@ -214,6 +245,12 @@ class Batcher:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def _expected_wait(self) -> float | None:
+        """Seconds until the images queued now are computed (None before any measurement). Hold ``_cond``."""
+        if not self.images_per_second or not self._queued_images:
+            return None
+        return self._queued_images / self.images_per_second
 
     def _predict_inline(self, images: np.ndarray, deadline: float | None) -> np.ndarray | None:
         """Predict on this thread if the worker is idle and nothing is queued; None otherwise."""
@@ -303,12 +340,17 @@ class Batcher:
 
     def _run(self, batch: list[_Block]) -> None:
         images = batch[0].images if len(batch) == 1 else np.concatenate([block.images for block in batch])
+        started = time.perf_counter()
         try:
             scores = self._predict(images)
         except Exception as exc:  # handed to every request of the batch, which answers with it
             for block in batch:
                 self._fail(block, exc)
             return
+        if len(images) >= RATE_MIN_BATCH:  # small batches measure the per-call overhead, not the throughput
+            rate = len(images) / max(time.perf_counter() - started, 1e-9)
+            previous = self.images_per_second
+            self.images_per_second = rate if previous is None else 0.8 * previous + 0.2 * rate
         if self._stats.on_batch:
             self._stats.on_batch(len(images))
         start = 0

@@ -20,14 +20,16 @@ __all__ = [
     "CONFIG_ENV",
 ]
 
-#: Images per batch.  Large enough that a 1,024-image request runs as four
-#: batches on the runtime's data-parallel path (1.0x in-process throughput in
-#: docs/benchmarks-serve.md), small enough that a single image behind a large
-#: request waits one block, not the whole request.  Other sizes were not swept yet.
+#: Images per batch.  Swept over 64-1,024 in benchmarks/serve_load.py (docs/serving.md, "Admission"):
+#: 256 and 512 tied for 1,024-image requests and led for single images; 256 keeps the wait of a
+#: small request behind a large one to one block of 256 images.
 DEFAULT_MAX_BATCH_SIZE = 256
-#: Requests allowed to wait for a batch before new ones get 503.
+#: Requests allowed to wait for a batch before new ones get 503: four times the largest concurrency
+#: the benchmark drives (128).  It bounds memory (with the default body limit, at most 4 GiB of
+#: request data); time is bounded by the deadline estimate in :mod:`.batcher`.
 DEFAULT_MAX_QUEUE = 512
-#: Time a request may wait for its first batch before it is answered 504 uncomputed.
+#: Time a request may wait for its first batch before it is answered 504 uncomputed: 2.2x the slowest
+#: p99 of a benchmark cell that was not overloaded (1,024-image requests at concurrency 8: 4.5 s).
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_MAX_BODY_MB = 8.0
 #: Idle onnxruntime threads sleep instead of spinning: the event loop and the
