@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from _serve_support import binary_infer_body, json_infer_body, sample_digits  # 
 import mnist_onnx.serve.app as app_module  # noqa: E402
 from mnist_onnx.runtime import DigitClassifier  # noqa: E402
 from mnist_onnx.serve.app import create_app  # noqa: E402
-from mnist_onnx.serve.config import ServeConfig  # noqa: E402
+from mnist_onnx.serve.config import CONFIG_ENV, ServeConfig  # noqa: E402
 from mnist_onnx.serve.protocol import RequestedOutput, encode_infer_response, parse_infer_request  # noqa: E402
 
 with warnings.catch_warnings():
@@ -111,3 +113,55 @@ def test_a_large_json_body_is_parsed_off_the_event_loop(client, reference, monke
     answer = client.post(INFER, json=json_infer_body(large)).json()
     assert offloaded.count("parse_infer_request") == 1
     assert answer["outputs"][1]["data"] == reference.predict(large).tolist()
+
+
+# -- a model's input contract, as predict takes it -------------------------------------------------------------------
+
+ZOO = Path(__file__).parent / "data" / "cases" / "model-expects-0-255" / "mnist_zoo_like.onnx"
+
+
+def test_contract_flags_reach_the_served_model():
+    from mnist_onnx.cli import build_parser
+    from mnist_onnx.serve.cli import _config
+
+    args = build_parser().parse_args(
+        ["serve", "--model", str(ZOO), "--pixel-scale", "1", "--normalize", "0.1,0.3", "--output", "probs"]
+        + ["--provider", "openvino"]
+    )
+    config = _config(args)
+    assert (config.pixel_scale, config.normalize, config.output, config.providers) == (
+        1.0,
+        (0.1, 0.3),
+        "probs",
+        "openvino",
+    )
+    os.environ[CONFIG_ENV] = config.to_env()
+    try:
+        assert ServeConfig.from_env() == config  # the --workers hand-over keeps the tuple
+    finally:
+        del os.environ[CONFIG_ENV]
+
+
+def test_a_model_that_scales_itself_is_served_right_with_pixel_scale_1():
+    images = sample_digits(16)[0]
+    config = ServeConfig(model=str(ZOO), pixel_scale=1.0, min_sample_accuracy=0.95)
+    app = create_app(config)
+    with TestClient(app) as client:
+        assert app.state.model.loaded.wait(120)
+        assert app.state.model.ready, app.state.model.problem
+        answer = client.post(INFER, json=json_infer_body(images)).json()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = DigitClassifier(str(ZOO), pixel_scale=1.0).predict_proba(images)
+    assert np.asarray(answer["outputs"][0]["data"], dtype=np.float32).reshape(16, 10).tolist() == expected.tolist()
+
+
+def test_without_its_contract_flag_the_model_never_becomes_ready():
+    app = create_app(ServeConfig(model=str(ZOO), min_sample_accuracy=0.95))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the load-time ContractWarning names --pixel-scale 1
+        with TestClient(app) as client:
+            assert app.state.model.loaded.wait(120)
+            response = client.get("/v2/health/ready")
+    assert response.status_code == 503
+    assert "accuracy 11.10%" in response.json()["error"]

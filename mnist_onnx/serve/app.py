@@ -158,6 +158,9 @@ class _Server:
         self._check_model(request)
         batcher = self._batcher()
         arrived = time.monotonic()
+        # A full queue refuses before the body is read; the deadline estimate waits for the request's own
+        # `timeout` parameter, which may be longer than --timeout-ms.
+        batcher.admit(None)
         body = await read_body(request, self.config.max_body_bytes)
         header_length = request.headers.get("inference-header-content-length")
         if json_bytes(body, header_length) > PARSE_ON_LOOP_BYTES:  # a large JSON tensor: off the event loop
@@ -174,6 +177,7 @@ class _Server:
     async def predict(self, request: Request) -> Response:
         batcher = self._batcher()
         deadline = self._deadline()
+        batcher.admit(deadline)  # a full queue refuses before the body is read
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind in ("text/csv", "application/csv"):
             return await self._predict_csv(request, batcher, deadline)

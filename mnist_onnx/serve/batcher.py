@@ -205,15 +205,7 @@ class Batcher:
                 raise QueueFull(
                     f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
                 )
-            wait = self._expected_wait()
-            if deadline is not None and wait is not None and time.monotonic() + wait > deadline:
-                left = max(0.0, deadline - time.monotonic())
-                raise QueueFull(
-                    f"about {wait:.1f} s of work is queued ahead ({self._queued_images:,} images at "
-                    f"{self.images_per_second:,.0f}/s), more than the {left:.1f} s the request's deadline leaves "
-                    f"(--timeout-ms, or the request's timeout parameter)",
-                    retry_after_s=max(1, math.ceil(wait - left)),
-                )
+            self._refuse_if_late(deadline)
             self._waiting_requests += 1
             self._queued_images += len(images)
             self._blocks.extend(blocks)
@@ -245,6 +237,41 @@ class Batcher:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def admit(self, deadline: float | None) -> None:
+        """Refuse now a request the queued work would make late, before its body is even read.
+
+        :meth:`submit` checks the same again (the queue may have grown meanwhile).
+
+        Raises:
+            QueueFull: If the images queued now would take past ``deadline`` to compute,
+                or ``max_queue`` requests are waiting.
+            ServerStopping: If :meth:`close` was called.
+        """
+        with self._cond:
+            if self._stopping:
+                raise ServerStopping("the server is shutting down")
+            if self._waiting_requests >= self.max_queue:
+                waiting = self._waiting_requests
+                raise QueueFull(
+                    f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
+                )
+            self._refuse_if_late(deadline)
+
+    def _refuse_if_late(self, deadline: float | None) -> None:
+        """Raise :class:`QueueFull` if the queued images outlast ``deadline``. Hold ``_cond``."""
+        wait = self._expected_wait()
+        if deadline is None or wait is None:
+            return
+        left = deadline - time.monotonic()
+        if wait > left:
+            left = max(0.0, left)
+            raise QueueFull(
+                f"about {wait:.1f} s of work is queued ahead ({self._queued_images:,} images at "
+                f"{self.images_per_second:,.0f}/s), more than the {left:.1f} s the request's deadline leaves "
+                f"(--timeout-ms, or the request's timeout parameter)",
+                retry_after_s=max(1, math.ceil(wait - left)),
+            )
 
     def _expected_wait(self) -> float | None:
         """Seconds until the images queued now are computed (None before any measurement). Hold ``_cond``."""

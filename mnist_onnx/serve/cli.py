@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._argtypes import non_negative_int, positive_int
+from ..runtime.inspect_cli import add_contract_options
 from .config import (
     CONFIG_ENV,
     DEFAULT_MAX_BATCH_SIZE,
@@ -119,7 +120,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         "--name", type=_model_name, default="digits", help="the model's name in the URLs (default: digits)"
     )
     model.add_argument(
-        "--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (default: auto)"
+        "--provider",
+        choices=("auto", "cpu", "cuda", "openvino"),
+        default="auto",
+        help="execution provider, as for predict (default: auto: CUDA when onnxruntime-gpu sees a GPU, else the "
+        "faster of the CPU provider and OpenVINO, measured once per machine)",
     )
     model.add_argument(
         "--threads",
@@ -153,6 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         f"ready (default: the model card's figure for a bundled model, else "
         f"{DEFAULT_MIN_SAMPLE_ACCURACY})",
     )
+    add_contract_options(serve)
     batching = serve.add_argument_group("batching and limits")
     batching.add_argument(
         "--max-batch-size",
@@ -239,6 +245,9 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         max_images=args.max_images,
         sha256=args.sha256,
         min_sample_accuracy=args.min_sample_accuracy,
+        pixel_scale=args.pixel_scale,
+        normalize=args.normalize,
+        output=args.output,
     )
 
 

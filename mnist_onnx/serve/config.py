@@ -55,7 +55,7 @@ class ServeConfig:
         model: Path of an ONNX model, or None for the bundled model of ``precision``.
         precision: ``"fp32"`` or ``"int8"`` (bundled model), or None.
         name: The model's name in the protocol's URLs.
-        providers: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        providers: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"openvino"``.
         threads: onnxruntime threads, or None for one per physical core (divided among workers).
         spinning: Whether idle onnxruntime threads spin (None: the runtime's default, on).
         batch_size: Images per onnxruntime call inside a batch, or None for the runtime's default.
@@ -75,6 +75,10 @@ class ServeConfig:
             (None: the model card's figure for a bundled model, else
             ``DEFAULT_MIN_SAMPLE_ACCURACY``).
         static_dir: Folder of the draw-a-digit page.
+        pixel_scale: The model's input contract, as ``predict --pixel-scale``
+            (None: the model's metadata, else 1/255).
+        normalize: ``(mean, std)``, as ``predict --normalize`` (None: the model's metadata, else none).
+        output: The model output holding the class scores, as ``predict --output``.
     """
 
     model: str | None = None
@@ -95,6 +99,9 @@ class ServeConfig:
     sha256: str | None = None
     min_sample_accuracy: float | None = None
     static_dir: str = str(STATIC_DIR)
+    pixel_scale: float | None = None
+    normalize: tuple[float, float] | None = None
+    output: str | None = None
 
     @property
     def max_body_bytes(self) -> int:
@@ -112,4 +119,7 @@ class ServeConfig:
         if not raw:
             return cls()
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
+        values = {k: v for k, v in json.loads(raw).items() if k in known}
+        if values.get("normalize") is not None:  # JSON has no tuples
+            values["normalize"] = tuple(values["normalize"])
+        return cls(**values)

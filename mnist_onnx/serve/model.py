@@ -211,4 +211,7 @@ def _digit_classifier(config: ServeConfig) -> Any:
         spinning=config.spinning,
         precision=cast(Any, config.precision),
         batch_size=config.batch_size,
+        pixel_scale=config.pixel_scale,
+        normalize=config.normalize,
+        output=config.output,
     )
