@@ -75,7 +75,7 @@ def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
 
     def no_plugin(name: str, *args: object) -> object:
         if name == "onnxruntime_ep_openvino":
-            raise ImportError(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)  # what Python says when it is absent
         return real_import(name, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ov, "_registered_device", lambda: None)
@@ -88,6 +88,45 @@ def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
         assert not ov.openvino_available()
     finally:
         ov._reset_for_tests()
+
+
+def test_installed_plugin_that_fails_to_import_is_not_called_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Installed, but its shared library cannot be loaded: "not installed" would send the user the wrong way.
+    real_import = importlib.import_module
+
+    def broken(name: str, *args: object) -> object:
+        if name == "onnxruntime_ep_openvino":
+            raise ImportError("libopenvino.so.2520: cannot open shared object file: No such file or directory")
+        return real_import(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ov, "_registered_device", lambda: None)
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.setattr(ov, "_device", None)
+    ov._reset_for_tests()
+    try:
+        with pytest.raises(ov.OpenVINOUnavailableError) as raised:
+            ov.openvino_device()
+        message = str(raised.value)
+        assert "installed but cannot be imported: libopenvino.so.2520" in message
+        assert "pip install --force-reinstall 'mnist-onnx[openvino]'" in message and "not installed" not in message
+    finally:
+        ov._reset_for_tests()
+
+
+def test_auto_warns_when_the_installed_plugin_cannot_be_used(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_onnx.errors import ProviderFallbackWarning
+    from mnist_onnx.runtime import acceleration
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    monkeypatch.setattr(ov, "_device", None)
+    monkeypatch.setattr(ov, "_failure", ov.OpenVINOUnavailableError("the OpenVINO plugin could not be loaded: boom"))
+    with pytest.warns(ProviderFallbackWarning, match="cannot be used .*could not be loaded: boom"):
+        classifier = DigitClassifier(precision="int8", providers="auto")
+    assert classifier.providers == ["CPUExecutionProvider"] and classifier.provider_choice is None
 
 
 @needs_plugin
