@@ -17,6 +17,7 @@ __all__ = [
     "ModelError",
     "ProviderError",
     "ProviderFallbackWarning",
+    "CacheWarning",
     "DataError",
     "ImageError",
     "ContractWarning",
@@ -95,6 +96,14 @@ class ProviderFallbackWarning(RuntimeWarning):
 
     A warning, not an error: the predictions are right, only slower.  Turn it
     into an error with ``warnings.simplefilter("error", ProviderFallbackWarning)``.
+    """
+
+
+class CacheWarning(RuntimeWarning):
+    """The cache of measured choices could not be read or written.
+
+    A warning, not an error: nothing is wrong with the predictions; a choice
+    that could not be kept is measured again next time (seconds).
     """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Any
 
 from .._argtypes import positive_int as _positive_int
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "digits, interleaved, for each batch size (when OpenVINO wins, also calls of 16 and 1 images, to find "
             "the call size below which the CPU provider stays faster); the answer is cached per CPU, library "
             "versions, model and batch size in the user's cache directory ($MNIST_ONNX_CACHE_DIR, else "
-            "$XDG_CACHE_HOME/mnist-onnx). "
-            "With --precision bf16, rerun the bf16 gate (agreement with fp32 >= 99.8%%, accuracy drop <= 0.1 "
+            "$XDG_CACHE_HOME/mnist-onnx, else ~/.cache/mnist-onnx). "
+            "With --precision bf16, rerun the bf16 gate (agreement with fp32 >= 99.8%, accuracy drop <= 0.1 "
             "points) instead."
         ),
     )
@@ -49,7 +50,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    """Handler of ``mnist-onnx tune``; libraries raise, the top-level CLI maps errors to exit codes."""
+    """Handler of ``mnist-onnx tune``; libraries raise, the top-level CLI maps errors to exit codes.
+
+    Warnings (a damaged or unwritable cache, a plugin that cannot be used) are printed as one line each on
+    standard error, even with ``--quiet``; "cached in" is said only when every answer was written.
+    """
+    from ..errors import CacheWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = _tune(args)
+        finally:
+            for message in dict.fromkeys(str(warning.message) for warning in caught):
+                print(f"mnist-onnx tune: warning: {message}", file=sys.stderr)
+    emit = status_printer(args.quiet, sys.stdout)
+    unsaved = any(issubclass(w.category, CacheWarning) and "cannot save" in str(w.message) for w in caught)
+    if emit:
+        from . import tuning
+
+        where = tuning.TuneCache().path
+        emit(f"not cached: {where} could not be written (see the warning)" if unsaved else f"cached in {where}")
+    return code
+
+
+def _tune(args: argparse.Namespace) -> int:
     from . import tuning
 
     emit = status_printer(args.quiet, sys.stdout)  # the figures are this command's output
@@ -78,8 +103,6 @@ def run_tune(args: argparse.Namespace) -> int:
                     else ""
                 )
                 emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds}){small}")
-    if emit:
-        emit(f"cached in {cache.path}")
     return 0
 
 
