@@ -445,3 +445,14 @@ def test_cli_without_the_plugin_names_the_extra(
     from mnist_onnx.runtime.predictor import DigitClassifier
 
     assert DigitClassifier(precision="int8", providers="auto").provider_choice is None
+
+
+@needs_plugin
+def test_openvino_options_in_providers_are_refused_not_dropped() -> None:
+    from mnist_onnx.errors import ProviderError
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    with pytest.raises(ProviderError, match=r"options for OpenVINOExecutionProvider .*'device_type': 'GPU'"):
+        DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {"device_type": "GPU"})])
+    # Without options the pair is the same as the name.
+    assert DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {})]).providers[0] == ov.OPENVINO
