@@ -456,3 +456,34 @@ def test_openvino_options_in_providers_are_refused_not_dropped() -> None:
         DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {"device_type": "GPU"})])
     # Without options the pair is the same as the name.
     assert DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {})]).providers[0] == ov.OPENVINO
+
+
+@needs_plugin
+def test_bf16_compute_is_reported_and_an_int8_model_is_refused_plainly(
+    fresh_choices: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.errors import ModelError
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    if not ov.supports_bf16():
+        pytest.skip("this CPU has no bf16 compute (OpenVINO lists no BF16 capability)")
+    bf16 = DigitClassifier(precision="bf16")  # type: ignore[arg-type]
+    assert bf16.provider_for(1000) == f"{ov.OPENVINO} (bf16 compute)" and "precision=bf16" in repr(bf16)
+    assert main(["predict", "--precision", "bf16"]) == 0
+    assert f"on {ov.OPENVINO} (bf16 compute):" in capsys.readouterr().out
+    image = Path(__file__).parent / "data" / "images" / "mnist_0000_3.png"
+    assert main(["predict", "--precision", "bf16", str(image)]) == 0
+    assert f"predicted 1 image with bundled fp32 model digit_cnn.onnx on {ov.OPENVINO} (bf16 compute)" in (
+        capsys.readouterr().err  # the predictions went to stdout
+    )
+    with pytest.raises(ModelError, match="bf16 compute for an fp32 model, and this model is int8 .*use precision int8"):
+        DigitClassifier(BUNDLED / "digit_cnn.int8.onnx", precision="bf16")  # type: ignore[arg-type]
+
+
+def test_images_summary_names_the_provider(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_onnx.cli import main
+
+    image = Path(__file__).parent / "data" / "images" / "mnist_0000_3.png"
+    assert main(["predict", "--provider", "cpu", str(image)]) == 0
+    assert "predicted 1 image with bundled fp32 model digit_cnn.onnx on CPUExecutionProvider" in capsys.readouterr().err

@@ -161,9 +161,15 @@ class DigitClassifier:
         self._executor: ThreadPoolExecutor | None = None
         self._parallel_lock = threading.Lock()
         #: Read from the model; ``output_kind`` may be "unknown" until the probe run below.
+        asked = None if compute_bf16 else precision  # bf16 says itself, below, what is wrong with an int8 model
         self.contract: ModelContract = read_contract(
-            self.session, source, precision=precision, pixel_scale=pixel_scale, normalize=normalize, output=output
+            self.session, source, precision=asked, pixel_scale=pixel_scale, normalize=normalize, output=output
         )
+        if compute_bf16 and self.contract.precision == "int8":
+            raise ModelError(f"{source.name}: precision bf16 is bf16 compute for an fp32 model, and this model is "
+                             "int8 (its metadata): use precision int8 for it, or pass the fp32 model")
+        #: ``"bf16"`` when OpenVINO computes in bf16 (``precision="bf16"``), else None (the model's own precision).
+        self.inference_precision: str | None = "bf16" if compute_bf16 else None
         self._to_input = ModelInputConverter(self.contract)
         self.contract = probed(self.contract, self._probe_scores(), self.model_name)
         if self.session.get_providers()[0] == OPENVINO:
@@ -219,6 +225,13 @@ class DigitClassifier:
     def providers(self) -> list[str]:
         """The execution providers the session really uses, in priority order."""
         return list(self.session.get_providers())
+
+    def provider_for(self, images: int, batch_size: int | None = None) -> str:
+        """The execution provider a call of ``images`` images runs on (``providers[0]``, or the CPU provider for
+        the small calls that ``auto`` routes there), plus `` (bf16 compute)`` for ``precision="bf16"``; for reports."""
+        if self._small_calls.runs_on_cpu(images, batch_size):
+            return CPU
+        return self.providers[0] + (" (bf16 compute)" if self.inference_precision == "bf16" else "")
 
     @property
     def class_labels(self) -> tuple[Any, ...]:
@@ -346,7 +359,7 @@ class DigitClassifier:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.model_name!r}, providers={self.providers}, "
-            f"layout={self.contract.layout}, precision={self.contract.precision})"
+            f"layout={self.contract.layout}, precision={self.inference_precision or self.contract.precision})"
         )
 
     # -- inference ----------------------------------------------------------
