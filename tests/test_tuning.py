@@ -396,3 +396,21 @@ def test_tune_help_shows_percent_signs_once(capsys: pytest.CaptureFixture[str]) 
         main(["tune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "99.8%," in text and "%%" not in text and "~/.cache/mnist-onnx" in text.replace("- ", "-")
+
+
+def test_tune_takes_a_model_at_its_own_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `tune --model INT8.onnx` used to check the model against fp32 and stop with "expected precision fp32".
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import acceleration
+
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    monkeypatch.setattr(acceleration, "_trial_candidate", lambda pinned, provider: lambda images: images)
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {"cpu": 2.0, "openvino": 1.0})
+    int8 = HOLDOUT.parent / "digit_cnn.int8.onnx"
+    assert main(["tune", "--model", str(int8)]) == 0
+    assert f"{int8}, batch size default: cpu (cpu 2 images/s, openvino 1 images/s)" in capsys.readouterr().out

@@ -88,7 +88,8 @@ def _tune(args: argparse.Namespace) -> int:
         if emit:
             emit(f"bf16 gate passed: {report.summary()}")
         return 0
-    precisions = [args.precision] if args.precision else (["fp32"] if args.model else ["fp32", "int8"])
+    # A --model without --precision is taken at its own precision (its metadata), not checked against fp32.
+    precisions = [args.precision] if args.precision else ([None] if args.model else ["fp32", "int8"])
     for precision in precisions:
         for batch_size in args.batch_size or [None]:
             choice = _retune(args.model, precision=precision, batch_size=batch_size)
