@@ -409,7 +409,10 @@ def test_tune_takes_a_model_at_its_own_precision(
     monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
     monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
     monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
-    monkeypatch.setattr(acceleration, "_trial_candidate", lambda pinned, provider: lambda images: images)
+    # Each candidate is the real classifier the trial builds (on the CPU provider: no plugin needed); only the
+    # timing is faked.
+    real = acceleration._predict_of
+    monkeypatch.setattr(acceleration, "_trial_candidate", lambda pinned, provider: real(pinned("cpu")))
     monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {"cpu": 2.0, "openvino": 1.0})
     int8 = HOLDOUT.parent / "digit_cnn.int8.onnx"
     assert main(["tune", "--model", str(int8)]) == 0
