@@ -447,7 +447,7 @@ def predict_csv(
     batch_size: int | None = None,
     providers: Providers = "auto",
     threads: int | None = None,
-    precision: Precision | None = None,
+    precision: Precision | Literal["bf16"] | None = None,
     output: PathLike | None = None,
     proba: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -464,12 +464,13 @@ def predict_csv(
         path: A Kaggle ``test.csv`` or ``train.csv``, plain or gzipped.
         model: None for the bundled model of ``precision``, a path to an
             ``.onnx`` file, or the model's bytes.
-        batch_size: Images per onnxruntime call; None: 16 on the CPU, 1,024 on CUDA.
+        batch_size: Images per onnxruntime call; None: 16 on the CPU, 512 on OpenVINO, 1,024 on CUDA.
         providers: ``"auto"`` (CUDA when available, else the measured faster of
             the CPU provider and OpenVINO), ``"cpu"``, ``"cuda"``, ``"openvino"``,
             or a list of onnxruntime provider names.
         threads: onnxruntime intra-op threads; None uses the measured default.
-        precision: ``"fp32"`` (default) or ``"int8"``: which bundled model.
+        precision: ``"fp32"`` (default) or ``"int8"``: which bundled model; ``"bf16"``: the fp32 model with
+            bf16 compute on OpenVINO, behind the bf16 gate (see :class:`DigitClassifier`).
         output: Write the predictions here atomically; a Kaggle submission
             (``ImageId,Label``) unless ``proba``.
         proba: Add ``p0``..``p9`` and ``confidence`` columns.
