@@ -417,3 +417,19 @@ def test_tune_takes_a_model_at_its_own_precision(
     int8 = HOLDOUT.parent / "digit_cnn.int8.onnx"
     assert main(["tune", "--model", str(int8)]) == 0
     assert f"{int8}, batch size default: cpu (cpu 2 images/s, openvino 1 images/s)" in capsys.readouterr().out
+
+
+def test_tune_without_openvino_says_why_nothing_was_measured_and_claims_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import acceleration, openvino
+
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: False)
+    monkeypatch.setattr(openvino, "plugin_installed", lambda: False)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    assert main(["tune", "--precision", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu (nothing measured: OpenVINO is not installed (pip install 'mnist-onnx[openvino]')" in out
+    assert "cached in" not in out and not (tmp_path / "cache").exists()
