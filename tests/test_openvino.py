@@ -487,3 +487,27 @@ def test_images_summary_names_the_provider(capsys: pytest.CaptureFixture[str]) -
     image = Path(__file__).parent / "data" / "images" / "mnist_0000_3.png"
     assert main(["predict", "--provider", "cpu", str(image)]) == 0
     assert "predicted 1 image with bundled fp32 model digit_cnn.onnx on CPUExecutionProvider" in capsys.readouterr().err
+
+
+@needs_plugin
+def test_reports_name_where_auto_really_ran(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, holdout_sample: Path
+) -> None:
+    from mnist_onnx.runtime import acceleration
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    if acceleration._cuda_offered():
+        pytest.skip("with CUDA offered, auto means CUDA")
+    # OpenVINO wins the trial at 256 images per call only: calls below 256 go to the CPU provider.
+    monkeypatch.setattr(
+        tuning,
+        "measure",
+        lambda candidates, images, batch, **_: {"cpu": 1.0, "openvino": 9.0 if batch >= 256 else 0.5},
+    )
+    classifier = DigitClassifier(precision="int8", batch_size=128)
+    assert classifier.provider_choice is not None and classifier.provider_choice.cpu_below == 256
+    assert classifier.provider_for(3) == "CPUExecutionProvider"
+    assert classifier.provider_for(1000) == ov.OPENVINO
+    # A CSV is predicted by the classifier itself, in its batches of 128 (not routed): it runs on OpenVINO.
+    frame = classifier.predict_csv(holdout_sample)
+    assert frame.attrs["provider"] == ov.OPENVINO == frame.attrs["providers"][0]

@@ -226,10 +226,11 @@ class DigitClassifier:
         """The execution providers the session really uses, in priority order."""
         return list(self.session.get_providers())
 
-    def provider_for(self, images: int, batch_size: int | None = None) -> str:
+    def provider_for(self, images: int | None, batch_size: int | None = None) -> str:
         """The execution provider a call of ``images`` images runs on (``providers[0]``, or the CPU provider for
-        the small calls that ``auto`` routes there), plus `` (bf16 compute)`` for ``precision="bf16"``; for reports."""
-        if self._small_calls.runs_on_cpu(images, batch_size):
+        the small calls that ``auto`` routes there; None: a CSV, never routed), plus `` (bf16 compute)`` for
+        ``precision="bf16"``; for reports."""
+        if images is not None and self._small_calls.runs_on_cpu(images, batch_size):
             return CPU
         return self.providers[0] + (" (bf16 compute)" if self.inference_precision == "bf16" else "")
 
