@@ -511,3 +511,12 @@ def test_reports_name_where_auto_really_ran(
     # A CSV is predicted by the classifier itself, in its batches of 128 (not routed): it runs on OpenVINO.
     frame = classifier.predict_csv(holdout_sample)
     assert frame.attrs["provider"] == ov.OPENVINO == frame.attrs["providers"][0]
+
+
+def test_bf16_without_a_usable_plugin_says_what_to_run_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    monkeypatch.setattr(ov, "_device", None)
+    monkeypatch.setattr(ov, "_failure", ov.OpenVINOUnavailableError("the OpenVINO plugin could not be loaded: boom"))
+    with pytest.raises(ov.OpenVINOUnavailableError, match="boom; on the CPU provider, use precision fp32"):
+        DigitClassifier(precision="bf16")  # type: ignore[arg-type]

@@ -321,6 +321,10 @@ def pick_provider(
             raise ProviderError(
                 f"precision bf16 runs on OpenVINO (--provider openvino or auto), got providers {providers!r}"
             )
+        try:
+            openvino_device()
+        except ProviderError as exc:  # its "use --provider cpu" alone would then be refused for bf16
+            raise type(exc)(f"{exc}; on the CPU provider, use precision fp32 (bf16 compute needs OpenVINO)") from None
         return "openvino", None
     measuring_off = os.environ.get(AUTO_MEASURE_ENV, "1").strip() == "0" and not remeasure
     if not is_auto or measuring_off or not plugin_installed() or _cuda_offered():
