@@ -92,7 +92,10 @@ class ProviderError(MnistOnnxError):
 
 
 class ProviderFallbackWarning(RuntimeWarning):
-    """CUDA was requested but the session runs on the CPU (onnxruntime falls back silently).
+    """A faster provider was asked for or chosen, but onnxruntime's CPU provider runs the model.
+
+    CUDA requested but not registered (onnxruntime falls back silently), or ``auto`` without OpenVINO although
+    its plugin is installed (it cannot be loaded), or with OpenVINO failing its label check.
 
     A warning, not an error: the predictions are right, only slower.  Turn it
     into an error with ``warnings.simplefilter("error", ProviderFallbackWarning)``.
