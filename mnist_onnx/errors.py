@@ -17,6 +17,7 @@ __all__ = [
     "ModelError",
     "ProviderError",
     "ProviderFallbackWarning",
+    "CacheWarning",
     "DataError",
     "ImageError",
     "ContractWarning",
@@ -91,10 +92,21 @@ class ProviderError(MnistOnnxError):
 
 
 class ProviderFallbackWarning(RuntimeWarning):
-    """CUDA was requested but the session runs on the CPU (onnxruntime falls back silently).
+    """A faster provider was asked for or chosen, but onnxruntime's CPU provider runs the model.
+
+    CUDA requested but not registered (onnxruntime falls back silently), or ``auto`` without OpenVINO although
+    its plugin is installed (it cannot be loaded), or with OpenVINO failing its label check.
 
     A warning, not an error: the predictions are right, only slower.  Turn it
     into an error with ``warnings.simplefilter("error", ProviderFallbackWarning)``.
+    """
+
+
+class CacheWarning(RuntimeWarning):
+    """The cache of measured choices could not be read or written.
+
+    A warning, not an error: nothing is wrong with the predictions; a choice
+    that could not be kept is measured again next time (seconds).
     """
 
 

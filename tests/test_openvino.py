@@ -75,7 +75,7 @@ def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
 
     def no_plugin(name: str, *args: object) -> object:
         if name == "onnxruntime_ep_openvino":
-            raise ImportError(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)  # what Python says when it is absent
         return real_import(name, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ov, "_registered_device", lambda: None)
@@ -88,6 +88,45 @@ def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
         assert not ov.openvino_available()
     finally:
         ov._reset_for_tests()
+
+
+def test_installed_plugin_that_fails_to_import_is_not_called_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Installed, but its shared library cannot be loaded: "not installed" would send the user the wrong way.
+    real_import = importlib.import_module
+
+    def broken(name: str, *args: object) -> object:
+        if name == "onnxruntime_ep_openvino":
+            raise ImportError("libopenvino.so.2520: cannot open shared object file: No such file or directory")
+        return real_import(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ov, "_registered_device", lambda: None)
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.setattr(ov, "_device", None)
+    ov._reset_for_tests()
+    try:
+        with pytest.raises(ov.OpenVINOUnavailableError) as raised:
+            ov.openvino_device()
+        message = str(raised.value)
+        assert "installed but cannot be imported: libopenvino.so.2520" in message
+        assert "pip install --force-reinstall 'mnist-onnx[openvino]'" in message and "not installed" not in message
+    finally:
+        ov._reset_for_tests()
+
+
+def test_auto_warns_when_the_installed_plugin_cannot_be_used(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_onnx.errors import ProviderFallbackWarning
+    from mnist_onnx.runtime import acceleration
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    monkeypatch.setattr(ov, "_device", None)
+    monkeypatch.setattr(ov, "_failure", ov.OpenVINOUnavailableError("the OpenVINO plugin could not be loaded: boom"))
+    with pytest.warns(ProviderFallbackWarning, match="cannot be used .*could not be loaded: boom"):
+        classifier = DigitClassifier(precision="int8", providers="auto")
+    assert classifier.providers == ["CPUExecutionProvider"] and classifier.provider_choice is None
 
 
 @needs_plugin
@@ -406,3 +445,78 @@ def test_cli_without_the_plugin_names_the_extra(
     from mnist_onnx.runtime.predictor import DigitClassifier
 
     assert DigitClassifier(precision="int8", providers="auto").provider_choice is None
+
+
+@needs_plugin
+def test_openvino_options_in_providers_are_refused_not_dropped() -> None:
+    from mnist_onnx.errors import ProviderError
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    with pytest.raises(ProviderError, match=r"options for OpenVINOExecutionProvider .*'device_type': 'GPU'"):
+        DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {"device_type": "GPU"})])
+    # Without options the pair is the same as the name.
+    assert DigitClassifier(precision="int8", providers=[(ov.OPENVINO, {})]).providers[0] == ov.OPENVINO
+
+
+@needs_plugin
+def test_bf16_compute_is_reported_and_an_int8_model_is_refused_plainly(
+    fresh_choices: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.errors import ModelError
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    if not ov.supports_bf16():
+        pytest.skip("this CPU has no bf16 compute (OpenVINO lists no BF16 capability)")
+    bf16 = DigitClassifier(precision="bf16")  # type: ignore[arg-type]
+    assert bf16.provider_for(1000) == f"{ov.OPENVINO} (bf16 compute)" and "precision=bf16" in repr(bf16)
+    assert main(["predict", "--precision", "bf16"]) == 0
+    assert f"on {ov.OPENVINO} (bf16 compute):" in capsys.readouterr().out
+    image = Path(__file__).parent / "data" / "images" / "mnist_0000_3.png"
+    assert main(["predict", "--precision", "bf16", str(image)]) == 0
+    assert f"predicted 1 image with bundled fp32 model digit_cnn.onnx on {ov.OPENVINO} (bf16 compute)" in (
+        capsys.readouterr().err  # the predictions went to stdout
+    )
+    with pytest.raises(ModelError, match="bf16 compute for an fp32 model, and this model is int8 .*use precision int8"):
+        DigitClassifier(BUNDLED / "digit_cnn.int8.onnx", precision="bf16")  # type: ignore[arg-type]
+
+
+def test_images_summary_names_the_provider(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_onnx.cli import main
+
+    image = Path(__file__).parent / "data" / "images" / "mnist_0000_3.png"
+    assert main(["predict", "--provider", "cpu", str(image)]) == 0
+    assert "predicted 1 image with bundled fp32 model digit_cnn.onnx on CPUExecutionProvider" in capsys.readouterr().err
+
+
+@needs_plugin
+def test_reports_name_where_auto_really_ran(
+    fresh_choices: Path, monkeypatch: pytest.MonkeyPatch, holdout_sample: Path
+) -> None:
+    from mnist_onnx.runtime import acceleration
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    if acceleration._cuda_offered():
+        pytest.skip("with CUDA offered, auto means CUDA")
+    # OpenVINO wins the trial at 256 images per call only: calls below 256 go to the CPU provider.
+    monkeypatch.setattr(
+        tuning,
+        "measure",
+        lambda candidates, images, batch, **_: {"cpu": 1.0, "openvino": 9.0 if batch >= 256 else 0.5},
+    )
+    classifier = DigitClassifier(precision="int8", batch_size=128)
+    assert classifier.provider_choice is not None and classifier.provider_choice.cpu_below == 256
+    assert classifier.provider_for(3) == "CPUExecutionProvider"
+    assert classifier.provider_for(1000) == ov.OPENVINO
+    # A CSV is predicted by the classifier itself, in its batches of 128 (not routed): it runs on OpenVINO.
+    frame = classifier.predict_csv(holdout_sample)
+    assert frame.attrs["provider"] == ov.OPENVINO == frame.attrs["providers"][0]
+
+
+def test_bf16_without_a_usable_plugin_says_what_to_run_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_onnx.runtime.predictor import DigitClassifier
+
+    monkeypatch.setattr(ov, "_device", None)
+    monkeypatch.setattr(ov, "_failure", ov.OpenVINOUnavailableError("the OpenVINO plugin could not be loaded: boom"))
+    with pytest.raises(ov.OpenVINOUnavailableError, match="boom; on the CPU provider, use precision fp32"):
+        DigitClassifier(precision="bf16")  # type: ignore[arg-type]

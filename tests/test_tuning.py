@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_onnx.errors import GateError, MnistOnnxError
+from mnist_onnx.errors import CacheWarning, GateError, MnistOnnxError
 from mnist_onnx.runtime import bf16_gate, tuning
 from mnist_onnx.runtime.kaggle_csv import read_kaggle_csv
 from mnist_onnx.runtime.tuning import TrialKey, TuneCache
@@ -81,20 +81,63 @@ def test_every_key_part_invalidates(cache: TuneCache, change: dict[str, object])
     assert cache.get(_key()) == {"provider": "openvino"}
 
 
-def test_damaged_cache_counts_as_empty_and_is_rewritten(cache: TuneCache) -> None:
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"format": 1, "entries": {"x": tru', "is not valid JSON"),
+        ("[1, 2]", "is not a cache of measured choices"),
+        ('{"format": 99, "entries": {}}', "has format 99, this version reads 1"),
+    ],
+)
+def test_damaged_cache_counts_as_empty_says_so_and_is_rewritten(cache: TuneCache, content: str, why: str) -> None:
     cache.path.parent.mkdir(parents=True)
-    cache.path.write_text('{"format": 1, "entries": {"x": tru')
-    assert cache.get(_key()) is None
-    cache.put(_key(), {"provider": "cpu"})
+    cache.path.write_text(content)
+    with pytest.warns(CacheWarning, match=f"{why}.*counts as empty, and the next choice measured replaces it"):
+        assert cache.get(_key()) is None
+    with pytest.warns(CacheWarning):
+        assert cache.put(_key(), {"provider": "cpu"})
     assert cache.get(_key()) == {"provider": "cpu"}
 
 
-def test_unwritable_cache_is_skipped(tmp_path: Path) -> None:
+def test_unwritable_cache_is_skipped_with_a_warning(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     cache = TuneCache(blocker / "sub")
-    cache.put(_key(), {"provider": "cpu"})  # no exception: measured again next time
+    with pytest.warns(CacheWarning, match=f"cannot save .*measured again next time: set {tuning.CACHE_ENV}"):
+        assert not cache.put(_key(), {"provider": "cpu"})  # no exception: measured again next time
     assert cache.get(_key()) is None
+
+
+def test_clear_of_an_unwritable_cache_is_a_one_line_error(cache: TuneCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache.put(_key(), {"provider": "cpu"})
+
+    def read_only(entries: dict[str, object]) -> None:
+        raise PermissionError(13, "Permission denied", str(cache.path))
+
+    monkeypatch.setattr(cache, "_write", read_only)
+    with pytest.raises(MnistOnnxError, match="cannot forget the cached choices .*Permission denied"):
+        cache.clear()
+
+
+def test_tune_says_when_its_answer_could_not_be_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import acceleration
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(tuning.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    monkeypatch.setattr(acceleration, "_trial_candidate", lambda pinned, provider: lambda images: images)
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {"cpu": 2.0, "openvino": 1.0})
+    assert main(["tune", "--precision", "int8"]) == 0
+    captured = capsys.readouterr()
+    assert "bundled int8 model, batch size default: cpu" in captured.out
+    assert "cached in" not in captured.out and "not cached:" in captured.out
+    assert captured.err.count("mnist-onnx tune: warning: cannot save the measured choice") == 1
 
 
 def test_concurrent_writers_keep_every_entry(cache: TuneCache) -> None:
@@ -344,3 +387,49 @@ def test_provider_key_names_the_trial_sizes() -> None:
     assert dict(key.extra)["trial_sizes"] == ",".join(map(str, (*acceleration.TRIAL_SIZES, acceleration.TRIAL_CHUNK)))
     # A choice cached under the key of the one-size trial is not found under the new key.
     assert key.text() != tuning.TrialKey("provider", "a" * 64, 0, key.machine, key.versions).text()
+
+
+def test_tune_help_shows_percent_signs_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_onnx.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "99.8%," in text and "%%" not in text and "~/.cache/mnist-onnx" in text.replace("- ", "-")
+
+
+def test_tune_takes_a_model_at_its_own_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `tune --model INT8.onnx` used to check the model against fp32 and stop with "expected precision fp32".
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import acceleration
+
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    # Each candidate is the real classifier the trial builds (on the CPU provider: no plugin needed); only the
+    # timing is faked.
+    real = acceleration._predict_of
+    monkeypatch.setattr(acceleration, "_trial_candidate", lambda pinned, provider: real(pinned("cpu")))
+    monkeypatch.setattr(tuning, "measure", lambda candidates, images, batch, **_: {"cpu": 2.0, "openvino": 1.0})
+    int8 = HOLDOUT.parent / "digit_cnn.int8.onnx"
+    assert main(["tune", "--model", str(int8)]) == 0
+    assert f"{int8}, batch size default: cpu (cpu 2 images/s, openvino 1 images/s)" in capsys.readouterr().out
+
+
+def test_tune_without_openvino_says_why_nothing_was_measured_and_claims_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import acceleration, openvino
+
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(acceleration, "plugin_installed", lambda: False)
+    monkeypatch.setattr(openvino, "plugin_installed", lambda: False)
+    monkeypatch.setattr(acceleration, "_cuda_offered", lambda: False)
+    assert main(["tune", "--precision", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu (nothing measured: OpenVINO is not installed (pip install 'mnist-onnx[openvino]')" in out
+    assert "cached in" not in out and not (tmp_path / "cache").exists()

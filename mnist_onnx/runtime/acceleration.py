@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProviderError, ProviderFallbackWarning
+from ..errors import MissingExtraError, ProviderError, ProviderFallbackWarning
 from . import bf16_gate, tuning
-from .openvino import OPENVINO, openvino_available, padded_size, plugin_installed, supports_bf16
+from .openvino import OPENVINO, openvino_available, openvino_device, padded_size, plugin_installed, supports_bf16
 
 __all__ = [
     "AUTO_MEASURE_ENV",
@@ -321,6 +321,10 @@ def pick_provider(
             raise ProviderError(
                 f"precision bf16 runs on OpenVINO (--provider openvino or auto), got providers {providers!r}"
             )
+        try:
+            openvino_device()
+        except ProviderError as exc:  # its "use --provider cpu" alone would then be refused for bf16
+            raise type(exc)(f"{exc}; on the CPU provider, use precision fp32 (bf16 compute needs OpenVINO)") from None
         return "openvino", None
     measuring_off = os.environ.get(AUTO_MEASURE_ENV, "1").strip() == "0" and not remeasure
     if not is_auto or measuring_off or not plugin_installed() or _cuda_offered():
@@ -332,6 +336,7 @@ def pick_provider(
         if cached is not None:
             return "cpu", cached
     if not openvino_available():
+        _warn_unavailable()
         return providers, None
     choice = choose_cpu_provider(
         sha256,
@@ -340,6 +345,20 @@ def pick_provider(
         remeasure=remeasure,
     )
     return choice.provider, choice
+
+
+def _warn_unavailable() -> None:
+    """Say why ``auto`` stays on the CPU provider although the OpenVINO plugin is installed."""
+    try:
+        openvino_device()
+    except MissingExtraError:  # not installed after all: auto means the CPU provider, nothing to warn about
+        return
+    except ProviderError as exc:
+        warnings.warn(
+            f"auto runs on onnxruntime's CPU provider: the OpenVINO plugin is installed but cannot be used ({exc})",
+            ProviderFallbackWarning,
+            stacklevel=4,
+        )
 
 
 def verify_openvino(classifier: Any, model_data: bytes, *, bf16: bool, pinned: Callable[[str], Any]) -> None:

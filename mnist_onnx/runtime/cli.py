@@ -415,7 +415,8 @@ def summary_lines(frame: pd.DataFrame, csv_path: Path, out: str | None, *, sampl
     attrs = frame.attrs
     source = "the bundled sample" if sample else str(csv_path)
     lines = [
-        f"predicted {attrs['rows']:,} rows of {source} with {attrs['model']} on {attrs['providers'][0]}: "
+        f"predicted {attrs['rows']:,} rows of {source} with {attrs['model']} on "
+        f"{attrs.get('provider') or attrs['providers'][0]}: "
         f"{attrs['images_per_second']:,.0f} images/s ({attrs['seconds']:.2f} s, reading included)"
     ]
     evaluation = attrs.get("evaluation")

@@ -66,6 +66,7 @@ def predict_csv(
         evaluation=totals.evaluation,
     )
     frame.attrs.update(run.as_attrs())
+    frame.attrs["provider"] = classifier.provider_for(None)  # a CSV is not routed by call size
     found = inverted_message(totals.bright_borders, totals.rows, str(path))
     frame.attrs["warnings"] = classifier.warnings + ([found] if found else [])
     frame.attrs["notes"] = [f"{path}: {info.note}"] if info.note else []

@@ -120,7 +120,8 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emi
 
     if emit:
         model = getattr(classifier, "model_name", "the model")
-        emit(f"predicted {len(images):,} image{'s' if len(images) != 1 else ''} with {model}")
+        on = f" on {classifier.provider_for(len(images))}" if hasattr(classifier, "provider_for") else ""
+        emit(f"predicted {len(images):,} image{'s' if len(images) != 1 else ''} with {model}{on}")
         if args.out:
             emit(
                 f"wrote {args.out} ({', '.join(frame.columns[:2])}{', ...' if args.proba else ''}; {len(frame):,} rows)"

@@ -126,7 +126,10 @@ def _open_binary(path: Path) -> IO[bytes]:
     except OSError as exc:
         raise CsvFormatError(str(path), None, None, f"cannot open ({exc.strerror or exc})") from None
     if _is_gzip(fh):
-        return gzip.open(fh, "rb")  # type: ignore[return-value]
+        # GzipFile(fileobj=...) never closes the file it was given: hand it the path instead, so that closing
+        # the reader closes the file too (else each gzipped CSV read leaks an open file, a ResourceWarning).
+        fh.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return fh
 
 

@@ -147,8 +147,12 @@ def _load() -> Any:
         return device
     try:
         plugin = importlib.import_module(_PLUGIN_MODULE)
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != _PLUGIN_MODULE:  # the plugin is there; something it imports is not
+            raise _broken_import(exc) from None
         raise MissingExtraError("openvino", PLUGIN_DISTRIBUTION) from None
+    except ImportError as exc:  # installed, but it fails to import (a missing or mismatched shared library)
+        raise _broken_import(exc) from None
     try:
         ort.register_execution_provider_library(_REGISTRATION_NAME, plugin.get_library_path())
     except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException) and OSError-like text
@@ -165,6 +169,14 @@ def _load() -> Any:
             f"(use --provider cpu)"
         )
     return device
+
+
+def _broken_import(exc: ImportError) -> OpenVINOUnavailableError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OpenVINOUnavailableError(
+        f"the OpenVINO plugin {PLUGIN_DISTRIBUTION} {plugin_version()} is installed but cannot be imported: "
+        f"{reason}; reinstall it: pip install --force-reinstall 'mnist-onnx[openvino]' (or use --provider cpu)"
+    )
 
 
 def openvino_device() -> Any:

@@ -161,9 +161,15 @@ class DigitClassifier:
         self._executor: ThreadPoolExecutor | None = None
         self._parallel_lock = threading.Lock()
         #: Read from the model; ``output_kind`` may be "unknown" until the probe run below.
+        asked = None if compute_bf16 else precision  # bf16 says itself, below, what is wrong with an int8 model
         self.contract: ModelContract = read_contract(
-            self.session, source, precision=precision, pixel_scale=pixel_scale, normalize=normalize, output=output
+            self.session, source, precision=asked, pixel_scale=pixel_scale, normalize=normalize, output=output
         )
+        if compute_bf16 and self.contract.precision == "int8":
+            raise ModelError(f"{source.name}: precision bf16 is bf16 compute for an fp32 model, and this model is "
+                             "int8 (its metadata): use precision int8 for it, or pass the fp32 model")
+        #: ``"bf16"`` when OpenVINO computes in bf16 (``precision="bf16"``), else None (the model's own precision).
+        self.inference_precision: str | None = "bf16" if compute_bf16 else None
         self._to_input = ModelInputConverter(self.contract)
         self.contract = probed(self.contract, self._probe_scores(), self.model_name)
         if self.session.get_providers()[0] == OPENVINO:
@@ -219,6 +225,14 @@ class DigitClassifier:
     def providers(self) -> list[str]:
         """The execution providers the session really uses, in priority order."""
         return list(self.session.get_providers())
+
+    def provider_for(self, images: int | None, batch_size: int | None = None) -> str:
+        """The execution provider a call of ``images`` images runs on (``providers[0]``, or the CPU provider for
+        the small calls that ``auto`` routes there; None: a CSV, never routed), plus `` (bf16 compute)`` for
+        ``precision="bf16"``; for reports."""
+        if images is not None and self._small_calls.runs_on_cpu(images, batch_size):
+            return CPU
+        return self.providers[0] + (" (bf16 compute)" if self.inference_precision == "bf16" else "")
 
     @property
     def class_labels(self) -> tuple[Any, ...]:
@@ -346,7 +360,7 @@ class DigitClassifier:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.model_name!r}, providers={self.providers}, "
-            f"layout={self.contract.layout}, precision={self.contract.precision})"
+            f"layout={self.contract.layout}, precision={self.inference_precision or self.contract.precision})"
         )
 
     # -- inference ----------------------------------------------------------
@@ -434,7 +448,7 @@ def predict_csv(
     batch_size: int | None = None,
     providers: Providers = "auto",
     threads: int | None = None,
-    precision: Precision | None = None,
+    precision: Precision | Literal["bf16"] | None = None,
     output: PathLike | None = None,
     proba: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -451,12 +465,13 @@ def predict_csv(
         path: A Kaggle ``test.csv`` or ``train.csv``, plain or gzipped.
         model: None for the bundled model of ``precision``, a path to an
             ``.onnx`` file, or the model's bytes.
-        batch_size: Images per onnxruntime call; None: 16 on the CPU, 1,024 on CUDA.
+        batch_size: Images per onnxruntime call; None: 16 on the CPU, 512 on OpenVINO, 1,024 on CUDA.
         providers: ``"auto"`` (CUDA when available, else the measured faster of
             the CPU provider and OpenVINO), ``"cpu"``, ``"cuda"``, ``"openvino"``,
             or a list of onnxruntime provider names.
         threads: onnxruntime intra-op threads; None uses the measured default.
-        precision: ``"fp32"`` (default) or ``"int8"``: which bundled model.
+        precision: ``"fp32"`` (default) or ``"int8"``: which bundled model; ``"bf16"``: the fp32 model with
+            bf16 compute on OpenVINO, behind the bf16 gate (see :class:`DigitClassifier`).
         output: Write the predictions here atomically; a Kaggle submission
             (``ImageId,Label``) unless ``proba``.
         proba: Add ``p0``..``p9`` and ``confidence`` columns.

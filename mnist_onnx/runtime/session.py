@@ -247,7 +247,8 @@ def create_session(
 
     Raises:
         ProviderError: If a requested provider is not available (OpenVINO:
-            :class:`~.openvino.OpenVINOUnavailableError`, naming the fix).
+            :class:`~.openvino.OpenVINOUnavailableError`, naming the fix), or
+            OpenVINO is given options in a ``(name, options)`` pair (they would be dropped).
         MissingExtraError: If OpenVINO is requested without the ``openvino`` extra.
         ModelError: If the model cannot be read or onnxruntime rejects it; the
             message says whether the file is empty, truncated or not ONNX.
@@ -261,6 +262,7 @@ def create_session(
     wants_cuda = any(provider_name(p) == CUDA for p in resolved)
     options = _session_options(threads, DEFAULT_SPINNING if spinning is None else spinning, optimization)
     if any(provider_name(p) == OPENVINO for p in resolved):
+        _refuse_openvino_options(resolved)
         return _openvino_session(source, options, openvino)
     fallback_reason = None
     try:
@@ -278,6 +280,18 @@ def create_session(
     if wants_cuda and CUDA not in session.get_providers():
         _warn_cuda_fallback(source, session, fallback_reason)
     return session
+
+
+def _refuse_openvino_options(providers: list[ProviderSpec]) -> None:
+    """OpenVINO runs as a plugin configured by :class:`~.openvino.OpenVINOConfig`: options in a
+    ``(name, options)`` pair would be dropped, so they are refused rather than ignored."""
+    for provider in providers:
+        if isinstance(provider, tuple) and provider_name(provider) == OPENVINO and provider[1]:
+            raise ProviderError(
+                f"options for {OPENVINO} in providers are not used (it runs as a plugin, with f32 inference "
+                f"precision for parity with the CPU provider), got {provider[1]!r}: pass providers='openvino', "
+                f"and precision='bf16' for bf16 compute"
+            )
 
 
 def _openvino_session(

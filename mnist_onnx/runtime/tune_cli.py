@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Any
 
 from .._argtypes import positive_int as _positive_int
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
             "digits, interleaved, for each batch size (when OpenVINO wins, also calls of 16 and 1 images, to find "
             "the call size below which the CPU provider stays faster); the answer is cached per CPU, library "
             "versions, model and batch size in the user's cache directory ($MNIST_ONNX_CACHE_DIR, else "
-            "$XDG_CACHE_HOME/mnist-onnx). "
-            "With --precision bf16, rerun the bf16 gate (agreement with fp32 >= 99.8%%, accuracy drop <= 0.1 "
+            "$XDG_CACHE_HOME/mnist-onnx, else ~/.cache/mnist-onnx). "
+            "With --precision bf16, rerun the bf16 gate (agreement with fp32 >= 99.8%, accuracy drop <= 0.1 "
             "points) instead."
         ),
     )
@@ -49,7 +50,35 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    """Handler of ``mnist-onnx tune``; libraries raise, the top-level CLI maps errors to exit codes."""
+    """Handler of ``mnist-onnx tune``; libraries raise, the top-level CLI maps errors to exit codes.
+
+    Warnings (a damaged or unwritable cache, a plugin that cannot be used) are printed as one line each on
+    standard error, even with ``--quiet``; "cached in" is said only when every answer was written.
+    """
+    from ..errors import CacheWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wrote = _tune(args)
+        finally:
+            for message in dict.fromkeys(str(warning.message) for warning in caught):
+                print(f"mnist-onnx tune: warning: {message}", file=sys.stderr)
+    emit = status_printer(args.quiet, sys.stdout)
+    unsaved = any(issubclass(w.category, CacheWarning) and "cannot save" in str(w.message) for w in caught)
+    if emit:
+        from . import tuning
+
+        where = tuning.TuneCache().path
+        if unsaved:
+            emit(f"not cached: {where} could not be written (see the warning)")
+        elif wrote:
+            emit(f"cached in {where}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> bool:
+    """Run what ``args`` asks for and print its figures; returns whether any answer was measured (and cached)."""
     from . import tuning
 
     emit = status_printer(args.quiet, sys.stdout)  # the figures are this command's output
@@ -62,15 +91,18 @@ def run_tune(args: argparse.Namespace) -> int:
         report = _retune_bf16(args.model)
         if emit:
             emit(f"bf16 gate passed: {report.summary()}")
-        return 0
-    precisions = [args.precision] if args.precision else (["fp32"] if args.model else ["fp32", "int8"])
+        return True
+    # A --model without --precision is taken at its own precision (its metadata), not checked against fp32.
+    precisions = [args.precision] if args.precision else ([None] if args.model else ["fp32", "int8"])
+    wrote = False
     for precision in precisions:
         for batch_size in args.batch_size or [None]:
             choice = _retune(args.model, precision=precision, batch_size=batch_size)
+            wrote = wrote or bool(choice.images_per_second)
             if emit:
                 speeds = ", ".join(f"{name} {ips:,.0f} images/s" for name, ips in choice.images_per_second.items())
                 model = args.model or f"bundled {precision} model"
-                speeds = speeds or "no other provider to compare: OpenVINO is not available or CUDA is"
+                speeds = speeds or _nothing_to_compare()
                 small = (
                     f"; calls of fewer than {choice.cpu_below} images, or that OpenVINO would pad, run on "
                     f"the CPU provider"
@@ -78,9 +110,19 @@ def run_tune(args: argparse.Namespace) -> int:
                     else ""
                 )
                 emit(f"{model}, batch size {batch_size or 'default'}: {choice.provider} ({speeds}){small}")
-    if emit:
-        emit(f"cached in {cache.path}")
-    return 0
+    return wrote
+
+
+def _nothing_to_compare() -> str:
+    """Why no trial ran: what ``auto`` uses instead, and how to get OpenVINO where it is missing."""
+    from . import acceleration
+    from .openvino import INSTALL_HINT, plugin_installed
+
+    if acceleration._cuda_offered():  # noqa: SLF001 - the same test auto makes
+        return "nothing measured: onnxruntime offers CUDA, which auto uses"
+    if not plugin_installed():
+        return f"nothing measured: OpenVINO is not installed ({INSTALL_HINT}); auto uses the CPU provider"
+    return "nothing measured: the OpenVINO plugin cannot be used here (see the warning); auto uses the CPU provider"
 
 
 def _retune(model: str | None, *, precision: str | None, batch_size: int | None) -> Any:

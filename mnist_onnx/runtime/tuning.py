@@ -22,6 +22,7 @@ import platform
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import MnistOnnxError
+from ..errors import CacheWarning, MnistOnnxError
 
 __all__ = [
     "CACHE_ENV",
@@ -158,13 +159,30 @@ class TuneCache:
             return TuneCache._locks.setdefault(self.path.resolve(), threading.Lock())
 
     def _read(self) -> dict[str, Any]:
+        path = self.path
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):  # nothing cached yet (writing will say what is wrong)
             return {}
-        if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("entries"), dict):
-            return {}
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+            return self._damaged(f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            return self._damaged(f"is not valid JSON ({exc})")
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+            return self._damaged("is not a cache of measured choices")
+        if data.get("format") != _FORMAT:
+            return self._damaged(f"has format {data.get('format')!r}, this version reads {_FORMAT}")
         return data["entries"]
+
+    def _damaged(self, why: str) -> dict[str, Any]:
+        warnings.warn(
+            f"{self.path} {why}: it counts as empty, and the next choice measured replaces it",
+            CacheWarning,
+            stacklevel=4,
+        )
+        return {}
 
     def get(self, key: TrialKey) -> dict[str, Any] | None:
         """The entry stored under ``key``, or None."""
@@ -184,24 +202,44 @@ class TuneCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put(self, key: TrialKey, entry: dict[str, Any]) -> None:
-        """Store ``entry`` under ``key`` (atomically).  A cache that cannot be written is skipped silently:
-        the choice is then measured again next time, which costs time but never correctness."""
+    def put(self, key: TrialKey, entry: dict[str, Any]) -> bool:
+        """Store ``entry`` under ``key`` (atomically); returns whether it was written.
+
+        A cache that cannot be written is skipped with a :class:`~mnist_onnx.errors.CacheWarning`: the
+        choice is then measured again next time, which costs time but never correctness.
+        """
         with self._lock():
             entries = self._read()
             entries[key.text()] = entry
             try:
                 self._write(entries)
-            except OSError:
-                return
+            except OSError as exc:
+                warnings.warn(
+                    f"cannot save the measured choice in {self.path} ({exc.strerror or exc}); it will be measured "
+                    f"again next time: set {CACHE_ENV} to a writable directory",
+                    CacheWarning,
+                    stacklevel=2,
+                )
+                return False
+        return True
 
     def clear(self, purpose: str | None = None) -> int:
-        """Forget entries (all, or those of one ``purpose``); returns how many were removed."""
+        """Forget entries (all, or those of one ``purpose``); returns how many were removed.
+
+        Raises:
+            MnistOnnxError: If the file cannot be rewritten (a read-only cache directory).
+        """
         with self._lock():
             entries = self._read()
             removed = [k for k in entries if purpose is None or json.loads(k).get("purpose") == purpose]
             if removed:
-                self._write({k: v for k, v in entries.items() if k not in removed})
+                try:
+                    self._write({k: v for k, v in entries.items() if k not in removed})
+                except OSError as exc:
+                    raise MnistOnnxError(
+                        f"cannot forget the cached choices in {self.path} ({exc.strerror or exc}): delete the file, "
+                        f"or set {CACHE_ENV} to a writable directory"
+                    ) from None
         return len(removed)
 
 
