@@ -500,9 +500,7 @@ def test_reports_name_where_auto_really_ran(
         pytest.skip("with CUDA offered, auto means CUDA")
     # OpenVINO wins the trial at 256 images per call only: calls below 256 go to the CPU provider.
     monkeypatch.setattr(
-        tuning,
-        "measure",
-        lambda candidates, images, batch, **_: {"cpu": 1.0, "openvino": 9.0 if batch >= 256 else 0.5},
+        tuning, "measure", lambda candidates, images, batch, **_: {"cpu": 1.0, "openvino": 9.0 if batch >= 256 else 0.5}
     )
     classifier = DigitClassifier(precision="int8", batch_size=128)
     assert classifier.provider_choice is not None and classifier.provider_choice.cpu_below == 256

@@ -166,8 +166,10 @@ class DigitClassifier:
             self.session, source, precision=asked, pixel_scale=pixel_scale, normalize=normalize, output=output
         )
         if compute_bf16 and self.contract.precision == "int8":
-            raise ModelError(f"{source.name}: precision bf16 is bf16 compute for an fp32 model, and this model is "
-                             "int8 (its metadata): use precision int8 for it, or pass the fp32 model")
+            raise ModelError(
+                f"{source.name}: precision bf16 is bf16 compute for an fp32 model, and this model is "
+                "int8 (its metadata): use precision int8 for it, or pass the fp32 model"
+            )
         #: ``"bf16"`` when OpenVINO computes in bf16 (``precision="bf16"``), else None (the model's own precision).
         self.inference_precision: str | None = "bf16" if compute_bf16 else None
         self._to_input = ModelInputConverter(self.contract)
