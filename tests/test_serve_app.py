@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,31 @@ def test_never_ready_when_a_startup_check_fails(config, reason):
         assert reason in one_line_error(client.get("/v2/health/ready"), 503)
         assert client.get("/v2/health/live").status_code == 200
         one_line_error(client.post(INFER, json=json_infer_body(sample_digits(1)[0])), 503)
+    finally:
+        client.__exit__(None, None, None)
+
+
+CASES = Path(__file__).resolve().parent / "data" / "cases"
+
+
+@pytest.mark.parametrize(
+    ("model", "fix"),
+    [
+        ("model-expects-0-255/mnist_zoo_like.onnx", "--pixel-scale 1"),
+        ("normalize-not-baked/torch_normalized_input.onnx", "--normalize 0.1307,0.3081"),
+    ],
+)
+def test_a_model_fed_wrongly_is_not_ready_and_the_reason_names_the_option_that_works(model, fix, caplog):
+    caplog.set_level("WARNING", logger="mnist_onnx.serve")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the ContractWarning itself; the server's reason is what is checked
+        client, app = started(ServeConfig(model=str(CASES / model), min_sample_accuracy=0.95))
+    try:
+        assert app.state.model.state == "failed"
+        reason = one_line_error(client.get("/v2/health/ready"), 503)
+        assert "accuracy" in reason and fix in reason, reason
+        logged = [r.getMessage() for r in caplog.records if r.name == "mnist_onnx.serve" and r.levelname == "WARNING"]
+        assert any(fix in line and "\n" not in line for line in logged), logged  # one log line, before the failure
     finally:
         client.__exit__(None, None, None)
 

@@ -39,7 +39,7 @@ from ._http import Metered, TrailingSlash, UnsupportedType, json_bytes, read_bod
 from .batcher import DeadlineExceeded, QueueFull, ServerStopping
 from .config import ServeConfig
 from .metrics import ServerMetrics
-from .model import ServedModel
+from .model import ServedModel, log_contract_warnings_only
 from .protocol import INPUT_NAME, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .uploads import prepare_image, read_csv_body
 
@@ -373,4 +373,5 @@ def app_from_env() -> Starlette:
     The workers share one port: each loads its model before taking connections,
     so a readiness probe answered by one never vouches for a sibling still loading.
     """
+    log_contract_warnings_only()
     return create_app(ServeConfig.from_env(), load_before_serving=True)

@@ -324,12 +324,13 @@ def run_server(
     import uvicorn
 
     from ..errors import MnistOnnxError
-    from .model import check_model_file
+    from .model import check_model_file, log_contract_warnings_only
 
     if classifier_factory is not None and workers > 1:
         raise MnistOnnxError("a classifier factory cannot be handed to --workers processes")
     _check_address(host, port)
     check_model_file(config)  # a wrong path or sha256 fails here, once, not in every worker
+    log_contract_warnings_only()
     options: dict[str, Any] = dict(
         host=host,
         port=port,
