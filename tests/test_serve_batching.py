@@ -116,6 +116,32 @@ def test_batcher_never_computes_a_request_past_its_deadline(reference):
     assert gated.calls == [1]  # the late request's 5 images never reached the model
 
 
+def test_a_deadline_is_answered_when_it_passes_not_when_the_running_batch_ends(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=4, max_queue=1)
+    digits = sample_digits(7)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        late = asyncio.ensure_future(batcher.predict(digits[1:7], deadline=time.monotonic() + 0.05))  # two blocks
+        with pytest.raises(DeadlineExceeded, match="not computed"):
+            await asyncio.wait_for(late, 30)  # bounded; the first batch is still held at the gate
+        assert not running.done()
+        assert batcher.waiting_requests == 0  # its place in the queue is free again
+        next_one = batcher.submit(digits[:1])  # so --max-queue 1 takes the next request
+        gated.release()
+        await running
+        await asyncio.wait_for(next_one[0], 30)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    assert gated.calls[:1] == [1] and 6 not in gated.calls and sum(gated.calls) == 2  # the late images: never
+
+
 def test_large_request_is_split_into_blocks(reference):
     digits = sample_digits(70)[0]
     gated = GatedClassifier(reference)
