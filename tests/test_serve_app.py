@@ -335,6 +335,13 @@ def test_predict_multipart_images(client, reference, digits):
     one_line_error(client.post("/v1/predict", files=too_many), 400)
 
 
+def test_a_multipart_upload_over_max_images_names_the_option(client, digits):
+    files = [(f"f{i}", (f"{i}.png", png_bytes(digits[0][i]), "image/png")) for i in range(9)]  # the fixture takes 8
+    message = one_line_error(client.post("/v1/predict", files=files), 400)
+    assert "--max-images 8" in message, message
+    assert client.post("/v1/predict", files=files[:8]).status_code == 200
+
+
 def test_predict_image_errors_and_pixel_limit(client):
     assert "not an image" in one_line_error(
         client.post("/v1/predict", content=b"GIF89a garbage", headers={"content-type": "image/gif"}), 400

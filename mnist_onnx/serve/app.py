@@ -229,7 +229,10 @@ class _Server:
         try:
             form = await Request(request.scope, replay).form(max_files=self.config.max_images, max_fields=16)
         except (MultiPartException, HTTPException) as exc:
-            detail = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+            detail = str(getattr(exc, "message", None) or getattr(exc, "detail", None) or exc)
+            if detail.startswith("Too many files"):  # python-multipart's words for max_files: name our option
+                limit = self.config.max_images
+                detail = f"more than {limit:,} files (--max-images {limit}); send the rest in another request"
             raise BadRequest(f"multipart body: {detail}") from None
         uploads = []
         try:
