@@ -112,7 +112,8 @@ def test_not_ready_until_loaded():
         assert client.get("/v2/health/live").status_code == 200
         assert "loading" in one_line_error(client.get("/v2/health/ready"), 503)
         digits = sample_digits(1)[0]
-        assert "not ready" in one_line_error(client.post(INFER, json=json_infer_body(digits)), 503)
+        loading = client.post(INFER, json=json_infer_body(digits))
+        assert "not ready" in one_line_error(loading, 503) and loading.headers["retry-after"] == "1"
         gate.set()
         assert app.state.model.loaded.wait(120)
         assert client.get("/v2/health/ready").status_code == 200
@@ -131,7 +132,9 @@ def test_never_ready_when_a_startup_check_fails(config, reason):
         assert app.state.model.state == "failed"
         assert reason in one_line_error(client.get("/v2/health/ready"), 503)
         assert client.get("/v2/health/live").status_code == 200
-        one_line_error(client.post(INFER, json=json_infer_body(sample_digits(1)[0])), 503)
+        refused = client.post(INFER, json=json_infer_body(sample_digits(1)[0]))
+        one_line_error(refused, 503)
+        assert "retry-after" not in refused.headers  # a failed check never clears: no invitation to poll
     finally:
         client.__exit__(None, None, None)
 

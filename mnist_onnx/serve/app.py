@@ -62,7 +62,17 @@ class NotFound(BadRequest):
 
 
 class NotReady(RuntimeError):
-    """The model is still loading or failed its start-up checks (HTTP 503)."""
+    """The model is still loading or failed its start-up checks (HTTP 503).
+
+    Args:
+        message: The one-line reason.
+        retry: Whether waiting helps (loading: answered with ``Retry-After``; a
+            failed check never clears, so no ``Retry-After`` invites clients to poll).
+    """
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -79,7 +89,9 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return _error(exc.status, str(exc))
         except QueueFull as exc:
             return _error(503, f"overloaded: {exc}; retry later", {"retry-after": str(exc.retry_after_s)})
-        except (NotReady, ServerStopping) as exc:
+        except NotReady as exc:
+            return _error(503, str(exc), {"retry-after": "1"} if exc.retry else None)
+        except ServerStopping as exc:
             return _error(503, str(exc), {"retry-after": "1"})
         except DeadlineExceeded as exc:
             return _error(504, f"timeout: {exc}")
@@ -113,7 +125,9 @@ class _Server:
 
     def _batcher(self) -> Any:
         if not self.model.ready or self.model.batcher is None:
-            raise NotReady(f"model {self.config.name!r} is not ready: {self.model.problem}")
+            raise NotReady(
+                f"model {self.config.name!r} is not ready: {self.model.problem}", retry=self.model.state == "loading"
+            )
         return self.model.batcher
 
     def _deadline(self) -> float:
