@@ -229,6 +229,8 @@ def _bad_requests():
     tensor = good["inputs"][0]
     yield "not json", b"{nope", None, "expected JSON"
     yield "json list", b"[1, 2]", None, "expected a JSON object"
+    yield "nested too deeply", b"[" * 100_000 + b"]" * 100_000, None, "(arrays or objects nested too deeply)"
+    yield "5,000-digit number", b'{"inputs": [1' + b"0" * 5000 + b"]}", None, "value has 5001 digits)"
     yield "no inputs", json.dumps({}).encode(), None, "inputs"
     yield "two inputs", json.dumps({"inputs": [tensor, tensor]}).encode(), None, "got 2"
     yield "wrong name", json.dumps({"inputs": [{**tensor, "name": "x"}]}).encode(), None, "inputs[0].name"
