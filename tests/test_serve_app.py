@@ -484,6 +484,21 @@ def test_compressed_request_bodies_as_tritonclient_sends_them(client, reference,
     )
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(client, reference, digits):
+    import gzip
+
+    csv = sample_csv_bytes(40).splitlines(keepends=True)
+    body = gzip.compress(b"".join(csv[:21])) + gzip.compress(b"".join(csv[21:]))  # cat a.gz b.gz, pigz, bgzip
+    headers = {"content-type": "text/csv", "Content-Encoding": "gzip"}
+    response = client.post("/v1/predict", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    rows = response.text.splitlines()[1:]
+    assert len(rows) == 40  # not the first member's 20
+    assert [int(row.split(",")[1]) for row in rows] == reference.predict_proba(digits[0]).argmax(axis=1).tolist()
+    garbage = client.post("/v1/predict", content=body + b"trailing", headers=headers)
+    assert "after the end of gzip member 2" in one_line_error(garbage, 400)
+
+
 def test_an_unknown_content_encoding_is_a_415(client):
     assert "Content-Encoding" in one_line_error(
         client.post(INFER, content=b"{}", headers={"Content-Encoding": "br"}), 415
