@@ -142,6 +142,25 @@ def test_a_deadline_is_answered_when_it_passes_not_when_the_running_batch_ends(r
     assert gated.calls[:1] == [1] and 6 not in gated.calls and sum(gated.calls) == 2  # the late images: never
 
 
+def test_a_deadline_passing_while_a_batch_waits_for_company_leaves_the_worker_alive(reference):
+    batcher = Batcher(reference.predict_proba, max_batch_size=64, max_queue_delay_s=0.2)
+    digits = sample_digits(2)[0]
+
+    async def run() -> None:
+        late = batcher.submit(digits[:1], deadline=time.monotonic() + 0.05)  # expires within the 0.2 s wait
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(late[0], 30)
+        await asyncio.sleep(0.5)  # the wait ends with the queue empty; nothing else may arrive before
+        assert batcher._thread.is_alive()
+        after = await asyncio.wait_for(batcher.predict(digits[1:2]), 30)  # bounded: a dead worker fails here
+        np.testing.assert_array_equal(after, reference.predict_proba(digits[1:2]))
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close(timeout=30)
+
+
 def test_large_request_is_split_into_blocks(reference):
     digits = sample_digits(70)[0]
     gated = GatedClassifier(reference)

@@ -333,12 +333,16 @@ class Batcher:
 
     # -- worker thread ------------------------------------------------------
 
-    def _take_batch(self) -> list[_Block] | None:
-        """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
-        with self._cond:
+    def _wait_for_blocks(self) -> bool:
+        """Wait until blocks are queued and the worker may take them (False: closed and drained). Hold ``_cond``.
+
+        With ``max_queue_delay_s``, wait that long after the oldest block for company.
+        A deadline (:meth:`_expire`) may empty the queue meanwhile: then wait again.
+        """
+        while True:
             while not self._blocks or self._busy:
                 if self._stopping and not self._blocks:
-                    return None
+                    return False
                 self._cond.wait()
             if self.max_queue_delay_s > 0 and self._queued_images < self.max_batch_size and not self._stopping:
                 until = self._blocks[0].enqueued + self.max_queue_delay_s
@@ -347,6 +351,14 @@ class Batcher:
                     if left <= 0:
                         break
                     self._cond.wait(left)
+            if self._blocks:
+                return True
+
+    def _take_batch(self) -> list[_Block] | None:
+        """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
+        with self._cond:
+            if not self._wait_for_blocks():
+                return None
             batch = [self._blocks.popleft()]
             size, dtype = len(batch[0].images), batch[0].images.dtype
             while (
