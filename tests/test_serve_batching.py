@@ -17,7 +17,13 @@ import pytest
 pytest.importorskip("starlette", reason="needs the 'serve' extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 
-from _serve_support import GatedClassifier, binary_infer_body, read_binary_outputs, sample_digits  # noqa: E402
+from _serve_support import (  # noqa: E402
+    GatedClassifier,
+    binary_infer_body,
+    read_binary_outputs,
+    sample_csv_bytes,
+    sample_digits,
+)
 
 from mnist_onnx.runtime import DigitClassifier  # noqa: E402
 from mnist_onnx.serve.app import create_app  # noqa: E402
@@ -416,3 +422,21 @@ def test_deadline_gives_504_and_the_images_are_never_computed(gated_app):
     assert late_response.status_code == 504 and "not computed" in late_response.json()["error"]
     assert gated.calls == [1]
     assert 'status="504"' in client.get("/metrics").text
+
+
+def test_a_csv_past_its_deadline_is_a_504_and_its_other_blocks_leave_no_error_in_the_log(gated_app, caplog):
+    import gc
+
+    client, app, gated = gated_app
+    digits = sample_digits(1)[0]
+    results: list = []
+    first = _post_in_thread(client, digits, results)
+    assert gated.started.wait(30)
+    csv = sample_csv_bytes(150)  # three blocks of the fixture's 64
+    late = client.post("/v1/predict", content=csv, headers={"content-type": "text/csv"})  # 100 ms deadline
+    gated.release()
+    first.join(60)
+    assert late.status_code == 504 and "not computed" in late.json()["error"]
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert gated.calls == [1]

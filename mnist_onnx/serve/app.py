@@ -265,7 +265,15 @@ class _Server:
         body = await read_body(request, self.config.max_body_bytes)
         images = await run_in_threadpool(read_csv_body, body)
         futures = batcher.submit(images, deadline)
-        first = await futures[0]  # a deadline missed before the first batch is still a 504, not a cut stream
+        try:
+            first = await futures[0]  # a deadline missed before the first batch is still a 504, not a cut stream
+        except BaseException:
+            for future in futures[1:]:  # failed with it: read, so asyncio does not log them as never retrieved
+                if future.done() and not future.cancelled():
+                    future.exception()
+                else:
+                    future.cancel()
+            raise
         labels = self.model.labels
 
         async def rows() -> AsyncIterator[bytes]:
