@@ -17,13 +17,7 @@ import pytest
 pytest.importorskip("starlette", reason="needs the 'serve' extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 
-from _serve_support import (  # noqa: E402
-    GatedClassifier,
-    binary_infer_body,
-    read_binary_outputs,
-    sample_csv_bytes,
-    sample_digits,
-)
+from _serve_support import GatedClassifier, binary_infer_body, read_binary_outputs, sample_csv_bytes, sample_digits  # noqa: E402
 
 from mnist_onnx.runtime import DigitClassifier  # noqa: E402
 from mnist_onnx.serve.app import create_app  # noqa: E402
