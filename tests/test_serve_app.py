@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +112,8 @@ def test_not_ready_until_loaded():
         assert client.get("/v2/health/live").status_code == 200
         assert "loading" in one_line_error(client.get("/v2/health/ready"), 503)
         digits = sample_digits(1)[0]
-        assert "not ready" in one_line_error(client.post(INFER, json=json_infer_body(digits)), 503)
+        loading = client.post(INFER, json=json_infer_body(digits))
+        assert "not ready" in one_line_error(loading, 503) and loading.headers["retry-after"] == "1"
         gate.set()
         assert app.state.model.loaded.wait(120)
         assert client.get("/v2/health/ready").status_code == 200
@@ -130,7 +132,34 @@ def test_never_ready_when_a_startup_check_fails(config, reason):
         assert app.state.model.state == "failed"
         assert reason in one_line_error(client.get("/v2/health/ready"), 503)
         assert client.get("/v2/health/live").status_code == 200
-        one_line_error(client.post(INFER, json=json_infer_body(sample_digits(1)[0])), 503)
+        refused = client.post(INFER, json=json_infer_body(sample_digits(1)[0]))
+        one_line_error(refused, 503)
+        assert "retry-after" not in refused.headers  # a failed check never clears: no invitation to poll
+    finally:
+        client.__exit__(None, None, None)
+
+
+CASES = Path(__file__).resolve().parent / "data" / "cases"
+
+
+@pytest.mark.parametrize(
+    ("model", "fix"),
+    [
+        ("model-expects-0-255/mnist_zoo_like.onnx", "--pixel-scale 1"),
+        ("normalize-not-baked/torch_normalized_input.onnx", "--normalize 0.1307,0.3081"),
+    ],
+)
+def test_a_model_fed_wrongly_is_not_ready_and_the_reason_names_the_option_that_works(model, fix, caplog):
+    caplog.set_level("WARNING", logger="mnist_onnx.serve")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the ContractWarning itself; the server's reason is what is checked
+        client, app = started(ServeConfig(model=str(CASES / model), min_sample_accuracy=0.95))
+    try:
+        assert app.state.model.state == "failed"
+        reason = one_line_error(client.get("/v2/health/ready"), 503)
+        assert "accuracy" in reason and fix in reason, reason
+        logged = [r.getMessage() for r in caplog.records if r.name == "mnist_onnx.serve" and r.levelname == "WARNING"]
+        assert any(fix in line and "\n" not in line for line in logged), logged  # one log line, before the failure
     finally:
         client.__exit__(None, None, None)
 
@@ -200,6 +229,8 @@ def _bad_requests():
     tensor = good["inputs"][0]
     yield "not json", b"{nope", None, "expected JSON"
     yield "json list", b"[1, 2]", None, "expected a JSON object"
+    yield "nested too deeply", b"[" * 100_000 + b"]" * 100_000, None, "(arrays or objects nested too deeply)"
+    yield "5,000-digit number", b'{"inputs": [1' + b"0" * 5000 + b"]}", None, "value has 5001 digits)"
     yield "no inputs", json.dumps({}).encode(), None, "inputs"
     yield "two inputs", json.dumps({"inputs": [tensor, tensor]}).encode(), None, "got 2"
     yield "wrong name", json.dumps({"inputs": [{**tensor, "name": "x"}]}).encode(), None, "inputs[0].name"
@@ -307,6 +338,13 @@ def test_predict_multipart_images(client, reference, digits):
     assert "text field" in one_line_error(client.post("/v1/predict", data={"a": "b"}, files=files[:1]), 400)
     too_many = [(f"f{i}", (f"{i}.png", png_bytes(digits[0][0]), "image/png")) for i in range(9)]
     one_line_error(client.post("/v1/predict", files=too_many), 400)
+
+
+def test_a_multipart_upload_over_max_images_names_the_option(client, digits):
+    files = [(f"f{i}", (f"{i}.png", png_bytes(digits[0][i]), "image/png")) for i in range(9)]  # the fixture takes 8
+    message = one_line_error(client.post("/v1/predict", files=files), 400)
+    assert "--max-images 8" in message, message
+    assert client.post("/v1/predict", files=files[:8]).status_code == 200
 
 
 def test_predict_image_errors_and_pixel_limit(client):
@@ -444,6 +482,21 @@ def test_compressed_request_bodies_as_tritonclient_sends_them(client, reference,
     assert encoding in one_line_error(
         client.post(INFER, content=b"not compressed", headers={"Content-Encoding": encoding}), 400
     )
+
+
+def test_a_gzip_body_of_several_members_is_read_whole(client, reference, digits):
+    import gzip
+
+    csv = sample_csv_bytes(40).splitlines(keepends=True)
+    body = gzip.compress(b"".join(csv[:21])) + gzip.compress(b"".join(csv[21:]))  # cat a.gz b.gz, pigz, bgzip
+    headers = {"content-type": "text/csv", "Content-Encoding": "gzip"}
+    response = client.post("/v1/predict", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    rows = response.text.splitlines()[1:]
+    assert len(rows) == 40  # not the first member's 20
+    assert [int(row.split(",")[1]) for row in rows] == reference.predict_proba(digits[0]).argmax(axis=1).tolist()
+    garbage = client.post("/v1/predict", content=body + b"trailing", headers=headers)
+    assert "after the end of gzip member 2" in one_line_error(garbage, 400)
 
 
 def test_an_unknown_content_encoding_is_a_415(client):

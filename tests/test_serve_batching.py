@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("starlette", reason="needs the 'serve' extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 
-from _serve_support import GatedClassifier, binary_infer_body, read_binary_outputs, sample_digits  # noqa: E402
+from _serve_support import GatedClassifier, binary_infer_body, read_binary_outputs, sample_csv_bytes, sample_digits  # noqa: E402
 
 from mnist_onnx.runtime import DigitClassifier  # noqa: E402
 from mnist_onnx.serve.app import create_app  # noqa: E402
@@ -114,6 +114,51 @@ def test_batcher_never_computes_a_request_past_its_deadline(reference):
     finally:
         batcher.close()
     assert gated.calls == [1]  # the late request's 5 images never reached the model
+
+
+def test_a_deadline_is_answered_when_it_passes_not_when_the_running_batch_ends(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=4, max_queue=1)
+    digits = sample_digits(7)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        late = asyncio.ensure_future(batcher.predict(digits[1:7], deadline=time.monotonic() + 0.05))  # two blocks
+        with pytest.raises(DeadlineExceeded, match="not computed"):
+            await asyncio.wait_for(late, 30)  # bounded; the first batch is still held at the gate
+        assert not running.done()
+        assert batcher.waiting_requests == 0  # its place in the queue is free again
+        next_one = batcher.submit(digits[:1])  # so --max-queue 1 takes the next request
+        gated.release()
+        await running
+        await asyncio.wait_for(next_one[0], 30)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    assert gated.calls[:1] == [1] and 6 not in gated.calls and sum(gated.calls) == 2  # the late images: never
+
+
+def test_a_deadline_passing_while_a_batch_waits_for_company_leaves_the_worker_alive(reference):
+    batcher = Batcher(reference.predict_proba, max_batch_size=64, max_queue_delay_s=0.2)
+    digits = sample_digits(2)[0]
+
+    async def run() -> None:
+        late = batcher.submit(digits[:1], deadline=time.monotonic() + 0.05)  # expires within the 0.2 s wait
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(late[0], 30)
+        await asyncio.sleep(0.5)  # the wait ends with the queue empty; nothing else may arrive before
+        assert batcher._thread.is_alive()
+        after = await asyncio.wait_for(batcher.predict(digits[1:2]), 30)  # bounded: a dead worker fails here
+        np.testing.assert_array_equal(after, reference.predict_proba(digits[1:2]))
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close(timeout=30)
 
 
 def test_large_request_is_split_into_blocks(reference):
@@ -371,3 +416,21 @@ def test_deadline_gives_504_and_the_images_are_never_computed(gated_app):
     assert late_response.status_code == 504 and "not computed" in late_response.json()["error"]
     assert gated.calls == [1]
     assert 'status="504"' in client.get("/metrics").text
+
+
+def test_a_csv_past_its_deadline_is_a_504_and_its_other_blocks_leave_no_error_in_the_log(gated_app, caplog):
+    import gc
+
+    client, app, gated = gated_app
+    digits = sample_digits(1)[0]
+    results: list = []
+    first = _post_in_thread(client, digits, results)
+    assert gated.started.wait(30)
+    csv = sample_csv_bytes(150)  # three blocks of the fixture's 64
+    late = client.post("/v1/predict", content=csv, headers={"content-type": "text/csv"})  # 100 ms deadline
+    gated.release()
+    first.join(60)
+    assert late.status_code == 504 and "not computed" in late.json()["error"]
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert gated.calls == [1]

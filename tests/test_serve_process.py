@@ -257,6 +257,7 @@ def test_bad_model_path_exits_1(capsys, tmp_path):
         (["--min-sample-accuracy", "2"], "--min-sample-accuracy"),  # never ready: 200% accuracy required
         (["--name", "a/b"], "--name"),  # no URL can reach a model name with a slash
         (["--name", ""], "--name"),
+        (["--sha256", "abc"], "--sha256"),  # refused only after the model file was read, as a digest mismatch
     ],
 )
 def test_bad_flag_values_are_usage_errors_before_anything_starts(monkeypatch, capsys, flags, named):

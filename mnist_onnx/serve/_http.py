@@ -51,21 +51,36 @@ _ENCODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    """``body`` with its Content-Encoding undone, refused past ``limit`` bytes (a small gzip unpacks to gigabytes)."""
+    """``body`` with its Content-Encoding undone, refused past ``limit`` bytes (a small gzip unpacks to gigabytes).
+
+    A gzip body may hold several members one after another (``cat a.gz b.gz``,
+    pigz, bgzip): all are unpacked, as ``gzip.decompress`` does, never only the first.
+    """
     if encoding in ("", "identity"):
         return body
     if encoding not in _ENCODINGS:
         raise UnsupportedType(f"Content-Encoding: expected gzip, deflate or none, got {encoding[:40]!r}")
-    decoder = zlib.decompressobj(_ENCODINGS[encoding])
-    try:
-        data = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"request body: not {encoding} data ({exc})") from None
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes once decompressed (--max-body-mb)")
-    if not decoder.eof:
-        raise BadRequest(f"request body: the {encoding} data is cut short")
-    return data
+    parts: list[bytes] = []
+    total, rest, member = 0, body, 1
+    while True:
+        decoder = zlib.decompressobj(_ENCODINGS[encoding])
+        try:
+            data = decoder.decompress(rest, limit + 1 - total)
+        except zlib.error as exc:
+            where = "" if member == 1 else f" after the end of gzip member {member - 1}"
+            raise BadRequest(f"request body: not {encoding} data{where} ({exc})") from None
+        total += len(data)
+        if total > limit:
+            raise PayloadTooLarge(f"request body: over the limit of {limit:,} bytes once decompressed (--max-body-mb)")
+        parts.append(data)
+        if not decoder.eof:
+            raise BadRequest(f"request body: the {encoding} data is cut short")
+        rest = decoder.unused_data
+        if not rest.strip(b"\0"):  # the end (gzip tools accept zero padding after the last member)
+            return b"".join(parts)
+        if _ENCODINGS[encoding] != 31:
+            raise BadRequest(f"request body: {len(rest):,} bytes after the end of the {encoding} data")
+        member += 1
 
 
 def json_bytes(body: bytes, header_length: str | None) -> int:

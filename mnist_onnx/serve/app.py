@@ -39,7 +39,7 @@ from ._http import Metered, TrailingSlash, UnsupportedType, json_bytes, read_bod
 from .batcher import DeadlineExceeded, QueueFull, ServerStopping
 from .config import ServeConfig
 from .metrics import ServerMetrics
-from .model import ServedModel
+from .model import ServedModel, log_contract_warnings_only
 from .protocol import INPUT_NAME, BadRequest, encode_infer_response, error_body, parse_infer_request
 from .uploads import prepare_image, read_csv_body
 
@@ -62,7 +62,17 @@ class NotFound(BadRequest):
 
 
 class NotReady(RuntimeError):
-    """The model is still loading or failed its start-up checks (HTTP 503)."""
+    """The model is still loading or failed its start-up checks (HTTP 503).
+
+    Args:
+        message: The one-line reason.
+        retry: Whether waiting helps (loading: answered with ``Retry-After``; a
+            failed check never clears, so no ``Retry-After`` invites clients to poll).
+    """
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -79,7 +89,9 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return _error(exc.status, str(exc))
         except QueueFull as exc:
             return _error(503, f"overloaded: {exc}; retry later", {"retry-after": str(exc.retry_after_s)})
-        except (NotReady, ServerStopping) as exc:
+        except NotReady as exc:
+            return _error(503, str(exc), {"retry-after": "1"} if exc.retry else None)
+        except ServerStopping as exc:
             return _error(503, str(exc), {"retry-after": "1"})
         except DeadlineExceeded as exc:
             return _error(504, f"timeout: {exc}")
@@ -113,7 +125,9 @@ class _Server:
 
     def _batcher(self) -> Any:
         if not self.model.ready or self.model.batcher is None:
-            raise NotReady(f"model {self.config.name!r} is not ready: {self.model.problem}")
+            raise NotReady(
+                f"model {self.config.name!r} is not ready: {self.model.problem}", retry=self.model.state == "loading"
+            )
         return self.model.batcher
 
     def _deadline(self) -> float:
@@ -229,7 +243,10 @@ class _Server:
         try:
             form = await Request(request.scope, replay).form(max_files=self.config.max_images, max_fields=16)
         except (MultiPartException, HTTPException) as exc:
-            detail = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+            detail = str(getattr(exc, "message", None) or getattr(exc, "detail", None) or exc)
+            if detail.startswith("Too many files"):  # python-multipart's words for max_files: name our option
+                limit = self.config.max_images
+                detail = f"more than {limit:,} files (--max-images {limit}); send the rest in another request"
             raise BadRequest(f"multipart body: {detail}") from None
         uploads = []
         try:
@@ -248,7 +265,15 @@ class _Server:
         body = await read_body(request, self.config.max_body_bytes)
         images = await run_in_threadpool(read_csv_body, body)
         futures = batcher.submit(images, deadline)
-        first = await futures[0]  # a deadline missed before the first batch is still a 504, not a cut stream
+        try:
+            first = await futures[0]  # a deadline missed before the first batch is still a 504, not a cut stream
+        except BaseException:
+            for future in futures[1:]:  # failed with it: read, so asyncio does not log them as never retrieved
+                if future.done() and not future.cancelled():
+                    future.exception()
+                else:
+                    future.cancel()
+            raise
         labels = self.model.labels
 
         async def rows() -> AsyncIterator[bytes]:
@@ -373,4 +398,5 @@ def app_from_env() -> Starlette:
     The workers share one port: each loads its model before taking connections,
     so a readiness probe answered by one never vouches for a sibling still loading.
     """
+    log_contract_warnings_only()
     return create_app(ServeConfig.from_env(), load_before_serving=True)

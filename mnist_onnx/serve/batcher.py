@@ -15,9 +15,10 @@ hand-offs for a batch of one.  The server sets ``inline_max_images`` from the
 model's measured warm-up (see :mod:`.model`), so only calls that take well under
 a millisecond ever hold the event loop; while one runs, nothing else can queue.
 
-A request whose deadline has passed before its first block joins a batch is
-answered with :class:`DeadlineExceeded` and never computed (once a block has
-joined a batch, the request's other blocks are computed too); a request that finds
+A request whose deadline passes before its first block joins a batch is
+answered with :class:`DeadlineExceeded` at the deadline (a timer on the event
+loop, not when its turn comes after the running batch) and never computed (once
+a block has joined a batch, the request's other blocks are computed too); a request that finds
 ``max_queue`` requests waiting is refused at once with :class:`QueueFull`, and so
 is one whose deadline would pass while the images queued ahead of it are
 computed, at the measured images/s (refused at once rather than failed later).
@@ -213,7 +214,38 @@ class Batcher:
             depth = self._waiting_requests
         if self._stats.on_depth:
             self._stats.on_depth(depth)
+        if deadline is not None:  # the 504 is answered at the deadline, not when the block's turn comes
+            loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, request, deadline, blocks[0].enqueued)
         return [block.future for block in blocks]
+
+    def _expire(self, request: _Request, deadline: float, enqueued: float) -> None:
+        """On the event loop, at ``deadline``: fail a request none of whose blocks joined a batch yet.
+
+        Its blocks leave the queue, so they are never computed and no longer count
+        against ``max_queue`` or the admission estimate. The timer holds only the
+        small :class:`_Request`, never the images.
+        """
+        now = time.monotonic()
+        if now < deadline:  # the loop's clock ran a little ahead of time.monotonic()
+            asyncio.get_running_loop().call_later(deadline - now, self._expire, request, deadline, enqueued)
+            return
+        with self._cond:
+            if request.started or request.failed:
+                return
+            request.failed = True
+            mine = [block for block in self._blocks if block.request is request]
+            if not mine:
+                return
+            self._blocks = collections.deque(block for block in self._blocks if block.request is not request)
+            self._queued_images -= sum(len(block.images) for block in mine)
+            self._waiting_requests -= 1
+            request.blocks_left = 0
+            depth = self._waiting_requests
+        error = DeadlineExceeded(f"the deadline passed after {now - enqueued:.3f} s in the queue; not computed")
+        for block in mine:
+            _resolve(block.future, None, error)
+        if self._stats.on_depth:
+            self._stats.on_depth(depth)
 
     async def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """The rows for ``images``: at once when the worker is idle and the request small, else queued.
@@ -301,12 +333,16 @@ class Batcher:
 
     # -- worker thread ------------------------------------------------------
 
-    def _take_batch(self) -> list[_Block] | None:
-        """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
-        with self._cond:
+    def _wait_for_blocks(self) -> bool:
+        """Wait until blocks are queued and the worker may take them (False: closed and drained). Hold ``_cond``.
+
+        With ``max_queue_delay_s``, wait that long after the oldest block for company.
+        A deadline (:meth:`_expire`) may empty the queue meanwhile: then wait again.
+        """
+        while True:
             while not self._blocks or self._busy:
                 if self._stopping and not self._blocks:
-                    return None
+                    return False
                 self._cond.wait()
             if self.max_queue_delay_s > 0 and self._queued_images < self.max_batch_size and not self._stopping:
                 until = self._blocks[0].enqueued + self.max_queue_delay_s
@@ -315,6 +351,14 @@ class Batcher:
                     if left <= 0:
                         break
                     self._cond.wait(left)
+            if self._blocks:
+                return True
+
+    def _take_batch(self) -> list[_Block] | None:
+        """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
+        with self._cond:
+            if not self._wait_for_blocks():
+                return None
             batch = [self._blocks.popleft()]
             size, dtype = len(batch[0].images), batch[0].images.dtype
             while (
@@ -325,11 +369,18 @@ class Batcher:
                 block = self._blocks.popleft()
                 batch.append(block)
                 size += len(block.images)
+            now = time.monotonic()
             for block in batch:
                 self._queued_images -= len(block.images)
                 block.request.blocks_left -= 1
                 if block.request.blocks_left == 0:
                     self._waiting_requests -= 1
+                # Decided under the lock, so the event loop's deadline timer (_expire) and this never disagree.
+                if not block.request.failed and not block.request.started:
+                    if block.deadline is not None and now > block.deadline:
+                        block.request.failed = True
+                    else:
+                        block.request.started = True
             depth = self._waiting_requests
             self._busy = True
         if self._stats.on_depth:
@@ -347,9 +398,6 @@ class Batcher:
                 if self._stats.on_wait:
                     self._stats.on_wait(now - block.enqueued)
                 if block.request.failed:
-                    self._fail(block, DeadlineExceeded("another part of the request missed its deadline"))
-                elif block.deadline is not None and now > block.deadline and not block.request.started:
-                    block.request.failed = True
                     self._fail(
                         block,
                         DeadlineExceeded(
@@ -357,7 +405,6 @@ class Batcher:
                         ),
                     )
                 else:
-                    block.request.started = True
                     live.append(block)
             if live:
                 self._run(live)

@@ -69,6 +69,12 @@ def _model_name(text: str) -> str:
     return text
 
 
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits (sha256sum's output), got {text[:80]!r}")
+    return text.lower()
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's own type
     """Add ``serve`` to the ``mnist-onnx`` parser."""
     serve = sub.add_parser(
@@ -147,6 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     model.add_argument(
         "--sha256",
         metavar="HEX",
+        type=_sha256,
         help="refuse to start unless the model file has this sha256 (bundled models are always "
         "checked against their model card)",
     )
@@ -324,12 +331,13 @@ def run_server(
     import uvicorn
 
     from ..errors import MnistOnnxError
-    from .model import check_model_file
+    from .model import check_model_file, log_contract_warnings_only
 
     if classifier_factory is not None and workers > 1:
         raise MnistOnnxError("a classifier factory cannot be handed to --workers processes")
     _check_address(host, port)
     check_model_file(config)  # a wrong path or sha256 fails here, once, not in every worker
+    log_contract_warnings_only()
     options: dict[str, Any] = dict(
         host=host,
         port=port,

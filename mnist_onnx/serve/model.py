@@ -14,17 +14,18 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ContractWarning, ModelError
 from .batcher import Batcher, BatchStats
 from .config import DEFAULT_MIN_SAMPLE_ACCURACY, INLINE_BUDGET_MS, ServeConfig
 
-__all__ = ["ServedModel", "SAMPLE", "MODEL_CARD"]
+__all__ = ["ServedModel", "SAMPLE", "MODEL_CARD", "log_contract_warnings_only"]
 
 _BUNDLED = Path(__file__).resolve().parent.parent / "runtime" / "bundled"
 SAMPLE = _BUNDLED / "sample.csv.gz"
@@ -47,6 +48,15 @@ def _card() -> dict[str, Any]:
     with open(MODEL_CARD, encoding="utf-8") as handle:
         card: dict[str, Any] = json.load(handle)
     return card
+
+
+def log_contract_warnings_only() -> None:
+    """Silence Python's own print of :class:`ContractWarning` in a server process.
+
+    The loader logs each one as a single line (and names it again when the model
+    is not ready); Python's print would add the caller's file path and source line.
+    """
+    warnings.filterwarnings("ignore", category=ContractWarning)
 
 
 def check_model_file(config: ServeConfig) -> str:
@@ -112,9 +122,13 @@ class ServedModel:
 
     def _load(self) -> None:
         started = time.monotonic()
+        hints: list[str] = []
         try:
             self.sha256 = check_model_file(self.config)
             self.classifier = self._factory(self.config)
+            hints = [str(hint) for hint in getattr(self.classifier, "warnings", [])]
+            for hint in hints:  # the input-contract check's advice: logged, and named again if not ready
+                _log.warning("mnist-onnx serve: warning: %s", hint)
             self.labels = _int_labels(self.classifier.class_labels)
             self._warm_up()
             self.sample_accuracy = self._check_sample()
@@ -130,18 +144,19 @@ class ServedModel:
             )
         except Exception as exc:  # reported by /v2/health/ready and the log; the process stays live
             self.problem = f"the model failed its start-up checks: {exc}"
+            if hints:
+                self.problem += f"; its input contract looks wrong: {'; '.join(hints)}"
             self.state = "failed"
             _log.error("mnist-onnx serve: %s", self.problem)
         else:
             self.state, self.problem = "ready", ""
             _log.info(
-                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%, "
-                "requests of up to %d images predicted at once when idle)",
+                "mnist-onnx serve: model %r ready in %.1f s (sha256 %s, bundled sample accuracy %.2f%%, %s)",
                 self.config.name,
                 time.monotonic() - started,
                 self.sha256,
                 100 * self.sample_accuracy,
-                self.inline_max_images,
+                inline_phrase(self.inline_max_images),
             )
         finally:
             self.loaded.set()
@@ -191,6 +206,23 @@ class ServedModel:
                 f"expected at least {expected:.2%}"
             )
         return accuracy
+
+
+def inline_phrase(limit: int) -> str:
+    """The start-up log's words for the idle fast path's limit.
+
+    >>> inline_phrase(0)
+    'idle fast path off'
+    >>> inline_phrase(1)
+    'a 1-image request predicted at once when idle'
+    >>> inline_phrase(16)
+    'requests of up to 16 images predicted at once when idle'
+    """
+    if limit <= 0:
+        return "idle fast path off"
+    if limit == 1:
+        return "a 1-image request predicted at once when idle"
+    return f"requests of up to {limit} images predicted at once when idle"
 
 
 def _int_labels(class_labels: Any) -> np.ndarray:

@@ -281,8 +281,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     json_part, binary = _split_body(body, header_length)
     try:
         decoded = json.loads(json_part)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0][:80]})") from None
+    except RecursionError:
+        raise BadRequest("request: expected JSON (arrays or objects nested too deeply)") from None
+    except ValueError as exc:  # the part before ';' drops advice meant for the server (sys.set_int_max_str_digits)
+        raise BadRequest(f"request: expected JSON ({str(exc).splitlines()[0].split(';')[0][:120]})") from None
     request = _object(decoded, "request")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
