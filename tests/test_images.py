@@ -462,3 +462,14 @@ def test_an_image_over_max_pixels_is_refused_before_it_is_decoded(
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(ImageError, match="more than the limit of 10,000"):
         preprocess_digit(path, max_pixels=10_000)
+
+
+def test_an_image_over_pillows_own_limit_names_both_limits(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow refuses over twice this: 2,000 pixels
+    buffer = io.BytesIO()
+    Image.new("L", (100, 100)).save(buffer, format="PNG")
+    with pytest.raises(ImageError) as refused:
+        load_image(buffer.getvalue())
+    message = str(refused.value)
+    assert "over Pillow's limit of 2,000 pixels" in message and "the limit here is 64,000,000" in message
+    assert "\n" not in message and "DOS" not in message

@@ -271,8 +271,12 @@ def _open(source: Any, name: str, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             picture = Image.open(source)
             picture.size  # noqa: B018 - the header is parsed; pixels are decoded on first use
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image is too large to be a digit ({exc})") from exc
+    except Image.DecompressionBombError:  # over twice Pillow's MAX_IMAGE_PIXELS: refused before ours is checked
+        raise ImageError(
+            f"{name}: image is too large to be a digit: over Pillow's limit of "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (the limit here is {max_pixels:,}); "
+            f"crop or shrink it to the digit"
+        ) from None
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:

@@ -215,7 +215,12 @@ class Batcher:
         if self._stats.on_depth:
             self._stats.on_depth(depth)
         if deadline is not None:  # the 504 is answered at the deadline, not when the block's turn comes
-            loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, request, deadline, blocks[0].enqueued)
+            timer = loop.call_later(
+                max(0.0, deadline - time.monotonic()), self._expire, request, deadline, blocks[0].enqueued
+            )
+            # Answered (or abandoned) before the deadline: drop the timer rather than keep one per request
+            # in the loop's heap for the whole --timeout-ms.
+            blocks[-1].future.add_done_callback(lambda _future: timer.cancel())
         return [block.future for block in blocks]
 
     def _expire(self, request: _Request, deadline: float, enqueued: float) -> None:
