@@ -249,6 +249,18 @@ def test_bad_model_path_exits_1(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("content", "named"),
+    [(b"# My model\nsee the notes\n", "is a text file"), (b"PK\x03\x04rest", "zip archive"), (b"", "is empty")],
+)
+def test_a_file_that_cannot_be_onnx_exits_1_before_serving(capsys, tmp_path, content, named):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(content)
+    assert main(["serve", "--model", str(model), "--port", "0"]) == 1  # not a server that is never ready
+    err = capsys.readouterr().err
+    assert named in err and "model.onnx" in err
+
+
+@pytest.mark.parametrize(
     ("flags", "named"),
     [
         (["--max-body-mb", "inf"], "--max-body-mb"),  # every request answered 500 (OverflowError)

@@ -202,23 +202,34 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def describe_bad_model(source: ModelSource, error: Exception) -> str:
-    """Say why onnxruntime rejected ``source``: a zip, HDF5 or text file, a truncated or non-ONNX file."""
-    data = source.data
+def not_onnx_reason(name: str, data: bytes) -> str | None:
+    """Why ``data`` cannot be an ONNX model (a zip, HDF5 or text file, truncated, not protobuf), or None.
+
+    Cheap (no onnxruntime): the server checks a ``--model`` file with it before it starts.
+    """
     if data[:4] == b"PK\x03\x04":
         return (
-            f"{source.name}: is a zip archive (a .keras model?), expected an ONNX model; "
-            f"convert it with 'mnist-onnx export'"
+            f"{name}: is a zip archive (a .keras model?), expected an ONNX model; convert it with 'mnist-onnx export'"
         )
     if data[:8] == b"\x89HDF\r\n\x1a\n":
-        return f"{source.name}: is an HDF5 file (a Keras .h5 model?), expected an ONNX model"
+        return f"{name}: is an HDF5 file (a Keras .h5 model?), expected an ONNX model"
     head = data[:256]
-    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+    if not head:
+        return f"{name}: is empty (0 bytes), expected an ONNX model"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         first = head.splitlines()[0][:60]
-        return f"{source.name}: is a text file, expected a binary ONNX model (first line: {first!r})"
+        return f"{name}: is a text file, expected a binary ONNX model (first line: {first!r})"
     problem = _protobuf_problem(data)
     if problem and ("past the end" in problem or problem.startswith("ends inside")):
-        return f"{source.name}: truncated ONNX model ({len(data):,} bytes; {problem}); copy or export it again"
+        return f"{name}: truncated ONNX model ({len(data):,} bytes; {problem}); copy or export it again"
     if problem:
-        return f"{source.name}: is not an ONNX model ({problem})"
+        return f"{name}: is not an ONNX model ({problem})"
+    return None
+
+
+def describe_bad_model(source: ModelSource, error: Exception) -> str:
+    """Say why onnxruntime rejected ``source``: a zip, HDF5 or text file, a truncated or non-ONNX file."""
+    reason = not_onnx_reason(source.name, source.data)
+    if reason is not None:
+        return reason
     return f"{source.name}: onnxruntime cannot load this model: {first_line(error)}"

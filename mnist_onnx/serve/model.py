@@ -63,7 +63,8 @@ def check_model_file(config: ServeConfig) -> str:
     """The model's sha256, checked against ``config.sha256`` or the model card.
 
     Raises:
-        ModelError: If the file cannot be read or its sha256 differs from the expected one.
+        ModelError: If the file cannot be read, is plainly not an ONNX model (text, zip,
+            HDF5, truncated), or its sha256 differs from the expected one.
     """
     if config.model is None:
         entry = _card()["files"][config.precision or "fp32"]
@@ -73,6 +74,13 @@ def check_model_file(config: ServeConfig) -> str:
     digest = _file_sha256(path)
     if expected is not None and digest != expected.lower():
         raise ModelError(f"{path}: expected sha256 {expected}, got {digest}")
+    if config.model is not None:  # a file that cannot be ONNX fails now, not as a server that is never ready
+        from ..runtime.model_source import not_onnx_reason
+
+        with open(path, "rb") as handle:
+            reason = not_onnx_reason(path, handle.read())
+        if reason is not None:
+            raise ModelError(reason)
     return digest
 
 
