@@ -185,3 +185,33 @@ def test_inspect_names_where_each_part_comes_from() -> None:
     bundled = _cli("inspect", str(BUNDLED))
     assert "metadata (mnist_onnx.pixel_scale)" in bundled.stdout and "99." in bundled.stdout
     assert bundled.stderr == ""
+
+
+def test_an_image_run_shows_a_progress_bar_on_a_terminal(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    from mnist_onnx.cli import main
+    from mnist_onnx.runtime import _predict_io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    real = _predict_io.ProgressBar
+    monkeypatch.setattr(  # no start-up delay, so the four pictures show
+        _predict_io,
+        "ProgressBar",
+        lambda stream, total, **kw: real(stream, total, **{**kw, "delay_s": 0, "min_interval_s": 0}),
+    )
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "predictions.csv")]) == 0
+    drawn = screen.getvalue()
+    assert "preparing" in drawn and "4/4" in drawn and "images" in drawn
+    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 4
+
+
+def test_prepare_images_reports_each_picture_done() -> None:
+    from mnist_onnx.runtime.image_predict import prepare_images
+
+    done: list[int] = []
+    prepare_images([IMAGES / "format_4.bmp"] * 3, progress=done.append)
+    assert done == [1, 2, 3]

@@ -185,11 +185,22 @@ class ProgressBar:
     Args:
         stream: Where to draw (standard error); nothing is drawn unless it is a terminal.
         total: The rows expected, or None when unknown.
+        unit: What is counted (``rows``, ``images``).
+        desc: The bar's label.
         delay_s: Draw nothing for this long, so short runs print no bar at all.
         min_interval_s: Redraw at most this often.
     """
 
-    def __init__(self, stream: TextIO, total: int | None, *, delay_s: float = 0.5, min_interval_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int | None,
+        *,
+        delay_s: float = 0.5,
+        min_interval_s: float = 0.1,
+        unit: str = "rows",
+        desc: str = "predicting",
+    ) -> None:
         self._bar: Any = None
         if not bool(getattr(stream, "isatty", lambda: False)()):
             return
@@ -198,8 +209,8 @@ class ProgressBar:
         self._bar = tqdm(
             total=total,
             file=stream,
-            unit=" rows",
-            desc="predicting",
+            unit=f" {unit}",
+            desc=desc,
             delay=delay_s,
             leave=False,
             mininterval=min_interval_s,

@@ -93,15 +93,27 @@ def run_images(args: argparse.Namespace, images: list[str], classifier: Any, emi
     Returns:
         The exit code (0).
     """
-    from .image_predict import PreparedImages, output_folder, write_image_outputs
+    from ._predict_io import ProgressBar
+    from .image_predict import PreparedImages, output_folder, predict_images, write_image_outputs
     from .results import write_csv
 
     for folder in (args.save_prepared, args.report):  # before anything is written, so a bad one leaves nothing
         if folder is not None:
             output_folder(folder)
-    frame = classifier.predict_images(
-        images, invert=args.invert or "auto", preprocess=not args.no_preprocess, proba=True
-    )
+    # Preparing a phone photo takes tens of milliseconds: a folder of them shows a bar (terminal only, after 0.5 s).
+    bar = ProgressBar(sys.stderr, len(images), unit="images", desc="preparing") if emit else None
+    try:
+        frame = predict_images(
+            classifier,
+            images,
+            invert=args.invert or "auto",
+            preprocess=not args.no_preprocess,
+            proba=True,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     probabilities = frame.drop(columns=["path", "Label", "confidence"]).to_numpy()
     if not args.proba:
         frame = frame[["path", "Label"]]
