@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -120,7 +119,7 @@ def test_a_large_json_body_is_parsed_off_the_event_loop(client, reference, monke
 ZOO = Path(__file__).parent / "data" / "cases" / "model-expects-0-255" / "mnist_zoo_like.onnx"
 
 
-def test_contract_flags_reach_the_served_model():
+def test_contract_flags_reach_the_served_model(monkeypatch):
     from mnist_onnx.cli import build_parser
     from mnist_onnx.serve.cli import _config
 
@@ -135,11 +134,8 @@ def test_contract_flags_reach_the_served_model():
         "probs",
         "openvino",
     )
-    os.environ[CONFIG_ENV] = config.to_env()
-    try:
-        assert ServeConfig.from_env() == config  # the --workers hand-over keeps the tuple
-    finally:
-        del os.environ[CONFIG_ENV]
+    monkeypatch.setenv(CONFIG_ENV, config.to_env())
+    assert ServeConfig.from_env() == config  # the --workers hand-over keeps the tuple
 
 
 def test_a_model_that_scales_itself_is_served_right_with_pixel_scale_1():
