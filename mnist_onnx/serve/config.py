@@ -21,8 +21,8 @@ __all__ = [
 ]
 
 #: Images per batch.  Swept over 64-1,024 in benchmarks/serve_load.py (docs/serving.md, "Admission"):
-#: 256 and 512 tied for 1,024-image requests and led for single images; 256 keeps the wait of a
-#: small request behind a large one to one block of 256 images.
+#: 256 and 512 tied for 1,024-image requests and led for single images; with 256 a request that
+#: arrives while a batch runs waits for at most 256 images in that batch.
 DEFAULT_MAX_BATCH_SIZE = 256
 #: Requests allowed to wait for a batch before new ones get 503: four times the largest concurrency
 #: the benchmark drives (128).  It bounds memory (with the default body limit, at most 4 GiB of
