@@ -227,6 +227,29 @@ def test_batcher_refuses_at_once_a_request_the_queued_work_would_make_late(refer
     assert sum(gated.calls) == 1 + 8 + 8 + 1  # the refused requests were never computed
 
 
+def test_the_estimate_knows_a_small_request_skips_ahead_of_a_large_ones_blocks(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=8, images_per_second=10.0)
+    digits = sample_digits(60)[0]
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        large = asyncio.ensure_future(batcher.predict(digits[1:41], deadline=time.monotonic() + 60))  # 4 s queued
+        await asyncio.sleep(0)
+        one = batcher.submit(digits[41:42], deadline=time.monotonic() + 1.5)  # waits one batch: 0.8 s
+        with pytest.raises(QueueFull, match="4.1 s of work"):  # 16 images wait their turn: all 41 queued
+            batcher.submit(digits[42:58], deadline=time.monotonic() + 1.5)
+        gated.release()
+        await asyncio.gather(running, large, *one)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+
+
 def test_overload_by_estimate_is_a_503_with_retry_after_through_the_app(reference):
     gated = GatedClassifier(reference)
     config = ServeConfig(precision="int8", max_batch_size=8, inline_max_images=0, timeout_ms=200)
@@ -253,6 +276,62 @@ def test_overload_by_estimate_is_a_503_with_retry_after_through_the_app(referenc
     assert refused.status_code == 503 and "of work is queued ahead" in refused.json()["error"]
     assert refused.headers["retry-after"] == "1"
     assert sorted(r.status_code for r in results) == [200, 200]
+
+
+def test_a_small_request_is_not_stuck_behind_a_large_ones_blocks(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=8)
+    digits = sample_digits(60)[0]
+
+    async def run() -> list[np.ndarray]:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))  # holds the worker
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        large = asyncio.ensure_future(batcher.predict(digits[1:41]))  # 40 images: 5 blocks of 8
+        second = asyncio.ensure_future(batcher.predict(digits[41:57]))  # 16 images: 2 blocks, first in first out
+        await asyncio.sleep(0)
+        small = asyncio.ensure_future(batcher.predict(digits[57:58]))
+        await asyncio.sleep(0)
+        gated.release()
+        return [await running, await large, await second, await small]
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(np.concatenate(answers), reference.predict_proba(digits[:58]))
+    # The one image goes in the very next batch, not after the 56 images queued ahead of it; the two
+    # large requests keep their order (first in, first out).
+    assert gated.calls == [1, 1, 8, 8, 8, 8, 8, 8, 8]
+
+
+def test_large_requests_are_not_starved_by_a_stream_of_small_ones(reference):
+    gated = GatedClassifier(reference)
+    batcher = Batcher(gated.predict_proba, max_batch_size=8)
+    digits = sample_digits(40)[0]
+    finished: list[str] = []
+
+    async def run() -> None:
+        gated.gate_on()
+        running = asyncio.ensure_future(batcher.predict(digits[:1]))
+        await asyncio.get_running_loop().run_in_executor(None, gated.started.wait, 30)
+        large = asyncio.ensure_future(batcher.predict(digits[1:17]))  # 2 blocks of 8
+        large.add_done_callback(lambda _: finished.append("large"))
+        small = [asyncio.ensure_future(batcher.predict(digits[i : i + 1])) for i in range(17, 40)]  # 23 singles
+        for future in small:
+            future.add_done_callback(lambda _: finished.append("single"))
+        await asyncio.sleep(0)
+        gated.release()
+        await asyncio.gather(running, large, *small)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    # Singles lead every other batch (8 of them first), the large request's blocks the others: it is done
+    # before the other 15 singles queued with it, however many singles keep coming.
+    assert finished.index("large") == 8, finished
+    assert gated.calls == [1, 8, 8, 8, 8, 7]
 
 
 class _ThreadRecorder:

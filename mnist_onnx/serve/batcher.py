@@ -1,12 +1,14 @@
 """Adaptive batching: one queue, one inference thread, whatever has queued goes in the next batch.
 
 Requests from the event loop are split into blocks of at most ``max_batch_size``
-images and put on one queue.  A single worker thread takes the oldest block and
-every block queued behind it (same pixel dtype) up to ``max_batch_size`` images,
-without waiting when nothing else is queued, unless ``max_queue_delay_s`` asks
-it to wait that long for company (Triton's ``max_queue_delay_microseconds``;
-0 by default, as there).  While a batch runs, new requests queue up and form the
-next batch, so the batch size adapts to the load on its own.
+images and put on one queue.  A single worker thread takes blocks (same pixel
+dtype) up to ``max_batch_size`` images, led in turn by the oldest block and by
+the oldest request with one block left, so small requests are not stuck behind
+a large one's blocks (see :meth:`Batcher._choose_blocks`); it does not wait when nothing else is queued,
+unless ``max_queue_delay_s`` asks it to wait that long for company (Triton's
+``max_queue_delay_microseconds``; 0 by default, as there).  While a batch runs,
+new requests queue up and form the next batch, so the batch size adapts to the
+load on its own.
 
 Idle fast path: a request of at most ``inline_max_images`` images that finds
 the worker idle and nothing queued is predicted at once on the caller's thread
@@ -20,8 +22,9 @@ answered with :class:`DeadlineExceeded` at the deadline (a timer on the event
 loop, not when its turn comes after the running batch) and never computed (once
 a block has joined a batch, the request's other blocks are computed too); a request that finds
 ``max_queue`` requests waiting is refused at once with :class:`QueueFull`, and so
-is one whose deadline would pass while the images queued ahead of it are
-computed, at the measured images/s (refused at once rather than failed later).
+is one whose deadline would pass before it joins a batch (estimated from the
+work ahead of it at the measured images/s), refused at once rather than failed
+later.
 
 Answers are those of the prediction function on the batch; with
 :meth:`DigitClassifier.predict_proba` each image's row is bitwise the one it
@@ -160,6 +163,7 @@ class Batcher:
         self.images_per_second = images_per_second
         self._stats = stats or BatchStats()
         self._blocks: collections.deque[_Block] = collections.deque()
+        self._small_turn = False  # whether the next batch is led by a request with one block left
         self._waiting_requests = 0
         self._queued_images = 0
         self._cond = threading.Condition()
@@ -206,7 +210,7 @@ class Batcher:
                 raise QueueFull(
                     f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
                 )
-            self._refuse_if_late(deadline)
+            self._refuse_if_late(deadline, len(images))
             self._waiting_requests += 1
             self._queued_images += len(images)
             self._blocks.extend(blocks)
@@ -281,8 +285,8 @@ class Batcher:
         :meth:`submit` checks the same again (the queue may have grown meanwhile).
 
         Raises:
-            QueueFull: If the images queued now would take past ``deadline`` to compute,
-                or ``max_queue`` requests are waiting.
+            QueueFull: If even a one-image request queued now would join a batch only
+                after ``deadline``, or ``max_queue`` requests are waiting.
             ServerStopping: If :meth:`close` was called.
         """
         with self._cond:
@@ -295,26 +299,44 @@ class Batcher:
                 )
             self._refuse_if_late(deadline)
 
-    def _refuse_if_late(self, deadline: float | None) -> None:
-        """Raise :class:`QueueFull` if the queued images outlast ``deadline``. Hold ``_cond``."""
-        wait = self._expected_wait()
+    def _refuse_if_late(self, deadline: float | None, images: int = 1) -> None:
+        """Raise :class:`QueueFull` if the work ahead of a new request of ``images`` outlasts ``deadline``.
+
+        Hold ``_cond``.
+        """
+        wait = self._expected_wait(images)
         if deadline is None or wait is None:
             return
         left = deadline - time.monotonic()
         if wait > left:
             left = max(0.0, left)
             raise QueueFull(
-                f"about {wait:.1f} s of work is queued ahead ({self._queued_images:,} images at "
+                f"about {wait:.1f} s of work is queued ahead ({self._images_ahead(images):,} images at "
                 f"{self.images_per_second:,.0f}/s), more than the {left:.1f} s the request's deadline leaves "
                 f"(--timeout-ms, or the request's timeout parameter)",
                 retry_after_s=max(1, math.ceil(wait - left)),
             )
 
-    def _expected_wait(self) -> float | None:
-        """Seconds until the images queued now are computed (None before any measurement). Hold ``_cond``."""
+    def _images_ahead(self, images: int) -> int:
+        """Images computed, at most, before a request of ``images`` images queued now joins a batch. Hold ``_cond``.
+
+        One block (``images <= max_batch_size``) leads every other batch at the
+        latest (:meth:`_choose_blocks`): it waits for one batch and the one-block
+        requests ahead of it.  A larger request waits for everything queued.
+        """
+        if images > self.max_batch_size:
+            return self._queued_images
+        small = sum(len(block.images) for block in self._blocks if block.request.blocks_left == 1)
+        return min(self._queued_images, self.max_batch_size + small)
+
+    def _expected_wait(self, images: int) -> float | None:
+        """Seconds until a request of ``images`` images queued now joins a batch (None before any measurement).
+
+        Hold ``_cond``.
+        """
         if not self.images_per_second or not self._queued_images:
             return None
-        return self._queued_images / self.images_per_second
+        return self._images_ahead(images) / self.images_per_second
 
     def _predict_inline(self, images: np.ndarray, deadline: float | None) -> np.ndarray | None:
         """Predict on this thread if the worker is idle and nothing is queued; None otherwise."""
@@ -359,21 +381,39 @@ class Batcher:
             if self._blocks:
                 return True
 
+    def _choose_blocks(self) -> list[_Block]:
+        """Pop the next batch's blocks. Hold ``_cond``.
+
+        Batches take turns at who leads: the oldest block in the queue (first in,
+        first out), then the oldest request that has one block left, such as a
+        single image (falling back to the oldest block when there is none).  The
+        rest of the batch is filled in arrival order with blocks that fit (same
+        pixel dtype).  So a one-image request behind a 28,000-row CSV waits about
+        one batch, not the whole file, while large requests among themselves stay
+        first in, first out and are never starved by a stream of small ones.
+        """
+        lead = self._blocks[0]
+        if self._small_turn:
+            lead = next((block for block in self._blocks if block.request.blocks_left == 1), lead)
+        self._small_turn = not self._small_turn
+        batch, size, dtype = [lead], len(lead.images), lead.images.dtype
+        for block in self._blocks:
+            if block is not lead and block.images.dtype == dtype and size + len(block.images) <= self.max_batch_size:
+                batch.append(block)
+                size += len(block.images)
+        if len(batch) == len(self._blocks):
+            self._blocks.clear()
+        else:
+            chosen = {id(block) for block in batch}
+            self._blocks = collections.deque(block for block in self._blocks if id(block) not in chosen)
+        return batch
+
     def _take_batch(self) -> list[_Block] | None:
         """Wait for work; pop the blocks of the next batch (None once closed and drained)."""
         with self._cond:
             if not self._wait_for_blocks():
                 return None
-            batch = [self._blocks.popleft()]
-            size, dtype = len(batch[0].images), batch[0].images.dtype
-            while (
-                self._blocks
-                and self._blocks[0].images.dtype == dtype
-                and size + len(self._blocks[0].images) <= self.max_batch_size
-            ):
-                block = self._blocks.popleft()
-                batch.append(block)
-                size += len(block.images)
+            batch = self._choose_blocks()
             now = time.monotonic()
             for block in batch:
                 self._queued_images -= len(block.images)
