@@ -203,13 +203,7 @@ class Batcher:
         ]
         request.blocks_left = len(blocks)
         with self._cond:
-            if self._stopping:
-                raise ServerStopping("the server is shutting down")
-            if self._waiting_requests >= self.max_queue:
-                waiting = self._waiting_requests
-                raise QueueFull(
-                    f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
-                )
+            self._refuse_if_full()
             self._refuse_if_late(deadline, len(images))
             self._waiting_requests += 1
             self._queued_images += len(images)
@@ -290,14 +284,18 @@ class Batcher:
             ServerStopping: If :meth:`close` was called.
         """
         with self._cond:
-            if self._stopping:
-                raise ServerStopping("the server is shutting down")
-            if self._waiting_requests >= self.max_queue:
-                waiting = self._waiting_requests
-                raise QueueFull(
-                    f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
-                )
+            self._refuse_if_full()
             self._refuse_if_late(deadline)
+
+    def _refuse_if_full(self) -> None:
+        """Raise :class:`ServerStopping` once closing, :class:`QueueFull` at ``max_queue``. Hold ``_cond``."""
+        if self._stopping:
+            raise ServerStopping("the server is shutting down")
+        if self._waiting_requests >= self.max_queue:
+            waiting = self._waiting_requests
+            raise QueueFull(
+                f"the queue holds {waiting} request{'s' if waiting != 1 else ''} (--max-queue {self.max_queue})"
+            )
 
     def _refuse_if_late(self, deadline: float | None, images: int = 1) -> None:
         """Raise :class:`QueueFull` if the work ahead of a new request of ``images`` outlasts ``deadline``.
