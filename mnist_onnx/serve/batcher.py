@@ -322,8 +322,8 @@ class Batcher:
         latest (:meth:`_choose_blocks`): it waits for one batch and the one-block
         requests ahead of it.  A larger request waits for everything queued.
         """
-        if images > self.max_batch_size:
-            return self._queued_images
+        if images > self.max_batch_size or self._queued_images <= self.max_batch_size:
+            return self._queued_images  # the second case: less than one batch queued, no need to count
         small = sum(len(block.images) for block in self._blocks if block.request.blocks_left == 1)
         return min(self._queued_images, self.max_batch_size + small)
 
